@@ -1,0 +1,1 @@
+// placeholder file replaced by the CPU backend implementation
