@@ -1,0 +1,40 @@
+// Frozen base weights of a Llama-family model: loaded from an HF folder (names from the
+// architecture table, every shape checked) or randomly initialised (built-in tiny model).
+#pragma once
+#include <array>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/model_spec.h"
+
+namespace ftune {
+
+class CheckpointReader;
+
+struct LayerWeights {
+  Tensor attn_norm, mlp_norm;              // [H]
+  std::array<Tensor, kNumProj> weight;     // [out, in]
+  std::array<Tensor, kNumProj> bias;       // [out] or undefined
+};
+
+struct BaseWeights {
+  Tensor embed;       // [V, H]
+  Tensor final_norm;  // [H]
+  Tensor lm_head;     // [V, H]; shares storage with embed when tied
+  std::vector<LayerWeights> layers;
+};
+
+// Loads every tensor the spec needs, converted to F32 on `device`. Errors name the folder/file,
+// the tensor and the expected and found shapes; extra tensors in the file are ignored.
+BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckpt,
+                              const std::string& origin, Device device);
+
+// Normal(0, std) weights, norms = 1 (seeded; for the built-in model and tests).
+BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std = 0.02f);
+
+// (name, tensor) pairs in HF naming, e.g. for writing a model folder.
+std::vector<std::pair<std::string, Tensor>> named_base_weights(const ModelSpec& spec,
+                                                               const BaseWeights& w);
+
+}  // namespace ftune
