@@ -11,7 +11,7 @@ namespace ftune {
 // The seven projections LoRA may adapt, in PEFT's usual order.
 enum class Proj : uint8_t { Q, K, V, O, Gate, Up, Down };
 constexpr int kNumProj = 7;
-constexpr std::array<Proj, kNumProj> kAllProj = {Proj::Q,    Proj::K,  Proj::V,   Proj::O,
+inline constexpr std::array<Proj, kNumProj> kAllProj = {Proj::Q,    Proj::K,  Proj::V,   Proj::O,
                                                  Proj::Gate, Proj::Up, Proj::Down};
 
 // "q_proj", "gate_proj", ...: the PEFT target_modules names.
@@ -28,7 +28,7 @@ struct ArchInfo {
   bool config_attention_bias;  // config's attention_bias adds biases to q/k/v/o (llama)
 };
 
-constexpr std::array<ArchInfo, 3> kArchitectures = {{
+inline constexpr std::array<ArchInfo, 3> kArchitectures = {{
     {"llama", "LlamaForCausalLM", false, true},
     {"mistral", "MistralForCausalLM", false, false},
     {"qwen2", "Qwen2ForCausalLM", true, false},
