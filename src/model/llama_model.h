@@ -51,6 +51,7 @@ class LlamaModel {
 
   // Counts forward passes, so dropout masks differ per step yet repeat on recomputation.
   uint64_t forward_counter() const { return forward_counter_; }
+  void set_forward_counter(uint64_t c) { forward_counter_ = c; }  // exact resume
 
  private:
   struct LayerCache;

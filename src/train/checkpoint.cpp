@@ -1,0 +1,109 @@
+#include "train/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "core/error.h"
+#include "io/json_file.h"
+#include "io/safetensors.h"
+
+namespace ftune {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<int64_t, fs::path>> v;
+  const fs::path root = fs::path(output_dir) / "checkpoints";
+  if (!fs::exists(root)) return v;
+  const std::regex re("step-([0-9]+)");
+  for (const auto& e : fs::directory_iterator(root)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && std::regex_match(name, m, re) &&
+        fs::exists(e.path() / "trainer_state.json"))
+      v.emplace_back(std::stoll(m[1]), e.path());
+  }
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, const AdamW& opt,
+                            const TrainerState& st, const AdapterMeta& meta, int64_t keep_last) {
+  const fs::path root = fs::path(output_dir) / "checkpoints";
+  fs::create_directories(root);
+  const fs::path final_dir = root / ("step-" + std::to_string(st.global_step));
+  const fs::path tmp = root / (".tmp-step-" + std::to_string(st.global_step));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_peft_adapter(tmp.string(), lora, meta);
+  std::vector<std::pair<std::string, Tensor>> state;
+  for (auto& [name, t] : opt.state())
+    state.emplace_back(name, t.device().is_cpu() ? t : t.to(Device::cpu()));
+  write_safetensors((tmp / "optimizer.safetensors").string(), state);
+  const json j = {{"global_step", st.global_step},
+                  {"epoch", st.epoch},
+                  {"batch_in_epoch", st.batch_in_epoch},
+                  {"forward_counter", st.forward_counter},
+                  {"tokens_seen", st.tokens_seen},
+                  {"elapsed_s", st.elapsed_s},
+                  {"optimizer_steps", opt.steps_taken()},
+                  {"config_fingerprint", st.config_fingerprint}};
+  {
+    std::ofstream f(tmp / "trainer_state.json");
+    f << j.dump(2) << "\n";
+    FTUNE_CHECK(f.good(), "checkpoint: cannot write {}", (tmp / "trainer_state.json").string());
+  }
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  if (keep_last > 0) {
+    auto all = list_checkpoints(output_dir);
+    while (static_cast<int64_t>(all.size()) > keep_last) {
+      fs::remove_all(all.front().second);
+      all.erase(all.begin());
+    }
+  }
+  return final_dir.string();
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
+  auto all = list_checkpoints(output_dir);
+  if (all.empty()) return std::nullopt;
+  return all.back().second.string();
+}
+
+TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt) {
+  const json j = read_json_file(dir + "/trainer_state.json");
+  SafetensorsFile adapter = SafetensorsFile::open(dir + "/adapter_model.safetensors");
+  for (auto& p : lora.params()) {
+    FTUNE_CHECK(adapter.contains(p.name), "{}: checkpoint lacks '{}' (different LoRA settings?)",
+                dir, p.name);
+    Tensor t = adapter.tensor(p.name);
+    FTUNE_CHECK(t.shape() == p.value->shape() && t.dtype() == DType::F32,
+                "{}: '{}' is {} {}, expected F32 {}", dir, p.name, dtype_name(t.dtype()),
+                shape_str(t.shape()), shape_str(p.value->shape()));
+    p.value->copy_from(p.value->device().is_cpu() ? t : t.to(p.value->device()));
+  }
+  SafetensorsFile optf = SafetensorsFile::open(dir + "/optimizer.safetensors");
+  std::vector<std::pair<std::string, Tensor>> state;
+  for (const auto& n : optf.names()) state.emplace_back(n, optf.tensor(n));
+  opt.load_state(state, j.at("optimizer_steps").get<int64_t>());
+  TrainerState st;
+  st.global_step = j.at("global_step").get<int64_t>();
+  st.epoch = j.at("epoch").get<int64_t>();
+  st.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
+  st.forward_counter = j.at("forward_counter").get<uint64_t>();
+  st.tokens_seen = j.value("tokens_seen", int64_t{0});
+  st.elapsed_s = j.value("elapsed_s", 0.0);
+  st.config_fingerprint = j.value("config_fingerprint", std::string());
+  return st;
+}
+
+}  // namespace ftune

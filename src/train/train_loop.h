@@ -1,0 +1,56 @@
+// The training loop around Trainer: epochs of micro-batches grouped into accumulation windows,
+// LR schedule over the planned total, logging (console, metrics.jsonl, TensorBoard), periodic
+// evaluation, checkpoints and exact resume, and the final PEFT adapter in output_dir/adapter.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/batch.h"
+#include "model/adapter_io.h"
+#include "model/llama_model.h"
+#include "train/trainer.h"
+
+namespace ftune {
+
+struct TrainLoopOptions {
+  std::string output_dir = "outputs";
+  int64_t max_steps = -1;  // > 0 wins over num_epochs
+  int64_t num_epochs = 1;
+  int64_t gradient_accumulation_steps = 1;
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+  int64_t logging_steps = 1;
+  int64_t eval_steps = 0;  // 0 = at the end only
+  int64_t save_steps = 0;  // 0 = at the end only
+  int64_t save_total_limit = 0;
+  bool resume = false;
+  bool tensorboard = true;
+  bool jsonl = true;
+  std::string console = "auto";
+  std::string config_fingerprint;
+  TrainerOptions trainer;  // schedule.total_steps/warmup_steps are filled by the loop
+  AdapterMeta adapter_meta;
+  bool is_main_process = true;  // rank 0 writes logs, checkpoints and the adapter
+};
+
+struct TrainData {
+  // Micro-batches of one epoch for this rank (deterministic in the epoch number).
+  std::function<std::vector<Batch>(int64_t epoch)> epoch_batches;
+  std::vector<Batch> validation;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double first_loss = 0;
+  double final_loss = 0;       // loss of the last step
+  double eval_loss = -1;       // < 0: no validation data
+  int64_t trained_tokens = 0;  // over the run (this session)
+  double seconds = 0;
+  std::string adapter_dir;
+};
+
+TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const TrainData& data,
+                          GradientSync* sync = nullptr);
+
+}  // namespace ftune
