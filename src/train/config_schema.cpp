@@ -1,0 +1,203 @@
+// The one table of configuration keys: path, type, default, allowed range or choices, meaning,
+// and the TrainConfig field it fills. Defaults, validation, the resolved dump and the
+// docs/CONFIG.md reference all read this table (config.cpp); test_config loops over it.
+// Names and defaults follow HF TrainingArguments / TRL SFTConfig / PEFT LoraConfig where those
+// have the same knob (e.g. adam_beta2 0.999, adam_epsilon 1e-8, max_grad_norm 1.0, seed 42).
+#include <array>
+#include <limits>
+
+#include "train/config.h"
+
+namespace ftune {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+using T = ConfigType;
+
+#define FTUNE_FIELD(sec, name) [](TrainConfig& c) -> ConfigFieldPtr { return &c.sec.name; }
+
+// Columns: path, type, default, min, max, max_exclusive, choices, doc, field.
+constexpr std::array kSchema = {
+    // ---- model ----
+    ConfigKey{"model.path", T::Path, "\"\"", 0, 0, false, "",
+              "Hugging Face model folder (config.json, *.safetensors, tokenizer.json); empty = "
+              "built-in tiny random model",
+              FTUNE_FIELD(model, path)},
+    ConfigKey{"model.dtype", T::Choice, "auto", 0, 0, false, "auto|float32|bfloat16|float16",
+              "compute dtype of the frozen base weights; auto = bfloat16 on GPU, float32 on CPU",
+              FTUNE_FIELD(model, dtype)},
+    ConfigKey{"model.tokenizer", T::Path, "\"\"", 0, 0, false, "",
+              "tokenizer folder or tokenizer.json; empty = model.path",
+              FTUNE_FIELD(model, tokenizer)},
+    ConfigKey{"model.chat_template", T::Choice, "auto", 0, 0, false,
+              "auto|llama-3|llama-2|mistral|chatml|alpaca",
+              "chat template for conversations; auto = the tokenizer_config.json template",
+              FTUNE_FIELD(model, chat_template)},
+    ConfigKey{"model.load_in_4bit", T::Bool, "false", 0, 0, false, "",
+              "QLoRA: hold the frozen base weights in NF4 (bitsandbytes layout)",
+              FTUNE_FIELD(model, load_in_4bit)},
+    ConfigKey{"model.seed", T::Int, "0", 0, kInf, false, "",
+              "seed of the built-in tiny random model's weights (used when model.path is empty)",
+              FTUNE_FIELD(model, seed)},
+    // ---- lora ----
+    ConfigKey{"lora.r", T::Int, "16", 1, 4096, false, "", "LoRA rank (PEFT r)",
+              FTUNE_FIELD(lora, r)},
+    ConfigKey{"lora.alpha", T::Float, "16", 0, 1e6, false, "",
+              "LoRA scaling numerator (PEFT lora_alpha): scale = alpha / r",
+              FTUNE_FIELD(lora, alpha)},
+    ConfigKey{"lora.dropout", T::Float, "0.0", 0, 1, true, "",
+              "dropout on the LoRA input (PEFT lora_dropout)", FTUNE_FIELD(lora, dropout)},
+    ConfigKey{"lora.target_modules", T::List,
+              "[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]", 0, 0, false,
+              "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj",
+              "projections that get adapters; the string all-linear = all seven",
+              FTUNE_FIELD(lora, target_modules)},
+    ConfigKey{"lora.use_rslora", T::Bool, "false", 0, 0, false, "",
+              "rank-stabilized LoRA: scale = alpha / sqrt(r) (PEFT use_rslora)",
+              FTUNE_FIELD(lora, use_rslora)},
+    ConfigKey{"lora.init_seed", T::Int, "-1", -1, kInf, false, "",
+              "seed of the LoRA A initialization; -1 = train.seed", FTUNE_FIELD(lora, init_seed)},
+    // ---- data ----
+    ConfigKey{"data.train", T::Path, "\"\"", 0, 0, false, "",
+              "training data, JSON or JSONL file; empty = built-in debug dataset",
+              FTUNE_FIELD(data, train)},
+    ConfigKey{"data.validation", T::Path, "\"\"", 0, 0, false, "",
+              "validation data file; empty = none (or data.validation_split)",
+              FTUNE_FIELD(data, validation)},
+    ConfigKey{"data.validation_split", T::Float, "0.0", 0, 0.5, false, "",
+              "fraction of data.train held out for validation when data.validation is empty",
+              FTUNE_FIELD(data, validation_split)},
+    ConfigKey{"data.format", T::Choice, "auto", 0, 0, false,
+              "auto|alpaca|sharegpt|messages|text|prompt_completion",
+              "record format; auto = detected from the keys of the first record",
+              FTUNE_FIELD(data, format)},
+    ConfigKey{"data.max_seq_length", T::Int, "2048", 8, 1048576, false, "",
+              "longest sequence in tokens (TRL max_seq_length)",
+              FTUNE_FIELD(data, max_seq_length)},
+    ConfigKey{"data.truncation", T::Choice, "truncate", 0, 0, false, "truncate|drop",
+              "what to do with an example longer than max_seq_length: cut it, or skip it",
+              FTUNE_FIELD(data, truncation)},
+    ConfigKey{"data.packing", T::Bool, "true", 0, 0, false, "",
+              "pack several examples into each sequence (attention stays within each example)",
+              FTUNE_FIELD(data, packing)},
+    ConfigKey{"data.train_on_responses_only", T::Bool, "true", 0, 0, false, "",
+              "compute the loss on assistant/response tokens only (prompt tokens masked)",
+              FTUNE_FIELD(data, train_on_responses_only)},
+    ConfigKey{"data.shuffle", T::Bool, "true", 0, 0, false, "",
+              "shuffle the training examples every epoch", FTUNE_FIELD(data, shuffle)},
+    ConfigKey{"data.seed", T::Int, "42", 0, kInf, false, "",
+              "seed of the shuffle and of the validation split", FTUNE_FIELD(data, seed)},
+    ConfigKey{"data.cache_dir", T::String, "\"\"", 0, 0, false, "",
+              "where tokenized data is cached; empty = .cache inside train.output_dir",
+              FTUNE_FIELD(data, cache_dir)},
+    // ---- train ----
+    ConfigKey{"train.output_dir", T::String, "outputs", 0, 0, false, "",
+              "folder for the adapter, checkpoints, metrics.jsonl, tensorboard/",
+              FTUNE_FIELD(train, output_dir)},
+    ConfigKey{"train.overwrite_output_dir", T::Bool, "false", 0, 0, false, "",
+              "allow writing into an output_dir that already holds a run",
+              FTUNE_FIELD(train, overwrite_output_dir)},
+    ConfigKey{"train.max_steps", T::Int, "-1", -1, kInf, false, "",
+              "optimizer steps to run; -1 = train.num_epochs epochs", FTUNE_FIELD(train, max_steps)},
+    ConfigKey{"train.num_epochs", T::Int, "1", 1, 1000000, false, "",
+              "passes over the training data (when max_steps is -1)",
+              FTUNE_FIELD(train, num_epochs)},
+    ConfigKey{"train.micro_batch_size", T::Int, "2", 1, 65536, false, "",
+              "sequences per device per forward/backward (HF per_device_train_batch_size)",
+              FTUNE_FIELD(train, micro_batch_size)},
+    ConfigKey{"train.gradient_accumulation_steps", T::Int, "1", 1, 65536, false, "",
+              "micro-batches accumulated per optimizer step",
+              FTUNE_FIELD(train, gradient_accumulation_steps)},
+    ConfigKey{"train.learning_rate", T::Float, "2e-4", 0, 10, false, "",
+              "peak learning rate of AdamW", FTUNE_FIELD(train, learning_rate)},
+    ConfigKey{"train.lr_scheduler", T::Choice, "linear", 0, 0, false, "constant|linear|cosine",
+              "learning-rate decay after warmup (HF lr_scheduler_type)",
+              FTUNE_FIELD(train, lr_scheduler)},
+    ConfigKey{"train.warmup_steps", T::Int, "0", 0, kInf, false, "",
+              "linear warmup from 0 over this many steps", FTUNE_FIELD(train, warmup_steps)},
+    ConfigKey{"train.warmup_ratio", T::Float, "0.0", 0, 1, false, "",
+              "warmup as a fraction of the total steps (instead of warmup_steps)",
+              FTUNE_FIELD(train, warmup_ratio)},
+    ConfigKey{"train.weight_decay", T::Float, "0.0", 0, 10, false, "",
+              "AdamW decoupled weight decay on the LoRA weights", FTUNE_FIELD(train, weight_decay)},
+    ConfigKey{"train.adam_beta1", T::Float, "0.9", 0, 1, true, "", "AdamW beta1",
+              FTUNE_FIELD(train, adam_beta1)},
+    ConfigKey{"train.adam_beta2", T::Float, "0.999", 0, 1, true, "", "AdamW beta2",
+              FTUNE_FIELD(train, adam_beta2)},
+    ConfigKey{"train.adam_epsilon", T::Float, "1e-8", 0, 1, false, "", "AdamW epsilon",
+              FTUNE_FIELD(train, adam_epsilon)},
+    ConfigKey{"train.max_grad_norm", T::Float, "1.0", 0, kInf, false, "",
+              "clip the global gradient L2 norm to this; 0 = no clipping",
+              FTUNE_FIELD(train, max_grad_norm)},
+    ConfigKey{"train.gradient_checkpointing", T::Bool, "true", 0, 0, false, "",
+              "recompute layer activations in backward instead of keeping them",
+              FTUNE_FIELD(train, gradient_checkpointing)},
+    ConfigKey{"train.seed", T::Int, "42", 0, kInf, false, "",
+              "seed of the trainer (LoRA dropout masks; LoRA init when lora.init_seed is -1)",
+              FTUNE_FIELD(train, seed)},
+    ConfigKey{"train.eval_steps", T::Int, "0", 0, kInf, false, "",
+              "evaluate every this many steps; 0 = only at the end", FTUNE_FIELD(train, eval_steps)},
+    ConfigKey{"train.save_steps", T::Int, "0", 0, kInf, false, "",
+              "save a checkpoint every this many steps; 0 = only at the end",
+              FTUNE_FIELD(train, save_steps)},
+    ConfigKey{"train.save_total_limit", T::Int, "0", 0, kInf, false, "",
+              "keep at most this many checkpoints (oldest deleted first); 0 = keep all",
+              FTUNE_FIELD(train, save_total_limit)},
+    ConfigKey{"train.logging_steps", T::Int, "1", 1, kInf, false, "",
+              "log metrics every this many steps", FTUNE_FIELD(train, logging_steps)},
+    ConfigKey{"train.device", T::Choice, "auto", 0, 0, false, "auto|cpu|cuda",
+              "where to train; auto = cuda when a GPU is present, else cpu",
+              FTUNE_FIELD(train, device)},
+    // ---- distributed ----
+    ConfigKey{"distributed.gpus", T::Int, "1", 1, 1024, false, "",
+              "worker processes (one device each) on this machine",
+              FTUNE_FIELD(distributed, gpus)},
+    ConfigKey{"distributed.aggregation", T::Choice, "token_weighted", 0, 0, false,
+              "token_weighted|mean|median",
+              "how per-rank gradients combine: weighted by trained tokens (same result as one "
+              "GPU), plain mean, or elementwise median",
+              FTUNE_FIELD(distributed, aggregation)},
+    ConfigKey{"distributed.backend", T::Choice, "auto", 0, 0, false, "auto|nccl|gloo",
+              "communication library; auto = nccl on GPU, gloo on CPU",
+              FTUNE_FIELD(distributed, backend)},
+    ConfigKey{"distributed.master_port", T::Int, "0", 0, 65535, false, "",
+              "TCP port of the rendezvous; 0 = MASTER_PORT from the environment, else a free port",
+              FTUNE_FIELD(distributed, master_port)},
+    ConfigKey{"distributed.timeout_s", T::Int, "1800", 1, 604800, false, "",
+              "seconds a collective or the rendezvous may wait before the job fails",
+              FTUNE_FIELD(distributed, timeout_s)},
+    ConfigKey{"distributed.check_consistency", T::Bool, "true", 0, 0, false, "",
+              "check at start that every rank has the same config, data and weights",
+              FTUNE_FIELD(distributed, check_consistency)},
+    // ---- logging ----
+    ConfigKey{"logging.tensorboard", T::Bool, "true", 0, 0, false, "",
+              "write TensorBoard event files to tensorboard/ inside train.output_dir",
+              FTUNE_FIELD(logging, tensorboard)},
+    ConfigKey{"logging.jsonl", T::Bool, "true", 0, 0, false, "",
+              "write one JSON line per logged step to metrics.jsonl inside train.output_dir",
+              FTUNE_FIELD(logging, jsonl)},
+    ConfigKey{"logging.console", T::Choice, "auto", 0, 0, false, "auto|bar|plain|none",
+              "console progress: live bar, one line per log, or nothing; auto = bar on a "
+              "terminal, plain otherwise",
+              FTUNE_FIELD(logging, console)},
+    ConfigKey{"logging.run_name", T::String, "\"\"", 0, 0, false, "",
+              "name shown in the logs; empty = the base name of train.output_dir",
+              FTUNE_FIELD(logging, run_name)},
+};
+
+#undef FTUNE_FIELD
+
+constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "data",
+                                                       "train", "distributed", "logging"};
+
+// A new TrainConfig field needs a schema row: the row count is pinned here and test_config
+// checks that every row fills a distinct field.
+static_assert(kSchema.size() == 55, "update the schema count when adding a config key");
+
+}  // namespace
+
+std::span<const ConfigKey> config_schema() { return kSchema; }
+std::span<const std::string_view> config_sections() { return kSections; }
+
+}  // namespace ftune
