@@ -1,0 +1,77 @@
+// Internal to the CPU backend: the free functions behind CpuOps (one file per op family) and
+// the argument checks they share. Every function validates its arguments first and throws
+// ftune::Error naming the op (e.g. "rms_norm_forward: x is [4, 8] but w is [6]"), then
+// computes in fp32 on the host. Parallel loops only split independent outputs, and every
+// reduction runs in a fixed order, so results do not depend on the thread count or schedule.
+#pragma once
+#include <cstdint>
+
+#include "backend/ops.h"
+#include "core/tensor.h"
+
+namespace ftune::cpu {
+
+// ---- argument checks (cpu_checks.cpp) ----
+// t is defined, lives on the CPU and has dtype dt.
+void require_tensor(const char* op, const char* name, const Tensor& t, DType dt);
+// require_tensor + exactly the given shape.
+void require_shape(const char* op, const char* name, const Tensor& t, DType dt,
+                   const Shape& want);
+// require_tensor + the given rank.
+void require_rank(const char* op, const char* name, const Tensor& t, DType dt, int rank);
+// doc_start is I32 [n] with doc_start[i] in [0, i] and each document contiguous, i.e.
+// doc_start[i] == i (a new document) or doc_start[i] == doc_start[i-1].
+void require_doc_start(const char* op, const Tensor& doc_start, int64_t n);
+// Elements per OpenMP task below which loops stay serial (thread start-up costs more).
+inline constexpr int64_t kParallelGrain = 1 << 14;
+
+// ---- cpu_gemm.cpp ----
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+          float beta);
+void add_bias(Tensor& y, const Tensor& bias);
+void bias_backward(const Tensor& dy, Tensor& dbias);
+
+// ---- cpu_elementwise.cpp ----
+void axpy(float alpha, const Tensor& x, Tensor& y);
+void scale(Tensor& x, float alpha);
+double sum_squares(const Tensor& x);
+
+// ---- cpu_embedding.cpp ----
+void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out);
+void embedding_backward(const Tensor& dy, const Tensor& ids, Tensor& dtable);
+
+// ---- cpu_norm.cpp ----
+void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd);
+void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                       Tensor& dx, Tensor* dw);
+
+// ---- cpu_rope.cpp ----
+void rope_forward(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin);
+void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& cos, const Tensor& sin);
+
+// ---- cpu_attention.cpp ----
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& doc_start, float scale, Tensor& o, Tensor& lse);
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                        const Tensor& lse, const Tensor& d_o, const Tensor& doc_start,
+                        float scale, Tensor& dq, Tensor& dk, Tensor& dv);
+
+// ---- cpu_mlp.cpp ----
+void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
+void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                     Tensor& dup);
+
+// ---- cpu_dropout.cpp ----
+void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out, Tensor& mask);
+void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx);
+
+// ---- cpu_cross_entropy.cpp ----
+CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
+                                         float grad_scale, Tensor* dx, Tensor* logits,
+                                         int64_t chunk_tokens);
+
+// ---- cpu_adamw.cpp ----
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t step);
+
+}  // namespace ftune::cpu

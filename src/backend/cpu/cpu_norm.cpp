@@ -1,0 +1,90 @@
+// RMSNorm forward and backward, matching HF LlamaRMSNorm computed in fp32
+// (transformers/models/llama/modeling_llama.py: LlamaRMSNorm.forward):
+//   rstd = rsqrt(mean(x^2) + eps);  y = w * (x * rstd).
+// Backward, with g = w * dy:  dx = rstd * g - rstd^3 / H * x * sum(g * x);
+//   dw += sum over rows of dy * x * rstd.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace ftune::cpu {
+
+namespace {
+void check_norm_args(const char* op, const Tensor& x, const Tensor& w) {
+  require_rank(op, "x", x, DType::F32, 2);
+  require_tensor(op, "w", w, DType::F32);
+  FTUNE_CHECK(w.ndim() == 1 && w.dim(0) == x.dim(1), "{}: x is {} but w is {}", op,
+              shape_str(x.shape()), shape_str(w.shape()));
+}
+}  // namespace
+
+void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd) {
+  constexpr const char* op = "rms_norm_forward";
+  check_norm_args(op, x, w);
+  const int64_t n = x.dim(0), h = x.dim(1);
+  require_shape(op, "y", y, DType::F32, {n, h});
+  require_shape(op, "rstd", rstd, DType::F32, {n});
+  FTUNE_CHECK(eps >= 0.0f, "rms_norm_forward: eps = {} is negative", eps);
+  const float* xp = x.f32();
+  const float* wp = w.f32();
+  float* yp = y.f32();
+  float* rp = rstd.f32();
+#pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
+  for (int64_t r = 0; r < n; ++r) {
+    const float* xr = xp + r * h;
+    double ss = 0.0;
+    for (int64_t j = 0; j < h; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+    const float var = static_cast<float>(ss / static_cast<double>(h));
+    const float rs = 1.0f / std::sqrt(var + eps);
+    rp[r] = rs;
+    float* yr = yp + r * h;
+    for (int64_t j = 0; j < h; ++j) yr[j] = wp[j] * (xr[j] * rs);
+  }
+}
+
+void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                       Tensor& dx, Tensor* dw) {
+  constexpr const char* op = "rms_norm_backward";
+  check_norm_args(op, x, w);
+  const int64_t n = x.dim(0), h = x.dim(1);
+  require_shape(op, "dy", dy, DType::F32, {n, h});
+  require_shape(op, "rstd", rstd, DType::F32, {n});
+  require_shape(op, "dx", dx, DType::F32, {n, h});
+  if (dw != nullptr) require_shape(op, "dw", *dw, DType::F32, {h});
+  const float* g = dy.f32();
+  const float* xp = x.f32();
+  const float* wp = w.f32();
+  const float* rp = rstd.f32();
+  float* dxp = dx.f32();
+#pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
+  for (int64_t r = 0; r < n; ++r) {
+    const float* gr = g + r * h;
+    const float* xr = xp + r * h;
+    const float rs = rp[r];
+    double dot = 0.0;  // sum_j w_j dy_j x_j
+    for (int64_t j = 0; j < h; ++j) dot += static_cast<double>(wp[j]) * gr[j] * xr[j];
+    const float c = static_cast<float>(dot * rs * rs * rs / static_cast<double>(h));
+    float* dr = dxp + r * h;
+    for (int64_t j = 0; j < h; ++j) dr[j] = rs * (wp[j] * gr[j]) - c * xr[j];
+  }
+  if (dw == nullptr) return;
+  float* dwp = dw->f32();
+  // Column blocks per thread, rows summed in order: deterministic.
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (h + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t j0 = b * kBlock, j1 = std::min(h, j0 + kBlock);
+    double acc[kBlock] = {};
+    for (int64_t r = 0; r < n; ++r) {
+      const float* gr = g + r * h;
+      const float* xr = xp + r * h;
+      const float rs = rp[r];
+      for (int64_t j = j0; j < j1; ++j) acc[j - j0] += static_cast<double>(gr[j]) * (xr[j] * rs);
+    }
+    for (int64_t j = j0; j < j1; ++j) dwp[j] += static_cast<float>(acc[j - j0]);
+  }
+}
+
+}  // namespace ftune::cpu
