@@ -546,14 +546,15 @@ TrainConfig load_config(const std::string& yaml_path, const std::vector<std::str
 std::string to_resolved_yaml(const TrainConfig& cfg) {
   std::string out =
       "# ftune resolved configuration: every key with its final value (docs/CONFIG.md).\n"
-      "# Reload with: ftune train --config <this file>\n";
+      "# Reload with: ftune train <this file> [section.key=value ...]\n";
   for (std::string_view section : config_sections()) {
     std::vector<std::pair<std::string, std::string_view>> lines;
     size_t width = 0;
     for (const ConfigKey& k : config_schema()) {
       if (section_of(k.path) != section) continue;
       lines.emplace_back(fmt::format("  {}: {}", leaf_of(k.path), value_text(k, cfg)), k.doc);
-      width = std::max(width, lines.back().first.size());
+      // Align the comments, except after a line too long to be worth aligning to.
+      if (lines.back().first.size() <= 40) width = std::max(width, lines.back().first.size());
     }
     out += fmt::format("{}:\n", section);
     for (const auto& [text, doc] : lines) out += fmt::format("{:<{}}  # {}\n", text, width, doc);
