@@ -60,7 +60,8 @@ Reference naive_attention(const Tensor& q, const Tensor& k, const Tensor& v,
         if (!mask[i][j]) continue;
         double d = 0;
         for (int64_t c = 0; c < hd; ++c)
-          d += static_cast<double>(q.f32()[(i * nh + h) * hd + c]) * k.f32()[(j * nkv + g) * hd + c];
+          d += static_cast<double>(q.f32()[(i * nh + h) * hd + c]) *
+               k.f32()[(j * nkv + g) * hd + c];
         s[j] = scale * d;
         mx = std::max(mx, s[j]);
       }

@@ -40,7 +40,8 @@ double naive_loss(const Tensor& x, const Tensor& w, const std::vector<int32_t>& 
     std::vector<double> l(v);
     for (int64_t c = 0; c < v; ++c) {
       double s = 0;
-      for (int64_t j = 0; j < h; ++j) s += static_cast<double>(x.f32()[r * h + j]) * w.f32()[c * h + j];
+      for (int64_t j = 0; j < h; ++j)
+        s += static_cast<double>(x.f32()[r * h + j]) * w.f32()[c * h + j];
       l[c] = s;
       if (logits_out) logits_out->push_back(static_cast<float>(s));
     }

@@ -60,6 +60,12 @@ TEST(CpuOpsSwiglu, BackwardMatchesFiniteDifferences) {
   EXPECT_EQ(compare(dg.to_vector(), finite_diff(g, loss), 1e-2f, 1e-3f), "");
   EXPECT_EQ(compare(du.to_vector(), finite_diff(u, loss), 1e-2f, 1e-3f), "");
 
+  // In place: dgate written over dout gives the same gradients.
+  Tensor inplace = r.clone(), du2 = Tensor::empty({4, 7});
+  ops->swiglu_backward(inplace, g, u, inplace, du2);
+  EXPECT_EQ(inplace.to_vector(), dg.to_vector());
+  EXPECT_EQ(du2.to_vector(), du.to_vector());
+
   Tensor bad = Tensor::empty({4, 6});
   EXPECT_THAT(error_of([&] { ops->swiglu_forward(g, u, bad); }),
               HasSubstr("swiglu_forward: gate is [4, 7] but out is [4, 6]"));
@@ -132,6 +138,10 @@ TEST(CpuOpsDropout, BackwardMatchesFiniteDifferences) {
   Tensor dx = random_tensor(x.shape(), 11);
   ops->dropout_backward(r, mask, p, dx);
   EXPECT_EQ(compare(dx.to_vector(), finite_diff(x, loss), 1e-2f, 1e-3f), "");
+  // In place (dx over dy), as the LoRA backward uses it.
+  Tensor inplace = r.clone();
+  ops->dropout_backward(inplace, mask, p, inplace);
+  EXPECT_EQ(inplace.to_vector(), dx.to_vector());
   int zeros = 0;
   for (float v : dx.to_vector()) zeros += v == 0.0f;
   EXPECT_GT(zeros, 0);  // some elements were dropped

@@ -78,6 +78,12 @@ TEST(CpuOpsRmsNorm, BackwardMatchesFiniteDifferences) {
   Tensor dx2 = Tensor::empty({n, h});
   ops->rms_norm_backward(r, x, w, rstd, dx2, nullptr);
   EXPECT_EQ(dx2.to_vector(), dx.to_vector());
+
+  // In place: dx written over dy (with dw) gives the same results.
+  Tensor inplace = r.clone(), dw2 = Tensor::from_vector(dw_start, {h});
+  ops->rms_norm_backward(inplace, x, w, rstd, inplace, &dw2);
+  EXPECT_EQ(inplace.to_vector(), dx.to_vector());
+  EXPECT_EQ(dw2.to_vector(), dw.to_vector());
 }
 
 TEST(CpuOpsRmsNorm, DeterministicAcrossThreadCounts) {

@@ -57,6 +57,25 @@ void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const
   const float* wp = w.f32();
   const float* rp = rstd.f32();
   float* dxp = dx.f32();
+  // dw first, so dx may alias dy. Column blocks per thread, rows summed in order.
+  if (dw != nullptr) {
+    float* dwp = dw->f32();
+    constexpr int64_t kBlock = 64;
+    const int64_t blocks = (h + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t j0 = b * kBlock, j1 = std::min(h, j0 + kBlock);
+      double acc[kBlock] = {};
+      for (int64_t r = 0; r < n; ++r) {
+        const float* gr = g + r * h;
+        const float* xr = xp + r * h;
+        const float rs = rp[r];
+        for (int64_t j = j0; j < j1; ++j)
+          acc[j - j0] += static_cast<double>(gr[j]) * (xr[j] * rs);
+      }
+      for (int64_t j = j0; j < j1; ++j) dwp[j] += static_cast<float>(acc[j - j0]);
+    }
+  }
 #pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
   for (int64_t r = 0; r < n; ++r) {
     const float* gr = g + r * h;
@@ -67,23 +86,6 @@ void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const
     const float c = static_cast<float>(dot * rs * rs * rs / static_cast<double>(h));
     float* dr = dxp + r * h;
     for (int64_t j = 0; j < h; ++j) dr[j] = rs * (wp[j] * gr[j]) - c * xr[j];
-  }
-  if (dw == nullptr) return;
-  float* dwp = dw->f32();
-  // Column blocks per thread, rows summed in order: deterministic.
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = (h + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t j0 = b * kBlock, j1 = std::min(h, j0 + kBlock);
-    double acc[kBlock] = {};
-    for (int64_t r = 0; r < n; ++r) {
-      const float* gr = g + r * h;
-      const float* xr = xp + r * h;
-      const float rs = rp[r];
-      for (int64_t j = j0; j < j1; ++j) acc[j - j0] += static_cast<double>(gr[j]) * (xr[j] * rs);
-    }
-    for (int64_t j = j0; j < j1; ++j) dwp[j] += static_cast<float>(acc[j - j0]);
   }
 }
 
