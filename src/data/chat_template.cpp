@@ -312,14 +312,14 @@ std::optional<ChatTemplate> detect_chat_template(std::string_view src) {
   if (contains(src, "<|start_header_id|>") && contains(src, "<|eot_id|>")) {
     if (contains(src, "Cutting Knowledge Date") || contains(src, "Today Date")) {
       fail("chat template: this is the Llama-3.1+ template (date/tools system header), which "
-           "ftune does not render; set data.chat_template: llama-3 to use the Llama-3 format");
+           "ftune does not render; set model.chat_template: llama-3 to use the Llama-3 format");
     }
     return from_entry(entry_of(ChatTemplateKind::llama3));
   }
   if (contains(src, "<|im_start|>") && contains(src, "<|im_end|>")) {
     if (contains(src, "<think>")) {
       fail("chat template: this chatml template has <think> reasoning blocks (Qwen3 style), "
-           "which ftune does not render; set data.chat_template: chatml");
+           "which ftune does not render; set model.chat_template: chatml");
     }
     ChatTemplate t = from_entry(entry_of(ChatTemplateKind::chatml));
     // The default system message the template inserts when a conversation has none.
@@ -341,7 +341,7 @@ std::optional<ChatTemplate> detect_chat_template(std::string_view src) {
   if (contains(src, "[INST]")) {
     if (!contains(src, "message['content'] + eos_token + ' '")) {
       fail("chat template: this [INST] template is not the Mistral-7B-Instruct-v0.1 form "
-           "ftune renders; set data.chat_template: mistral to use that form");
+           "ftune renders; set model.chat_template: mistral to use that form");
     }
     return from_entry(entry_of(ChatTemplateKind::mistral));
   }
@@ -362,7 +362,7 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
     }
     FTUNE_CHECK(cfg.is_object(), "{}: expected a JSON object", config_path);
   } else if (is_auto) {
-    fail("data.chat_template is auto but no tokenizer_config.json was given; set "
+    fail("model.chat_template is auto but no tokenizer_config.json was given; set "
          "data.chat_template to one of {}",
          known_names());
   }
@@ -389,13 +389,13 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
       if (std::filesystem::is_regular_file(jinja, ec)) {
         source = read_file_bytes(jinja.string());
       } else {
-        fail("{}: no chat_template (base model?); set data.chat_template to one of {}",
+        fail("{}: no chat_template (base model?); set model.chat_template to one of {}",
              config_path, known_names());
       }
     }
     std::optional<ChatTemplate> found = detect_chat_template(source);
     if (!found) {
-      fail("{}: cannot recognise its chat_template; set data.chat_template to one of {}",
+      fail("{}: cannot recognise its chat_template; set model.chat_template to one of {}",
            config_path, known_names());
     }
     t = *found;

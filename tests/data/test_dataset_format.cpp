@@ -1,0 +1,187 @@
+// Dataset files (JSON array, JSONL), format detection, record conversion and the one-line
+// errors for bad input.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "data/dataset_format.h"
+#include "support/test_support.h"
+
+namespace ftune {
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+SourceExample first_example(const std::string& text, const char* format = nullptr) {
+  const auto recs = parse_dataset_text(text, "d.jsonl");
+  const DatasetFormat f = format ? *parse_format_name(format) : detect_format(recs[0]);
+  return convert_record(recs[0], f);
+}
+
+TEST(DatasetFormat, NamesRoundTripAndUnknownNameIsAnError) {
+  for (auto f : {DatasetFormat::alpaca, DatasetFormat::sharegpt, DatasetFormat::messages,
+                 DatasetFormat::text, DatasetFormat::prompt_completion}) {
+    EXPECT_EQ(parse_format_name(format_name(f)), f);
+  }
+  EXPECT_FALSE(parse_format_name("auto").has_value());
+  EXPECT_EQ(error_of([] { parse_format_name("csv"); }),
+            "unknown dataset format 'csv' (expected auto, alpaca, sharegpt, messages, text, "
+            "prompt_completion)");
+}
+
+TEST(DatasetFormat, AlpacaWithAndWithoutInput) {
+  const auto recs = parse_dataset_text(
+      R"({"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}
+{"instruction": "Say hi.", "input": "", "output": "hi"}
+{"instruction": "Say bye.", "output": "bye"}
+)",
+      "a.jsonl");
+  ASSERT_EQ(recs.size(), 3u);
+  ASSERT_EQ(detect_format(recs[0]), DatasetFormat::alpaca);
+  const auto with = convert_record(recs[0], DatasetFormat::alpaca);
+  EXPECT_FALSE(with.is_conversation);
+  EXPECT_EQ(with.prompt,
+            "Below is an instruction that describes a task, paired with an input that provides "
+            "further context. Write a response that appropriately completes the request.\n\n"
+            "### Instruction:\nAdd the numbers.\n\n### Input:\n2 and 3\n\n### Response:\n");
+  EXPECT_EQ(with.response, "5");
+  const std::string no_input =
+      "Below is an instruction that describes a task. Write a response that appropriately "
+      "completes the request.\n\n### Instruction:\nSay hi.\n\n### Response:\n";
+  EXPECT_EQ(convert_record(recs[1], DatasetFormat::alpaca).prompt, no_input);
+  EXPECT_EQ(convert_record(recs[2], DatasetFormat::alpaca).response, "bye");
+  EXPECT_EQ(recs[2].origin, "a.jsonl:3");
+}
+
+TEST(DatasetFormat, SharegptMapsRoles) {
+  const auto ex = first_example(
+      R"({"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]})");
+  ASSERT_TRUE(ex.is_conversation);
+  ASSERT_EQ(ex.conversation.size(), 3u);
+  EXPECT_EQ(ex.conversation[0].role, "system");
+  EXPECT_EQ(ex.conversation[1].role, "user");
+  EXPECT_EQ(ex.conversation[1].content, "Q");
+  EXPECT_EQ(ex.conversation[2].role, "assistant");
+  EXPECT_EQ(ex.conversation[2].content, "A");
+}
+
+TEST(DatasetFormat, MessagesTextAndPromptCompletion) {
+  const auto m = first_example(
+      R"({"messages": [{"role": "user", "content": "héllo"}, {"role": "assistant", "content": "wörld"}]})");
+  ASSERT_TRUE(m.is_conversation);
+  EXPECT_EQ(m.conversation[0].content, "héllo");
+  EXPECT_EQ(m.conversation[1].role, "assistant");
+
+  const auto t = first_example(R"({"text": "Once upon a time"})");
+  EXPECT_FALSE(t.is_conversation);
+  EXPECT_EQ(t.prompt, "");
+  EXPECT_EQ(t.response, "Once upon a time");
+
+  const auto pc = first_example(R"({"prompt": "2+2=", "completion": "4"})");
+  EXPECT_EQ(pc.prompt, "2+2=");
+  EXPECT_EQ(pc.response, "4");
+}
+
+TEST(DatasetFormat, DetectionFollowsFirstRecordKeys) {
+  auto detect = [](const std::string& line) {
+    return detect_format(parse_dataset_text(line, "x.jsonl")[0]);
+  };
+  EXPECT_EQ(detect(R"({"conversations": []})"), DatasetFormat::sharegpt);
+  EXPECT_EQ(detect(R"({"messages": [], "text": "x"})"), DatasetFormat::messages);
+  EXPECT_EQ(detect(R"({"instruction": "i", "output": "o"})"), DatasetFormat::alpaca);
+  EXPECT_EQ(detect(R"({"prompt": "p", "completion": "c"})"), DatasetFormat::prompt_completion);
+  EXPECT_EQ(detect(R"({"text": "t"})"), DatasetFormat::text);
+  EXPECT_EQ(error_of([&] { detect("\n{\"question\": 1, \"answer\": 2}"); }),
+            "x.jsonl:2: cannot detect the dataset format from the record's keys (answer, "
+            "question); set data.format to one of alpaca, sharegpt, messages, text, "
+            "prompt_completion");
+}
+
+TEST(DatasetFormat, JsonArrayRecordsKnowTheirLines) {
+  const std::string text =
+      "[\n  {\"text\": \"a\"},\n  {\"text\": \"[b], {c}\"},\n\n  {\"instruction\": \"x\",\n"
+      "   \"text\": \"\\\"q\\\"\"}\n]\n";
+  const auto recs = parse_dataset_text(text, "arr.json");
+  ASSERT_EQ(recs.size(), 3u);
+  EXPECT_EQ(recs[0].origin, "arr.json:2");
+  EXPECT_EQ(recs[1].origin, "arr.json:3");
+  EXPECT_EQ(recs[2].origin, "arr.json:5");
+  EXPECT_EQ(error_of([&] { convert_record(recs[2], DatasetFormat::alpaca); }),
+            "arr.json:5: record has no 'output'");
+}
+
+TEST(DatasetFormat, FilesAreReadFromDisk) {
+  const std::string dir = test::temp_dir("fmt_files");
+  std::ofstream(dir + "/d.json") << "\xEF\xBB\xBF[{\"text\": \"bom\"}]";
+  const auto recs = read_dataset_file(dir + "/d.json");
+  ASSERT_EQ(recs.size(), 1u);
+  EXPECT_EQ(recs[0].value["text"], "bom");
+  EXPECT_EQ(recs[0].origin, dir + "/d.json:1");
+  const std::string e = error_of([&] { read_dataset_file(dir + "/missing.jsonl"); });
+  EXPECT_EQ(e, "cannot read " + dir + "/missing.jsonl: no such file");
+}
+
+TEST(DatasetFormat, BadInputErrorsAreOneLineWithFileAndLine) {
+  // Malformed JSONL line: file:line and what is wrong.
+  const std::string e1 = error_of([] {
+    parse_dataset_text("{\"text\": \"ok\"}\n\n{\"text\": oops}\n", "bad.jsonl");
+  });
+  EXPECT_EQ(e1.rfind("bad.jsonl:3: invalid JSON: column ", 0), 0u) << e1;
+  EXPECT_NE(e1.find("syntax error"), std::string::npos) << e1;
+  EXPECT_EQ(e1.find('\n'), std::string::npos) << e1;
+
+  // Malformed JSON array: the line of the error in the file.
+  const std::string e2 = error_of([] {
+    parse_dataset_text("[\n {\"text\": \"a\"},\n {\"text\": \"b\",}\n]", "bad.json");
+  });
+  EXPECT_EQ(e2.rfind("bad.json:3: invalid JSON: column ", 0), 0u) << e2;
+
+  // Missing and mistyped fields.
+  auto convert = [](const std::string& line, DatasetFormat f) {
+    const auto recs = parse_dataset_text("{\"text\": \"first\"}\n" + line, "r.jsonl");
+    convert_record(recs[1], f);
+  };
+  EXPECT_EQ(error_of([&] { convert(R"({"instruction": "i", "input": ""})", DatasetFormat::alpaca); }),
+            "r.jsonl:2: record has no 'output'");
+  EXPECT_EQ(error_of([&] { convert(R"({"instruction": "i", "output": 3})", DatasetFormat::alpaca); }),
+            "r.jsonl:2: record 'output' is not a string (it is number)");
+  EXPECT_EQ(error_of([&] { convert(R"({"prompt": "p"})", DatasetFormat::prompt_completion); }),
+            "r.jsonl:2: record has no 'completion'");
+  EXPECT_EQ(error_of([&] { convert(R"({"body": "p"})", DatasetFormat::text); }),
+            "r.jsonl:2: record has no 'text'");
+  EXPECT_EQ(error_of([&] { convert(R"({"messages": []})", DatasetFormat::messages); }),
+            "r.jsonl:2: 'messages' is an empty list");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [{"role": "user"}]})", DatasetFormat::messages);
+            }),
+            "r.jsonl:2: messages[0] has no 'content'");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [{"role": "tool", "content": "x"}]})",
+                      DatasetFormat::messages);
+            }),
+            "r.jsonl:2: messages[0] has unknown role 'tool' (expected system, user, assistant)");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"conversations": [{"from": "bing", "value": "x"}]})",
+                      DatasetFormat::sharegpt);
+            }),
+            "r.jsonl:2: conversations[0] has unknown from 'bing' (expected system, human, gpt)");
+  EXPECT_EQ(error_of([&] { convert("[1, 2]", DatasetFormat::text); }),
+            "r.jsonl:2: record is not a JSON object");
+
+  // Empty dataset (nothing but blank lines).
+  EXPECT_EQ(error_of([] { parse_dataset_text("\n  \n", "empty.jsonl"); }),
+            "empty.jsonl: dataset is empty");
+  EXPECT_EQ(error_of([] { parse_dataset_text(" [ ] ", "empty.json"); }),
+            "empty.json: dataset is empty");
+}
+
+}  // namespace
+}  // namespace ftune
