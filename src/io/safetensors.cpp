@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <limits>
 #include <set>
+#include <tuple>
 
 #include "io/json_file.h"
 
@@ -193,6 +194,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   for (auto it = h.begin(); it != h.end(); ++it) {
     const std::string& name = it.key();
     if (name == "__metadata__") {
+      if (it->is_null()) continue;  // upstream reads it as Option<HashMap>: null = none
       FTUNE_CHECK(it->is_object(), "{}: __metadata__ must be an object of strings, got {}", path,
                   json_value_brief(*it));
       for (auto m = it->begin(); m != it->end(); ++m) {

@@ -295,6 +295,14 @@ TEST(HFConfig, LoadFromFile) {
     EXPECT_NE(std::string(e.what()).find("cannot open " + dir + "/absent.json"), std::string::npos)
         << e.what();
   }
+  try {
+    load_hf_config(dir);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot read " + dir + ": not a regular file"),
+              std::string::npos)
+        << e.what();
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -375,6 +375,11 @@ TEST_F(SafetensorsTest, RejectsBadMetadata) {
              "__metadata__ must be an object of strings");
 }
 
+TEST_F(SafetensorsTest, NullMetadataReadsAsNone) {
+  write_file(file("nullmeta.safetensors"), st_bytes(R"({"__metadata__":null})", ""));
+  EXPECT_TRUE(SafetensorsFile::open(file("nullmeta.safetensors")).metadata().empty());
+}
+
 TEST_F(SafetensorsTest, RejectsDuplicateNames) {
   const std::string m = open_error(
       "dup", st_bytes(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
@@ -464,6 +469,17 @@ TEST_F(SafetensorsTest, ShardedCheckpointWithIndex) {
     EXPECT_HAS(std::string(e.what()), "model.safetensors.index.json: expected an object with a "
                                       "'weight_map' object");
   }
+}
+
+TEST_F(SafetensorsTest, FolderWithBothPrefersTheSingleFileLikeTransformers) {
+  write_safetensors(file("model.safetensors"), {{"w", Tensor::from_vector({1, 2}, {2})}});
+  write_safetensors(file("model-00001-of-00001.safetensors"),
+                    {{"v", Tensor::from_vector({3}, {1})}});
+  write_file(file("model.safetensors.index.json"),
+             R"({"weight_map": {"v": "model-00001-of-00001.safetensors"}})");
+  CheckpointReader r = CheckpointReader::open_folder(dir_);
+  EXPECT_EQ(r.names(), (std::vector<std::string>{"w"}));
+  EXPECT_EQ(r.files().size(), 1u);
 }
 
 TEST_F(SafetensorsTest, SingleFileFolderAndEmptyFolder) {
