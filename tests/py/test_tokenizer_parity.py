@@ -113,6 +113,14 @@ def variants(llama3, sp):
     out["llama3_merge_pairs"] = (llama3, True)
     out["llama3_merge_strings"] = (merges_as_strings(llama3), True)
 
+    # A vocab holding tokens its merges cannot build (as Llama-3's does): drop the last merges
+    # but keep their results, so ignore_merges=true/false give different ids.
+    for ignore in [True, False]:
+        cut = json.loads(json.dumps(llama3))
+        cut["model"]["merges"] = cut["model"]["merges"][:-400]
+        cut["model"]["ignore_merges"] = ignore
+        out[f"llama3_unreachable_ignore_merges{int(ignore)}"] = (cut, True)
+
     gpt2 = json.loads(json.dumps(llama3))
     gpt2.update(component_json(pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False,
                                                                       use_regex=True)))
@@ -151,6 +159,28 @@ def variants(llama3, sp):
                 decoder=decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=split)))
             out[f"metaspace_{scheme}_split{int(split)}"] = (ms, False)
     return out
+
+
+def coverage_problems(configs):
+    """The cases the comparison is meant to exercise must actually occur in the test strings."""
+    def hf_ids(name):
+        tj = configs[name][0]
+        tok = Tokenizer.from_str(json.dumps(tj))
+        strings = corpus.test_strings([t["content"] for t in tj["added_tokens"]])
+        return [tok.encode(s, add_special_tokens=False).ids for s in strings]
+
+    problems = []
+    differ = sum(a != b for a, b in zip(hf_ids("llama3_unreachable_ignore_merges1"),
+                                        hf_ids("llama3_unreachable_ignore_merges0")))
+    byte_ids = range(len(SP_SPECIALS), len(SP_SPECIALS) + 256)
+    fallback = sum(any(i in byte_ids for i in ids) for ids in hf_ids("sentencepiece_legacy"))
+    unk = sum(0 in ids for ids in hf_ids("sentencepiece_unk_fused"))
+    print(f"  coverage: ignore_merges changes {differ} strings, byte fallback in {fallback}, "
+          f"unk in {unk}")
+    for what, n in [("ignore_merges", differ), ("byte fallback", fallback), ("unk", unk)]:
+        if n < 50:
+            problems.append(f"too few test strings exercise {what} ({n})")
+    return problems
 
 
 def run_ftune(tool, tokenizer_json_path, strings_path, out_path):
@@ -234,6 +264,9 @@ def main():
             failed += n_fail
             print(f"  {name}: {len(strings) - n_fail}/{len(strings)} strings identical")
 
+    for p in coverage_problems(configs):
+        print(f"COVERAGE: {p}")
+        failed += 1
     print(f"tokenizer parity: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
