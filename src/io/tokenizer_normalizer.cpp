@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/tokenizer_nfc.h"
 #include "io/tokenizer_regex.h"
 
 namespace ftune::tok {
@@ -45,6 +46,11 @@ class ReplaceNormalizer final : public Normalizer {
   std::string content_;
 };
 
+class NfcNormalizer final : public Normalizer {
+ public:
+  void normalize(std::string& text) const override { text = nfc_normalize(text); }
+};
+
 }  // namespace
 
 std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& where) {
@@ -60,6 +66,7 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& j, const std::string& w
     }
     return std::make_unique<SequenceNormalizer>(std::move(parts));
   }
+  if (type == "NFC") return std::make_unique<NfcNormalizer>();
   if (type == "Prepend") return std::make_unique<PrependNormalizer>(json_string(j, "prepend", where));
   if (type == "Replace") {
     return std::make_unique<ReplaceNormalizer>(

@@ -1,4 +1,4 @@
-// Normalizers of tokenizer.json ("normalizer"): Sequence, Prepend, Replace (HF
+// Normalizers of tokenizer.json ("normalizer"): Sequence, Prepend, Replace, NFC (HF
 // tokenizers/src/normalizers). Applied to each piece of text left between added tokens.
 #pragma once
 #include <memory>

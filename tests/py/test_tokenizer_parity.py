@@ -6,7 +6,8 @@ Trains small tokenizers with HF `tokenizers` on a generated corpus (tests/py/tok
       ignore_merges, Llama-3 special tokens, TemplateProcessing adding BOS), saved with merges as
       pairs and rewritten with merges as "a b" strings; also the GPT-2 ByteLevel(use_regex)
       pre-tokenizer, with and without add_prefix_space, and extra added tokens with
-      lstrip/rstrip/single_word/normalized;
+      lstrip/rstrip/single_word/normalized; and a Qwen2-like variant (NFC normalizer, single-digit
+      regex);
   (b) SentencePiece-style BPE like Llama-2 (Prepend+Replace normalizer, byte_fallback, unk,
       <s> </s>, BOS template), and the same without byte_fallback (fused unk);
   (c) the Metaspace pre-tokenizer/decoder variants (prepend_scheme first/always/never, split).
@@ -32,6 +33,7 @@ import tokenizer_corpus as corpus  # noqa: E402
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                    "<|end_header_id|>", "<|eot_id|>"]
 SP_SPECIALS = ["<unk>", "<s>", "</s>"]
@@ -121,6 +123,16 @@ def variants(llama3, sp):
         cut["model"]["ignore_merges"] = ignore
         out[f"llama3_unreachable_ignore_merges{int(ignore)}"] = (cut, True)
 
+    # Qwen2-like: NFC normalizer, single-digit regex (not lossless: NFC rewrites the text).
+    qwen = json.loads(json.dumps(llama3))
+    qwen.update(component_json(
+        normalizer=normalizers.NFC(),
+        pre_tokenizer=pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])))
+    qwen["model"]["ignore_merges"] = False
+    out["qwen2_nfc"] = (qwen, False)
+
     gpt2 = json.loads(json.dumps(llama3))
     gpt2.update(component_json(pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False,
                                                                       use_regex=True)))
@@ -175,9 +187,12 @@ def coverage_problems(configs):
     byte_ids = range(len(SP_SPECIALS), len(SP_SPECIALS) + 256)
     fallback = sum(any(i in byte_ids for i in ids) for ids in hf_ids("sentencepiece_legacy"))
     unk = sum(0 in ids for ids in hf_ids("sentencepiece_unk_fused"))
+    nfc_strings = corpus.test_strings([t["content"] for t in configs["qwen2_nfc"][0]["added_tokens"]])
+    nfc_changes = sum(normalizers.NFC().normalize_str(s) != s for s in nfc_strings)
     print(f"  coverage: ignore_merges changes {differ} strings, byte fallback in {fallback}, "
-          f"unk in {unk}")
-    for what, n in [("ignore_merges", differ), ("byte fallback", fallback), ("unk", unk)]:
+          f"unk in {unk}, NFC changes {nfc_changes}")
+    for what, n in [("ignore_merges", differ), ("byte fallback", fallback), ("unk", unk),
+                    ("NFC", nfc_changes)]:
         if n < 50:
             problems.append(f"too few test strings exercise {what} ({n})")
     return problems

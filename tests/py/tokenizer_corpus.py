@@ -46,6 +46,16 @@ ACCENTED = ["café", "naïve", "résumé", "Ångström", "Straße", "Zażółć 
             "São Paulo", "Ærøskøbing", "Crème brûlée", "piñata", "Dvořák", "İstanbul", "ﬁnance",
             "cafe\u0301", "nai\u0308ve", "A\u030angstro\u0308m", "n\u0303", "ǅemal", "ΐ", "ſtraße"]
 
+# Text that NFC changes: decomposed letters, marks out of canonical order, singletons,
+# composition exclusions, conjoining Hangul jamo.
+DECOMPOSED = ["e\u0301", "a\u0302\u0323", "a\u0323\u0302", "\u212b", "\u2126", "\u0344",
+              "\u0f73", "\u1100\u1161\u11a8", "\u1112\u1161\u11ab\u1100\u1173\u11af",
+              "\uac00\u11a8", "o\u0308\u0304", "u\u031b\u0301", "\u0958", "\u2adc",
+              "A\u0300\u0316", "\u0041\u030a\u0301", "\u1e9b\u0323", "q\u0307\u0323",
+              "\u0cc6\u0cc2\u0cd5", "\u0b47\u0b3e", "\u09c7\u09be"]
+COMBINING = [0x300, 0x301, 0x302, 0x303, 0x308, 0x30a, 0x316, 0x323, 0x327, 0x328, 0x31b,
+             0x345, 0x35c, 0x5b0, 0x64b, 0x93c, 0x9bc, 0x3099, 0x309a, 0x1dc0, 0x20d7]
+
 EMOJI = ["😀", "👍🏽", "👨‍👩‍👧‍👦", "🇫🇷", "🇯🇵", "❤️", "✨", "🚀", "🤖", "🧑🏿‍💻", "🏳️‍🌈",
          "😂😂😂", "🙏", "1️⃣", "©️", "👋🏻", "🫠"]
 
@@ -132,6 +142,22 @@ def _random_char(rng):
         return chr(cp)
 
 
+def _marked(rng):
+    """Letters (Latin, Greek, Cyrillic, Hangul jamo, ...) followed by random combining marks."""
+    out = []
+    for _ in range(rng.randrange(1, 6)):
+        r = rng.random()
+        if r < 0.6:
+            out.append(rng.choice("aeiouAEIOUnNcCsSzZyYwWαεηιοςυωΑΕИиеkKgGhH"))
+        elif r < 0.8:
+            out.append(rng.choice(DECOMPOSED))
+        else:
+            out.append(chr(rng.choice([0x1100, 0x1105, 0x1112])) + chr(rng.randrange(0x1161, 0x1176))
+                       + (chr(rng.randrange(0x11A8, 0x11C3)) if rng.random() < 0.5 else ""))
+        out.extend(chr(rng.choice(COMBINING)) for _ in range(rng.randrange(0, 4)))
+    return "".join(out)
+
+
 def training_corpus(seed=1, n_lines=6000):
     rng = random.Random(seed)
     lines = []
@@ -160,7 +186,7 @@ def test_strings(specials, seed=2, n_random=2000):
     out = ["", " ", "  ", "\n", "\t", "a", "'s", "'S", "'ſ", "''", "0", "000", "1234567",
            "hello", " hello", "hello ", "  hello  world  ", "Hello\n\nWorld", "\r\n\r\n",
            "a\u0085b", "a\u180eb", "x\u00a0\u00a0y", "\u3000全角", "tab\there", "end\n"]
-    out += SPACES + CONTRACTIONS + ACCENTED + EMOJI + SCRIPTS + CODE
+    out += SPACES + CONTRACTIONS + ACCENTED + DECOMPOSED + EMOJI + SCRIPTS + CODE
     for sp in specials:
         out += [sp, sp + sp, " " + sp + " ", "a" + sp + "b", sp + "\n\nhi", "hi " + sp,
                 sp[:-1], sp[1:], sp[:-1] + " " + sp, sp.upper()]
@@ -186,8 +212,10 @@ def test_strings(specials, seed=2, n_random=2000):
             elif k < 0.82 and specials:
                 sp = rng.choice(specials)
                 parts.append(sp if rng.random() < 0.8 else sp[: rng.randrange(1, len(sp))])
-            elif k < 0.90:
+            elif k < 0.87:
                 parts.append("".join(_random_char(rng) for _ in range(rng.randrange(1, 12))))
+            elif k < 0.90:
+                parts.append(_marked(rng))
             else:
                 parts.append(rng.choice(WORDS) * rng.randrange(1, 5))
         joiner = rng.choice(["", " ", " ", "\n", "  ", "\t"]) if r < 0.9 else rng.choice(SPACES)

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "io/tokenizer.h"
+#include "io/tokenizer_nfc.h"
 #include "io/tokenizer_regex.h"
 #include "io/tokenizer_unicode.h"
 #include "support/test_support.h"
@@ -262,6 +263,30 @@ TEST(TokenizerUnicode, LossyDecodingAndValidation) {
   EXPECT_EQ(tok::first_invalid_utf8("ok\xC3\xA9\xC3"), std::optional<size_t>(4));
   EXPECT_EQ(tok::first_invalid_utf8("\xC0\x80"), std::optional<size_t>(0));  // overlong
   EXPECT_EQ(tok::first_invalid_utf8("\xE2\x96\x81"), std::nullopt);
+}
+
+TEST(TokenizerUnicode, Nfc) {
+  EXPECT_EQ(tok::nfc_normalize("plain ascii"), "plain ascii");
+  EXPECT_EQ(tok::nfc_normalize("e\xCC\x81"), "\xC3\xA9");  // e + U+0301 → é
+  // a + U+0302 + U+0323: marks reordered (dot below, class 220, first), then → U+1EAD ậ.
+  EXPECT_EQ(tok::nfc_normalize("a\xCC\x82\xCC\xA3"), "\xE1\xBA\xAD");
+  EXPECT_EQ(tok::nfc_normalize("\xE2\x84\xAB"), "\xC3\x85");  // U+212B Angstrom sign → Å
+  // U+0344 is excluded from composition: stays decomposed as U+0308 U+0301.
+  EXPECT_EQ(tok::nfc_normalize("\xCD\x84"), "\xCC\x88\xCC\x81");
+  // Conjoining jamo U+1100 U+1161 U+11A8 → syllable U+AC01.
+  EXPECT_EQ(tok::nfc_normalize("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"), "\xEA\xB0\x81");
+  // A mark blocked by an equal-class mark in between does not compose: a + U+0301 + U+0301.
+  EXPECT_EQ(tok::nfc_normalize("a\xCC\x81\xCC\x81"), "\xC3\xA1\xCC\x81");
+}
+
+TEST(TokenizerByteLevel, NfcNormalizerBeforeBpe) {
+  json j = byte_level_json(true, true);
+  j["normalizer"] = {{"type", "NFC"}};
+  // é is bytes C3 A9; the byte alphabet maps them to Ã (U+00C3) and © (U+00A9).
+  j["model"]["vocab"]["\xC3\x83\xC2\xA9"] = 12;
+  const Tokenizer t = load(j);
+  EXPECT_EQ(t.encode("\xC3\xA9"), (Ids{12}));
+  EXPECT_EQ(t.encode("e\xCC\x81"), (Ids{12}));  // composed first
 }
 
 TEST(TokenizerRegex, WhiteSpaceClassMatchesOniguruma) {
