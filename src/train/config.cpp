@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <sstream>
+#include <fstream>
 #include <optional>
 
 #include "core/error.h"
@@ -337,9 +339,18 @@ class ConfigLoader {
 
   void load_file(const std::string& path) {
     FTUNE_CHECK(fs::is_regular_file(path), "config file not found: '{}'", path);
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream text;
+    text << f.rdbuf();
+    FTUNE_CHECK(f.good() || f.eof(), "config file '{}' cannot be read", path);
+    load_text(text.str(), path);
+  }
+
+  // `path` names the origin in messages (a file, or e.g. "<default job>").
+  void load_text(const std::string& yaml_text, const std::string& path) {
     YAML::Node root;
     try {
-      root = YAML::LoadFile(path);
+      root = YAML::Load(yaml_text);
     } catch (const YAML::ParserException& e) {
       fail("{}:{}:{}: YAML syntax error: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg);
     } catch (const YAML::Exception& e) {
@@ -535,6 +546,14 @@ std::string value_text(const ConfigKey& k, const TrainConfig& cfg) {
 }  // namespace
 
 TrainConfig default_config() { return ConfigLoader().finish(); }
+
+TrainConfig load_config_text(const std::string& yaml_text, const std::string& origin,
+                             const std::vector<std::string>& overrides) {
+  ConfigLoader loader;
+  loader.load_text(yaml_text, origin);
+  for (const std::string& ov : overrides) loader.apply_override(ov);
+  return loader.finish();
+}
 
 TrainConfig load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
   ConfigLoader loader;

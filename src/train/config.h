@@ -130,6 +130,10 @@ TrainConfig default_config();
 TrainConfig load_config(const std::string& yaml_path,
                         const std::vector<std::string>& overrides = {});
 
+// Same, from YAML text; `origin` stands for the file name in messages (e.g. "<default job>").
+TrainConfig load_config_text(const std::string& yaml_text, const std::string& origin,
+                             const std::vector<std::string>& overrides = {});
+
 // The complete configuration as YAML (every key, schema order, each with its doc as a
 // comment); load_config on it gives back an identical TrainConfig.
 std::string to_resolved_yaml(const TrainConfig& cfg);

@@ -1,0 +1,105 @@
+// `ftune doctor`: build options, devices, library versions, and a quick check that each part
+// works (CPU backend against finite differences, tokenizer round trip, CUDA ops vs CPU).
+#include <cblas.h>
+#include <cmath>
+#include <cstdio>
+#include <fmt/format.h>
+#include <functional>
+#include <thread>
+
+#include "backend/cuda_ops.h"
+#include "backend/gpu.h"
+#include "cli/commands.h"
+#include "cli/embedded_assets.h"
+#include "core/error.h"
+#include "io/tokenizer.h"
+#include "model/llama_model.h"
+
+namespace ftune {
+
+namespace {
+
+bool report(const char* what, const std::function<std::string()>& check) {
+  try {
+    const std::string detail = check();
+    std::printf("  [ok]   %-22s %s\n", what, detail.c_str());
+    return true;
+  } catch (const std::exception& e) {
+    std::printf("  [FAIL] %-22s %s\n", what, e.what());
+    return false;
+  }
+}
+
+// A tiny model's loss on a fixed batch on the given backend.
+double tiny_loss(Ops& ops) {
+  ModelSpec s;
+  s.vocab_size = 64;
+  s.hidden_size = 32;
+  s.intermediate_size = 48;
+  s.num_layers = 1;
+  s.num_heads = 4;
+  s.num_kv_heads = 2;
+  s.head_dim = 8;
+  BaseWeights w = random_base_weights(s, 7, 0.2f);
+  if (!ops.device().is_cpu()) {
+    auto mv = [&](Tensor& t) { if (t.defined()) t = t.to(ops.device()); };
+    mv(w.embed); mv(w.final_norm); w.lm_head = w.embed;
+    for (auto& L : w.layers) {
+      mv(L.attn_norm); mv(L.mlp_norm);
+      for (auto& t : L.weight) mv(t);
+      for (auto& t : L.bias) mv(t);
+    }
+  }
+  s.tie_word_embeddings = true;
+  LlamaModel m(s, w, ops);
+  Batch b = batch_from_documents({{1, 2, 3, 4, 5, 6, 7, 8}}, {{1, 2, 3, 4, 5, 6, 7, 8}}, 8, 0);
+  return m.forward(b).mean();
+}
+
+}  // namespace
+
+int cmd_doctor() {
+  std::printf("ftune %s (%s build)\n", FTUNE_VERSION, FTUNE_BUILD_TYPE);
+  const GpuRuntimeInfo g = query_gpus();
+  std::printf("build: CUDA backend %s; OpenBLAS %s\n", g.built_with_cuda ? "on" : "off",
+              openblas_get_config());
+  std::printf("cpu: %u hardware threads\n", std::thread::hardware_concurrency());
+  if (g.built_with_cuda) {
+    std::printf("cuda: runtime %d.%d, driver %d.%d\n", g.runtime_version / 1000,
+                (g.runtime_version % 1000) / 10, g.driver_version / 1000, (g.driver_version % 1000) / 10);
+    if (g.devices.empty()) std::printf("gpus: none usable (%s)\n", g.error.c_str());
+    for (const auto& d : g.devices)
+      std::printf("gpu %d: %s, %.1f GiB (%.1f free), compute %d.%d, %d SMs\n", d.index, d.name.c_str(),
+                  static_cast<double>(d.total_bytes) / (1 << 30), static_cast<double>(d.free_bytes) / (1 << 30),
+                  d.cc_major, d.cc_minor, d.multiprocessors);
+  }
+  std::printf("nccl, cudnn: not used by this version\n");
+  std::printf("checks:\n");
+  bool ok = true;
+  ok &= report("cpu backend", [] {
+    auto ops = make_cpu_ops();
+    const double l = tiny_loss(*ops);
+    FTUNE_CHECK(std::isfinite(l) && l > 0, "tiny model loss is {}", l);
+    return fmt::format("tiny model loss {:.4f}", l);
+  });
+  ok &= report("tokenizer", [] {
+    const Tokenizer t = Tokenizer::from_json(std::string(embedded_asset("tokenizer_json")), "<built-in>");
+    const std::string s = "Hello, world! 123 ünïcödé";
+    const auto ids = t.encode(s);
+    FTUNE_CHECK(t.decode(ids) == s, "decode(encode(s)) != s");
+    return fmt::format("built-in tokenizer: {} tokens, round trip ok", t.vocab_size());
+  });
+  if (g.built_with_cuda && !g.devices.empty()) {
+    ok &= report("cuda backend", [] {
+      auto cpu = make_cpu_ops();
+      auto gpu = make_cuda_ops(0);
+      const double a = tiny_loss(*cpu), b = tiny_loss(*gpu);
+      FTUNE_CHECK(std::fabs(a - b) <= 1e-4 * std::fabs(a), "CUDA loss {} vs CPU {}", b, a);
+      return fmt::format("tiny model loss matches the CPU ({:.6f} vs {:.6f})", b, a);
+    });
+  }
+  std::printf("%s\n", ok ? "all checks passed" : "some checks FAILED");
+  return ok ? 0 : 1;
+}
+
+}  // namespace ftune

@@ -1,0 +1,31 @@
+// The `ftune` subcommands. Each returns the process exit code; errors are thrown as
+// ftune::Error and turned into one-line messages by main().
+#pragma once
+#include <string>
+#include <vector>
+
+namespace ftune {
+
+struct TrainArgs {
+  std::string config;                  // YAML file; "" = the embedded default job
+  std::vector<std::string> overrides;  // "section.key=value"
+  bool resume = false;
+  int gpus = 0;                        // --gpus (0 = from the config)
+};
+int cmd_train(const TrainArgs& args);
+
+struct EvalArgs {
+  std::string model;    // HF folder
+  std::string adapter;  // PEFT adapter folder, optional
+  std::string data;     // JSON/JSONL file
+  std::string format = "auto";
+  std::string chat_template = "auto";
+  int64_t max_seq_length = 2048;
+  int64_t batch_size = 4;
+  std::string device = "auto";
+};
+int cmd_eval(const EvalArgs& args);
+
+int cmd_doctor();
+
+}  // namespace ftune

@@ -1,0 +1,164 @@
+#include "cli/job_setup.h"
+
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "backend/cuda_ops.h"
+#include "backend/gpu.h"
+#include "cli/embedded_assets.h"
+#include "core/error.h"
+#include "data/data_files.h"
+#include "data/token_cache.h"
+#include "io/safetensors.h"
+#include "model/weights.h"
+
+namespace ftune {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<Ops> make_ops(const std::string& device) {
+  if (device == "cpu") return make_cpu_ops();
+  const GpuRuntimeInfo gpus = query_gpus();
+  if (device == "cuda") {
+    FTUNE_CHECK(gpus.built_with_cuda, "train.device=cuda, but this ftune was built without CUDA");
+    FTUNE_CHECK(!gpus.devices.empty(), "train.device=cuda, but no GPU is usable: {}", gpus.error);
+    return make_cuda_ops(0);
+  }
+  FTUNE_CHECK(device == "auto", "unknown device '{}' (auto, cpu, cuda)", device);
+  if (gpus.built_with_cuda && !gpus.devices.empty()) return make_cuda_ops(0);
+  return make_cpu_ops();
+}
+
+void write_builtin_model(const std::string& dir, uint64_t seed) {
+  fs::create_directories(dir);
+  const std::string_view tok_json = embedded_asset("tokenizer_json");
+  write_file_atomic(dir + "/tokenizer.json", std::string(tok_json));
+  write_file_atomic(dir + "/tokenizer_config.json", std::string(embedded_asset("tokenizer_config_json")));
+  const Tokenizer tok = Tokenizer::from_json(std::string(tok_json), "<built-in tokenizer>");
+  const ModelSpec spec = tiny_llama_spec(tok.vocab_size());
+  // Weights std 0.05: a random model whose outputs are not uniform yet well conditioned.
+  const BaseWeights w = random_base_weights(spec, seed, 0.05f);
+  write_safetensors(dir + "/model.safetensors", named_base_weights(spec, w));
+  const auto bos = tok.token_to_id("<|begin_of_text|>");
+  const auto eos = tok.token_to_id("<|eot_id|>");
+  const std::string config = fmt::format(
+      R"({{
+  "architectures": ["LlamaForCausalLM"],
+  "model_type": "llama",
+  "vocab_size": {},
+  "hidden_size": {},
+  "intermediate_size": {},
+  "num_hidden_layers": {},
+  "num_attention_heads": {},
+  "num_key_value_heads": {},
+  "head_dim": {},
+  "max_position_embeddings": {},
+  "rms_norm_eps": {},
+  "rope_theta": {},
+  "rope_scaling": null,
+  "tie_word_embeddings": true,
+  "attention_bias": false,
+  "mlp_bias": false,
+  "hidden_act": "silu",
+  "bos_token_id": {},
+  "eos_token_id": {},
+  "torch_dtype": "float32"
+}}
+)",
+      spec.vocab_size, spec.hidden_size, spec.intermediate_size, spec.num_layers, spec.num_heads,
+      spec.num_kv_heads, spec.head_dim, spec.max_position_embeddings, spec.rms_norm_eps,
+      spec.rope.theta, bos ? fmt::format("{}", *bos) : "null", eos ? fmt::format("{}", *eos) : "null");
+  write_file_atomic(dir + "/config.json", config);
+}
+
+std::string resolve_model_dir(const TrainConfig& cfg) {
+  if (!cfg.model.path.empty()) return cfg.model.path;
+  const std::string dir = cfg.train.output_dir + "/base_model";
+  if (!fs::exists(dir + "/model.safetensors"))
+    write_builtin_model(dir, static_cast<uint64_t>(cfg.model.seed));
+  return dir;
+}
+
+LoraSpec lora_spec_from_config(const TrainConfig& cfg) {
+  LoraSpec s;
+  s.r = cfg.lora.r;
+  s.alpha = cfg.lora.alpha;
+  s.dropout = cfg.lora.dropout;
+  s.use_rslora = cfg.lora.use_rslora;
+  s.seed = static_cast<uint64_t>(cfg.lora.init_seed);
+  s.targets.fill(false);
+  for (const auto& name : cfg.lora.target_modules) {
+    Proj p;
+    FTUNE_CHECK(proj_from_name(name, &p), "lora.target_modules: unknown module '{}'", name);
+    s.targets[static_cast<size_t>(p)] = true;
+  }
+  s.validate();
+  return s;
+}
+
+DataOptions data_options_from_config(const TrainConfig& cfg, const std::string& tokenizer_dir) {
+  DataOptions d;
+  d.train = cfg.data.train;
+  d.validation = cfg.data.validation;
+  d.validation_split = cfg.data.validation_split;
+  d.format = cfg.data.format;
+  d.chat_template = cfg.model.chat_template;
+  d.tokenizer_dir = tokenizer_dir;
+  d.max_seq_length = cfg.data.max_seq_length;
+  d.truncation = parse_truncation(cfg.data.truncation);
+  d.train_on_responses_only = cfg.data.train_on_responses_only;
+  d.packing = cfg.data.packing;
+  d.shuffle = cfg.data.shuffle;
+  d.seed = static_cast<uint64_t>(cfg.data.seed);
+  d.cache_dir = cfg.data.cache_dir;
+  d.micro_batch_rows = cfg.train.micro_batch_size;
+  return d;
+}
+
+TrainLoopOptions loop_options_from_config(const TrainConfig& cfg) {
+  TrainLoopOptions o;
+  const auto& t = cfg.train;
+  o.output_dir = t.output_dir;
+  o.max_steps = t.max_steps;
+  o.num_epochs = t.num_epochs;
+  o.gradient_accumulation_steps = t.gradient_accumulation_steps;
+  o.warmup_steps = t.warmup_steps;
+  o.warmup_ratio = t.warmup_ratio;
+  o.logging_steps = t.logging_steps;
+  o.eval_steps = t.eval_steps;
+  o.save_steps = t.save_steps;
+  o.save_total_limit = t.save_total_limit;
+  o.tensorboard = cfg.logging.tensorboard;
+  o.jsonl = cfg.logging.jsonl;
+  o.console = cfg.logging.console;
+  o.trainer.schedule.kind = t.lr_scheduler;
+  o.trainer.schedule.base_lr = t.learning_rate;
+  o.trainer.adamw.beta1 = t.adam_beta1;
+  o.trainer.adamw.beta2 = t.adam_beta2;
+  o.trainer.adamw.eps = t.adam_epsilon;
+  o.trainer.adamw.weight_decay = t.weight_decay;
+  o.trainer.max_grad_norm = t.max_grad_norm;
+  o.config_fingerprint = config_fingerprint(cfg);
+  return o;
+}
+
+std::string config_fingerprint(const TrainConfig& cfg) {
+  TrainConfig c = cfg;
+  // Keys that may change on resume: how long to train, how often to log/eval/save, logging.
+  c.train.max_steps = 0;
+  c.train.num_epochs = 0;
+  c.train.eval_steps = c.train.save_steps = c.train.save_total_limit = c.train.logging_steps = 0;
+  c.train.overwrite_output_dir = false;
+  c.logging = LoggingConfig{};
+  Fnv1a64 h;
+  h.field(to_resolved_yaml(c));
+  return fmt::format("{:016x}", h.value());
+}
+
+std::string_view embedded_asset(std::string_view name) {
+  for (const auto& a : embedded_assets())
+    if (a.name == name) return a.bytes;
+  fail("embedded asset '{}' is missing from this build", name);
+}
+
+}  // namespace ftune

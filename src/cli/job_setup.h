@@ -1,0 +1,35 @@
+// Turns a validated TrainConfig into the pieces of a job: the backend, the tokenizer, the model
+// (an HF folder or the built-in tiny model) with its LoRA adapter, the data options and the
+// training-loop options. Shared by `ftune train` and `ftune eval`.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "backend/ops.h"
+#include "data/prepare_data.h"
+#include "io/tokenizer.h"
+#include "model/llama_model.h"
+#include "train/config.h"
+#include "train/train_loop.h"
+
+namespace ftune {
+
+// "auto" picks CUDA when built with it and a GPU is present, else the CPU.
+std::unique_ptr<Ops> make_ops(const std::string& device);
+
+// Writes the built-in tiny model as an HF folder (config.json, model.safetensors, tokenizer
+// files) into dir, so it can be reloaded, evaluated and used as the adapter's base.
+void write_builtin_model(const std::string& dir, uint64_t seed);
+
+// The folder holding the base model of a config (model.path, or output_dir/base_model for the
+// built-in model, written on first use).
+std::string resolve_model_dir(const TrainConfig& cfg);
+
+LoraSpec lora_spec_from_config(const TrainConfig& cfg);
+DataOptions data_options_from_config(const TrainConfig& cfg, const std::string& tokenizer_dir);
+TrainLoopOptions loop_options_from_config(const TrainConfig& cfg);
+
+// A fingerprint of what must not change between a run and its resume.
+std::string config_fingerprint(const TrainConfig& cfg);
+
+}  // namespace ftune

@@ -1,0 +1,58 @@
+// The ftune command line: train, eval, doctor. Library errors (ftune::Error) become one
+// "error: ..." line and exit code 1; usage errors exit 2.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  using namespace ftune;
+  CLI::App app{"ftune: LoRA fine-tuning of Llama-family models (C++/CUDA)"};
+  app.require_subcommand(1);
+
+  TrainArgs train;
+  std::vector<std::string> positional;
+  auto* t = app.add_subcommand("train", "Fine-tune with LoRA (no config: the embedded default job)");
+  t->add_option("args", positional, "CONFIG.yaml and/or section.key=value overrides");
+  t->add_flag("--resume", train.resume, "Continue from the newest checkpoint in train.output_dir");
+  t->add_option("--gpus", train.gpus, "Number of GPUs (same as distributed.gpus=N)")->check(CLI::Range(1, 1024));
+
+  EvalArgs ev;
+  auto* e = app.add_subcommand("eval", "Loss and perplexity of a model (+ adapter) on a dataset");
+  e->add_option("--model", ev.model, "HF model folder")->required();
+  e->add_option("--adapter", ev.adapter, "PEFT adapter folder");
+  e->add_option("--data", ev.data, "JSON/JSONL dataset")->required();
+  e->add_option("--format", ev.format, "Dataset format (auto, alpaca, sharegpt, messages, text, prompt_completion)");
+  e->add_option("--chat-template", ev.chat_template, "Chat template (auto, llama-3, llama-2, mistral, chatml, alpaca)");
+  e->add_option("--max-seq-length", ev.max_seq_length, "Tokens per row");
+  e->add_option("--batch-size", ev.batch_size, "Rows per forward pass");
+  e->add_option("--device", ev.device, "auto, cpu or cuda");
+
+  app.add_subcommand("doctor", "Build options, devices, and whether each part works");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& err) {
+    return app.exit(err);
+  }
+  try {
+    if (*t) {
+      for (const auto& a : positional) {
+        if (a.find('=') != std::string::npos) train.overrides.push_back(a);
+        else if (train.config.empty()) train.config = a;
+        else fail("train: more than one config file given ('{}' and '{}')", train.config, a);
+      }
+      return cmd_train(train);
+    }
+    if (*e) return cmd_eval(ev);
+    return cmd_doctor();
+  } catch (const Error& err) {
+    std::fprintf(stderr, "error: %s\n", err.what());
+    return 1;
+  } catch (const std::exception& err) {
+    std::fprintf(stderr, "error: %s\n", err.what());
+    return 1;
+  }
+}
