@@ -10,6 +10,8 @@
 #include "cli/job_setup.h"
 #include "core/error.h"
 #include "data/packing.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
 
 namespace ftune {
 
@@ -74,11 +76,18 @@ int cmd_train(const TrainArgs& args) {
 
   // Everything that can be wrong with the inputs is checked before any training starts.
   const std::string model_dir = resolve_model_dir(cfg);
+  // The model folder is checked (config.json, weights present) before the data is prepared.
+  const ModelSpec spec = model_spec_from_hf(load_hf_config(model_dir + "/config.json"),
+                                            model_dir + "/config.json");
+  (void)CheckpointReader::open_folder(model_dir);
   // model.tokenizer is resolved to model.path when unset; the built-in model carries its own.
   const std::string tok_dir = cfg.model.path.empty() ? model_dir : cfg.model.tokenizer;
   FTUNE_CHECK(fs::exists(tok_dir + "/tokenizer.json"), "{}: no tokenizer.json (set model.tokenizer)",
               tok_dir);
   const Tokenizer tok = Tokenizer::from_file(tok_dir + "/tokenizer.json");
+  FTUNE_CHECK(tok.vocab_size() <= spec.vocab_size,
+              "{}/tokenizer.json has {} tokens, more than the model's vocabulary ({})", tok_dir,
+              tok.vocab_size(), spec.vocab_size);
   const DataOptions dopts = data_options_from_config(cfg, tok_dir);
   const PreparedData data = prepare_data(dopts, tok);
   print_data_summary(data, dopts, cfg.data.train.empty() ? "data (built-in debug set)" : "data " + cfg.data.train);
@@ -87,9 +96,6 @@ int cmd_train(const TrainArgs& args) {
   ModelOptions mopts;
   mopts.gradient_checkpointing = cfg.train.gradient_checkpointing;
   LlamaModel model = LlamaModel::from_hf_folder(model_dir, *ops, mopts);
-  FTUNE_CHECK(tok.vocab_size() <= model.spec().vocab_size,
-              "tokenizer ({} tokens) does not fit the model's vocabulary ({})", tok.vocab_size(),
-              model.spec().vocab_size);
   model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops->device()));
   std::fprintf(stderr, "model: %s (%s, %lld layers, hidden %lld) on %s; LoRA r=%lld alpha=%g on %s: %lld trainable parameters\n",
                model_dir.c_str(), model.spec().arch.c_str(),

@@ -79,6 +79,10 @@ std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
   return all.back().second.string();
 }
 
+std::string checkpoint_fingerprint(const std::string& dir) {
+  return read_json_file(dir + "/trainer_state.json").value("config_fingerprint", std::string());
+}
+
 TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt) {
   const json j = read_json_file(dir + "/trainer_state.json");
   SafetensorsFile adapter = SafetensorsFile::open(dir + "/adapter_model.safetensors");

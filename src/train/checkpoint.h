@@ -30,6 +30,9 @@ std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, co
 // The newest complete checkpoint folder under output_dir/checkpoints, if any.
 std::optional<std::string> latest_checkpoint(const std::string& output_dir);
 
+// The config fingerprint a checkpoint was written with ("" when none).
+std::string checkpoint_fingerprint(const std::string& dir);
+
 // Loads adapter weights, optimizer moments and state from a checkpoint folder into `lora`/`opt`.
 TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt);
 

@@ -45,12 +45,12 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   if (opts.resume) {
     auto ck = latest_checkpoint(opts.output_dir);
     FTUNE_CHECK(ck.has_value(), "--resume: no checkpoint in {}/checkpoints", opts.output_dir);
-    state = load_checkpoint(*ck, model.lora(), trainer.optimizer());
-    FTUNE_CHECK(opts.config_fingerprint.empty() || state.config_fingerprint.empty() ||
-                    state.config_fingerprint == opts.config_fingerprint,
+    const std::string fp = checkpoint_fingerprint(*ck);
+    FTUNE_CHECK(opts.config_fingerprint.empty() || fp.empty() || fp == opts.config_fingerprint,
                 "--resume: {} was written by a different configuration (model, data, LoRA or "
                 "batch settings changed)",
                 *ck);
+    state = load_checkpoint(*ck, model.lora(), trainer.optimizer());
     model.set_forward_counter(state.forward_counter);
     if (state.epoch != 0) epoch_batches = data.epoch_batches(state.epoch);
   }

@@ -1,0 +1,206 @@
+// End-to-end tests of the ftune binary: the embedded default job, outputs, overwrite protection,
+// resume, eval, and every bad input giving a one-line error before any training starts.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "support/test_support.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+  double seconds = 0;
+};
+
+// Runs `ftune <args>` in `cwd`, capturing stdout and stderr.
+CliRun run_ftune(const std::string& args, const std::string& cwd) {
+  const std::string err_file = cwd + "/.stderr.txt";
+  const std::string cmd = "cd '" + cwd + "' && '" + std::string(FTUNE_BINARY_DIR) + "/ftune' " +
+                          args + " 2>'" + err_file + "'";
+  CliRun r;
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream e(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  return r;
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> v;
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line)) v.push_back(json::parse(line));
+  return v;
+}
+
+void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// The last line of stderr, which must be the one error line.
+std::string last_line(const std::string& s) {
+  std::string t = s;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  const auto pos = t.rfind('\n');
+  return pos == std::string::npos ? t : t.substr(pos + 1);
+}
+
+// A shared trained default job (the expensive part runs once).
+const std::string& trained_dir() {
+  static std::string dir = [] {
+    std::string d = ftune::test::temp_dir("cli_default");
+    CliRun r = run_ftune("train", d);
+    EXPECT_EQ(r.code, 0) << r.err;
+    std::printf("[default job] %.1f s wall\n", r.seconds);
+    return d;
+  }();
+  return dir;
+}
+
+}  // namespace
+
+TEST(Cli, DefaultJobTrainsAndWritesEverything) {
+  const std::string d = trained_dir();
+  const std::string out = d + "/outputs";
+  for (const char* f : {"adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+                        "metrics.jsonl", "config.resolved.yaml", "base_model/config.json",
+                        "base_model/model.safetensors", "base_model/tokenizer.json"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  bool tb = false;
+  for (const auto& e : fs::directory_iterator(out + "/tensorboard"))
+    tb |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  EXPECT_TRUE(tb);
+  std::vector<double> losses;
+  int evals = 0;
+  for (const json& j : read_jsonl(out + "/metrics.jsonl")) {
+    if (j.contains("eval_loss")) {
+      ++evals;
+      continue;
+    }
+    for (const char* k : {"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"})
+      ASSERT_TRUE(j.contains(k)) << k;
+    losses.push_back(j["loss"].get<double>());
+  }
+  ASSERT_EQ(losses.size(), 60u);
+  EXPECT_GE(evals, 1);
+  double last10 = 0;
+  for (size_t i = losses.size() - 10; i < losses.size(); ++i) last10 += losses[i] / 10;
+  // The loss falls clearly: from about ln(vocab) to well below it.
+  EXPECT_LT(last10, losses[0] - 1.5) << "first " << losses[0] << " last-10 mean " << last10;
+  const json cfg = json::parse(std::ifstream(out + "/adapter/adapter_config.json"));
+  EXPECT_EQ(cfg["peft_type"], "LORA");
+  EXPECT_EQ(cfg["r"], 16);
+}
+
+TEST(Cli, ExistingOutputIsNotOverwritten) {
+  const std::string d = trained_dir();
+  const auto before = fs::last_write_time(d + "/outputs/adapter/adapter_model.safetensors");
+  CliRun r = run_ftune("train", d);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(last_line(r.err).find("already holds results"), std::string::npos) << r.err;
+  EXPECT_EQ(fs::last_write_time(d + "/outputs/adapter/adapter_model.safetensors"), before);
+}
+
+TEST(Cli, EvalComparesBaseAndAdapter) {
+  const std::string d = trained_dir();
+  const std::string data = ftune::test::data_path("../assets/debug_dataset/conversations.jsonl");
+  CliRun base = run_ftune("eval --model outputs/base_model --data '" + data + "' --max-seq-length 512", d);
+  CliRun tuned = run_ftune("eval --model outputs/base_model --adapter outputs/adapter --data '" + data +
+                        "' --max-seq-length 512",
+                    d);
+  ASSERT_EQ(base.code, 0) << base.err;
+  ASSERT_EQ(tuned.code, 0) << tuned.err;
+  const json b = json::parse(base.out), t = json::parse(tuned.out);
+  EXPECT_EQ(b["tokens"], t["tokens"]);
+  EXPECT_GT(b["tokens"].get<int64_t>(), 1000);
+  EXPECT_NEAR(b["perplexity"].get<double>(), std::exp(b["loss"].get<double>()), 1e-6 * b["perplexity"].get<double>());
+  EXPECT_LT(t["loss"].get<double>(), b["loss"].get<double>() - 1.0);
+}
+
+TEST(Cli, ResumeContinuesFromTheCheckpoint) {
+  const std::string d = ftune::test::temp_dir("cli_resume");
+  CliRun a = run_ftune("train train.max_steps=4 train.save_steps=2 train.eval_steps=0", d);
+  ASSERT_EQ(a.code, 0) << a.err;
+  // Lose the end of the run, as a crash after step 2 would.
+  fs::remove_all(d + "/outputs/checkpoints/step-4");
+  fs::remove_all(d + "/outputs/adapter");
+  CliRun b = run_ftune("train train.max_steps=4 train.save_steps=2 train.eval_steps=0 --resume", d);
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_TRUE(fs::exists(d + "/outputs/adapter/adapter_model.safetensors"));
+  std::vector<int64_t> steps;
+  for (const json& j : read_jsonl(d + "/outputs/metrics.jsonl"))
+    if (j.contains("loss")) steps.push_back(j["step"].get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 3, 4}));
+  // A changed LoRA setting refuses to resume.
+  CliRun c = run_ftune("train train.max_steps=4 lora.r=8 --resume", d);
+  EXPECT_EQ(c.code, 1);
+  EXPECT_NE(last_line(c.err).find("different configuration"), std::string::npos) << c.err;
+}
+
+TEST(Cli, BadInputsFailBeforeTraining) {
+  const std::string d = ftune::test::temp_dir("cli_bad");
+  const std::string base = trained_dir() + "/outputs/base_model";
+  write(d + "/bad.jsonl",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}\n"
+        "{\"messages\": [oops\n");
+  write(d + "/missing.jsonl", "{\"instruction\":\"x\",\"input\":\"\"}\n");
+  write(d + "/empty.jsonl", "");
+  write(d + "/masked.jsonl", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n");
+  fs::create_directories(d + "/notok");
+  fs::copy(base + "/config.json", d + "/notok/config.json");
+  fs::copy(base + "/model.safetensors", d + "/notok/model.safetensors");
+  fs::create_directories(d + "/noweights");
+  fs::copy(base + "/config.json", d + "/noweights/config.json");
+  fs::copy(base + "/tokenizer.json", d + "/noweights/tokenizer.json");
+  write(d + "/bad.yaml", "train:\n  micro_batch_size: abc\n  learning_rat: 1e-4\nlora:\n  r: 0\n");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"data.train=bad.jsonl", "bad.jsonl:2: invalid JSON"},
+      {"data.train=missing.jsonl", "missing.jsonl:1: record has no 'output'"},
+      {"data.train=empty.jsonl", "empty.jsonl: dataset is empty"},
+      {"data.train=masked.jsonl", "every label is masked"},
+      {"model.path=notok", "no tokenizer.json"},
+      {"model.path=noweights", "no model.safetensors"},
+      {"data.train=nothere.jsonl", "data.train"},
+      {"train.learning_rat=1e-4", "did you mean 'train.learning_rate'?"},
+      {"lora.r=-1", "lora.r: must be in"},
+  };
+  for (const auto& [args, want] : cases) {
+    CliRun r = run_ftune("train " + args + " train.output_dir=out", d);
+    EXPECT_EQ(r.code, 1) << args;
+    EXPECT_NE(r.err.find("error: "), std::string::npos) << args << ": " << r.err;
+    EXPECT_NE(last_line(r.err).find(want), std::string::npos) << args << ": " << r.err;
+    EXPECT_FALSE(fs::exists(d + "/out/adapter")) << args;
+    EXPECT_FALSE(fs::exists(d + "/out/metrics.jsonl")) << args;
+  }
+  // A bad YAML file: one line per problem, each with file:line.
+  CliRun y = run_ftune("train bad.yaml", d);
+  EXPECT_EQ(y.code, 1);
+  EXPECT_NE(y.err.find("bad.yaml:2: train.micro_batch_size: expected an integer, got 'abc'"), std::string::npos) << y.err;
+  EXPECT_NE(y.err.find("bad.yaml:3: train.learning_rat: unknown key; did you mean 'train.learning_rate'?"), std::string::npos) << y.err;
+  EXPECT_NE(y.err.find("bad.yaml:5: lora.r: must be in [1, 4096], got 0"), std::string::npos) << y.err;
+}
+
+TEST(Cli, DoctorReportsChecks) {
+  const std::string d = ftune::test::temp_dir("cli_doctor");
+  CliRun r = run_ftune("doctor", d);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("[ok]   cpu backend"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[ok]   tokenizer"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("all checks passed"), std::string::npos) << r.out;
+}
