@@ -81,16 +81,45 @@ std::vector<size_t> segment_token_starts(const TextEncoder& enc,
   }
   if (concat == ids) return fast;
 
-  // Slow path: locate each boundary by encoding the text before it.
-  std::string prefix;
+  // Slow path: place each boundary at a "clean" text position, one whose prefix encodes to a
+  // prefix of `ids` (then ids[0:k] cover exactly that text). A boundary that is not clean lies
+  // inside a token (or where truncating the text re-merges its tail); the tokens between the
+  // nearest clean positions around it go to the trainable side: towards the start of the
+  // trained text for an untrained->trained boundary, towards the end for trained->untrained.
+  const std::string text = join_segments(segments);
+  auto clean_index = [&](size_t pos) -> std::optional<size_t> {
+    const auto pre = enc.encode(std::string_view(text).substr(0, pos));
+    if (pre.size() > ids.size() || !std::equal(pre.begin(), pre.end(), ids.begin())) {
+      return std::nullopt;
+    }
+    return pre.size();
+  };
+  auto is_char_start = [&](size_t pos) {
+    return pos >= text.size() || (static_cast<unsigned char>(text[pos]) & 0xC0) != 0x80;
+  };
+  constexpr size_t kMaxScan = 64;  // bytes searched either way before giving up
+  std::vector<size_t> seg_begin(segments.size() + 1, 0);
+  for (size_t i = 0; i < segments.size(); ++i) seg_begin[i + 1] = seg_begin[i] + segments[i].text.size();
+
   for (size_t i = 0; i + 1 < segments.size(); ++i) {
-    prefix += segments[i].text;
-    const auto pre = enc.encode(prefix);
-    const size_t common = common_prefix(pre, ids);
-    size_t at = common;
-    // A token straddling the boundary goes to the trainable side.
-    if (pre.size() != common && segments[i].trainable) at = common + 1;
-    starts[i + 1] = std::clamp(at, starts[i], ids.size());
+    const size_t b = seg_begin[i + 1];
+    std::optional<size_t> at;
+    if (!segments[i].trainable) {  // untrained -> trained: largest clean position <= b
+      for (size_t pos = b; pos + kMaxScan >= b && pos >= seg_begin[i] && !at; --pos) {
+        if (is_char_start(pos)) at = clean_index(pos);
+        if (pos == 0) break;
+      }
+    } else {  // trained -> untrained: smallest clean position >= b
+      for (size_t pos = b; pos <= b + kMaxScan && pos <= seg_begin[i + 2] && !at; ++pos) {
+        if (is_char_start(pos)) at = clean_index(pos);
+      }
+    }
+    if (!at) {  // nothing clean nearby: fall back to where the prefix encoding diverges
+      const auto pre = enc.encode(std::string_view(text).substr(0, b));
+      const size_t common = common_prefix(pre, ids);
+      at = (pre.size() != common && segments[i].trainable) ? common + 1 : common;
+    }
+    starts[i + 1] = std::clamp(*at, starts[i], ids.size());
   }
   return starts;
 }

@@ -14,9 +14,13 @@
 //   * fast path: when concat(encode(segment)) equals encode(text) (the usual case for
 //     byte-level BPE, whose segment boundaries sit next to special tokens or newlines, where
 //     the pre-tokenizer splits anyway), boundaries are the per-segment token counts;
-//   * otherwise, for each boundary b, encode(text[0:b]) is compared with encode(text): the
-//     boundary falls after their common prefix, and a token that straddles the boundary goes
-//     to the trainable side (it carries characters of the reply).
+//   * otherwise (SentencePiece-style tokenizers prepend "▁" to every encode call; BPE merges
+//     can cross a boundary), a boundary is placed at a "clean" text position p, one where
+//     encode(text[0:p]) is a prefix of the ids (so ids[0:k] cover exactly text[0:p]): b itself
+//     when clean, else the nearest clean position on the trainable side's outer edge (the
+//     largest p <= b for untrained->trained, the smallest p >= b for trained->untrained). So
+//     a token that straddles a boundary is trained: it carries characters of the reply.
+//     tests/py/test_chat_templates.py checks the result against HF tokenizers' offsets.
 // Conversations get no extra BOS (templates write it as text, e.g. <|begin_of_text|>);
 // alpaca/text/prompt_completion get the tokenizer's post-processor BOS, if any, in front and
 // EOS appended (trained when the last segment is).

@@ -438,7 +438,10 @@ TEST(PrepareData, ValidationSplitIsDeterministicAndSized) {
   Workspace w;
   w.config({{"eos_token", "</s>"}});
   std::string lines;
-  for (int i = 0; i < 50; ++i) lines += nlohmann::json{{"text", "t" + std::to_string(i)}}.dump() + "\n";
+  for (int i = 0; i < 50; ++i) {
+    lines += nlohmann::json{{"text", fmt::format("t{}", i)}}.dump();
+    lines += '\n';
+  }
   DataOptions o = options_for(w, w.write("v.jsonl", lines));
   o.validation_split = 0.1;
   const ByteEncoder enc;

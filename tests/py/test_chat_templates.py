@@ -9,6 +9,14 @@ raise. The template is handed to ftune as its Jinja source, so this also exercis
 Also checks the trainable segments: exactly one per assistant turn, equal to the reply as the
 template writes it plus the end-of-turn token.
 
+Second part, tokenization with labels: for templates whose special tokens a tokenizer has,
+ftune's ids (the data pipeline's render_example + tokenize_rendered) must equal HF tokenizers'
+encode(text, add_special_tokens=False), and its labels must equal a mask computed independently
+from HF's character offsets: a token is trained when its characters overlap an assistant reply
+(trainable segment). Tokenizers: the repo's Llama-3-style assets/tokenizer, plus a byte-level
+BPE and a SentencePiece-style BPE (Prepend/Replace normalizer, byte_fallback, like Llama-2)
+trained here with HF tokenizers on the rendered conversations.
+
 Prints "chat templates: N passed, M failed"; exits non-zero on any failure.
 """
 import json
@@ -20,6 +28,10 @@ import tempfile
 
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # --- Official template strings (tokenizer_config.json "chat_template", JSON-decoded) -------
 
@@ -174,6 +186,95 @@ def render_jinja(source, tokens, messages):
     return tmpl.render(messages=messages, add_generation_prompt=False, **tokens)
 
 
+def train_byte_level(corpus, specials, path):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=900, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    tok.save(path)
+
+
+def train_sentencepiece_style(corpus, path):
+    """Llama-2-like layout: <unk>=0 <s>=1 </s>=2, <0x00>..<0xFF>, then learned pieces."""
+    specials = ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                           normalizers.Replace(" ", "\u2581")])
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    j = json.loads(tok.to_str())
+    vocab = {t: i for i, t in enumerate(specials)}
+    for b in range(256):
+        vocab["<0x%02X>" % b] = len(vocab)
+    for t, _ in sorted(j["model"]["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(t, len(vocab))
+    j["model"]["vocab"] = vocab
+    j["model"]["byte_fallback"] = True
+    for a in j["added_tokens"]:
+        a["id"] = vocab[a["content"]]
+    j["decoder"] = json.loads(Tokenizer(models.BPE()).to_str())["decoder"]
+    Tokenizer.from_str(json.dumps(j))  # HF must accept it
+    with open(path, "w") as f:
+        json.dump(j, f)
+
+
+def expected_ids_and_labels(tok, text, segments):
+    """HF ids and a mask from character offsets: trained iff the token overlaps a reply."""
+    enc = tok.encode(text, add_special_tokens=False)
+    ranges, pos = [], 0
+    for seg, trainable in segments:
+        if trainable:
+            ranges.append((pos, pos + len(seg)))
+        pos += len(seg)
+    labels = []
+    for tid, (a, b) in zip(enc.ids, enc.offsets):
+        if b > a:
+            trained = any(a < re and b > rs for rs, re in ranges)
+        else:
+            trained = any(rs <= a < re for rs, re in ranges)
+        labels.append(tid if trained else -100)
+    return enc.ids, labels
+
+
+def first_difference(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def tokenization_cases(convs, src_dir, work):
+    """(label, template source, tokens, tokenizer path) for the second part."""
+    corpus = []
+    for _, source, tokens, _, _, _ in TEMPLATES:
+        for conv in convs:
+            try:
+                corpus.append(render_jinja(source, tokens, conv))
+            except TemplateError:
+                pass
+    corpus = corpus * 3
+    byte_level = os.path.join(work, "byte_level.json")
+    train_byte_level(corpus, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                              "<|end_header_id|>", "<|eot_id|>", "<|im_start|>", "<|im_end|>",
+                              "<s>", "</s>"], byte_level)
+    sp = os.path.join(work, "sentencepiece.json")
+    train_sentencepiece_style(corpus, sp)
+    asset = os.path.join(src_dir, "assets", "tokenizer", "tokenizer.json")
+    by_label = {t[0]: t for t in TEMPLATES}
+    out = []
+    for label, path in [("llama-3", asset), ("llama-3", byte_level), ("qwen2", byte_level),
+                        ("chatml-plain", byte_level), ("alpaca-llama3-tokens", byte_level),
+                        ("llama-2", sp), ("mistral", sp), ("alpaca", sp)]:
+        _, source, tokens, _, _, _ = by_label[label]
+        out.append((label + " / " + os.path.basename(path), source, tokens, path))
+    return out
+
+
 def main():
     build = os.environ.get("FTUNE_BIN", "build")
     tool = os.path.join(build, "tools", "render_chat")
@@ -238,6 +339,61 @@ def main():
             print("FAIL %s conversation %d: %s" % (label, i, "; ".join(problems)))
         else:
             passed += 1
+    # --- Part 2: tokenization with labels -------------------------------------------------
+    src_dir = os.environ.get("FTUNE_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+    with tempfile.TemporaryDirectory() as work:
+        tcases, texpected = [], []
+        for label, source, tokens, tok_path in tokenization_cases(convs, src_dir, work):
+            for i, conv in enumerate(convs):
+                try:
+                    render_jinja(source, tokens, conv)
+                except TemplateError:
+                    continue
+                tcases.append({"template": source, "messages": conv, "tokenizer": tok_path,
+                               "bos_token": tokens.get("bos_token"),
+                               "eos_token": tokens.get("eos_token")})
+                texpected.append((label, i, tok_path))
+        path = os.path.join(work, "cases.json")
+        with open(path, "w") as f:
+            json.dump({"cases": tcases}, f)
+        out = subprocess.run([tool, path], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stderr)
+            failed += len(tcases)
+            tgot = [{"error": "render_chat failed"}] * len(tcases)
+        else:
+            tgot = json.loads(out.stdout)
+        hf = {}
+        tpassed = 0
+        for (label, i, tok_path), g in zip(texpected, tgot):
+            if tok_path not in hf:
+                hf[tok_path] = Tokenizer.from_file(tok_path)
+                hf[tok_path].post_processor = None  # raw (untrimmed) offsets
+            problems = []
+            if "error" in g:
+                problems.append("ftune raised %r" % g["error"])
+            else:
+                ids, labels = expected_ids_and_labels(hf[tok_path], g["text"], g["segments"])
+                if g["ids"] != ids:
+                    k = first_difference(g["ids"], ids)
+                    problems.append("ids differ from HF at %d: ftune %r, HF %r" %
+                                    (k, g["ids"][k:k + 6], ids[k:k + 6]))
+                elif g["labels"] != labels:
+                    k = first_difference(g["labels"], labels)
+                    problems.append("labels differ at token %d (%r): ftune %r, offsets %r" %
+                                    (k, hf[tok_path].id_to_token(ids[k]), g["labels"][k:k + 6],
+                                     labels[k:k + 6]))
+                elif all(l == -100 for l in labels) and any(
+                        m["role"] == "assistant" for m in convs[i]):
+                    problems.append("no trained token although there is a reply")
+            if problems:
+                failed += 1
+                print("FAIL tokenize %s conversation %d: %s" % (label, i, "; ".join(problems)))
+            else:
+                passed += 1
+                tpassed += 1
+        print("  (of which tokenization with labels: %d cases)" % tpassed)
+
     print("chat templates: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 and passed > 0 else 1
 

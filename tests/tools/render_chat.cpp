@@ -2,15 +2,22 @@
 // Input (file named by argv[1]): {"cases": [{"template": <table name or Jinja source>,
 //   "bos_token": ..., "eos_token": ..., "messages": [{"role", "content"}, ...]}, ...]}.
 // A Jinja source goes through detect_chat_template, so the test also covers detection.
+// A case with "tokenizer": <tokenizer.json path> is also tokenized with labels the way the
+// data pipeline does it (render_example + tokenize_rendered, response-only masking).
 // Output (stdout): a JSON array with, per case, {"name", "text", "segments": [[text,
-// trainable], ...]} or {"error": message}.
+// trainable], ...], and with a tokenizer "ids", "labels"} or {"error": message}.
 #include <cstdio>
 #include <iostream>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "data/chat_template.h"
 #include "data/data_files.h"
+#include "data/tokenize_example.h"
+#include "data/tokenizer_encoder.h"
+#include "io/tokenizer.h"
 
 using nlohmann::json;
 
@@ -43,6 +50,7 @@ int main(int argc, char** argv) {
   try {
     const json in = json::parse(ftune::read_file_bytes(argv[1]));
     json out = json::array();
+    std::map<std::string, std::unique_ptr<ftune::Tokenizer>> tokenizers;
     for (const json& c : in.at("cases")) {
       json r;
       try {
@@ -56,6 +64,19 @@ int main(int argc, char** argv) {
         r["text"] = ftune::join_segments(segs);
         r["segments"] = json::array();
         for (const auto& s : segs) r["segments"].push_back(json::array({s.text, s.trainable}));
+        if (c.contains("tokenizer")) {
+          const std::string path = c["tokenizer"].get<std::string>();
+          auto& tok = tokenizers[path];
+          if (!tok) tok = std::make_unique<ftune::Tokenizer>(ftune::Tokenizer::from_file(path));
+          const ftune::TokenizerEncoder enc(*tok, "");
+          ftune::SourceExample src;
+          src.is_conversation = true;
+          src.conversation = conv;
+          const auto ex = ftune::tokenize_rendered(enc, ftune::render_example(src, &t, true),
+                                                   std::nullopt, std::nullopt);
+          r["ids"] = ex.ids;
+          r["labels"] = ex.labels;
+        }
       } catch (const ftune::Error& e) {
         r = json{{"error", e.what()}};
       }
