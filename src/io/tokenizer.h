@@ -2,6 +2,15 @@
 // Supports byte-level BPE (Llama-3, Qwen2: Split-regex + ByteLevel pre-tokenizers) and
 // SentencePiece-style BPE (Llama-2, Mistral: Prepend/Replace normalizer or Metaspace,
 // byte_fallback, unk). Added/special tokens are split out before pre-tokenization.
+// Ids match HF `tokenizers` 0.23 (tests/py/test_tokenizer_parity.py). Components:
+//   model          BPE (merges as "a b" or ["a","b"], ignore_merges, byte_fallback, unk/fuse_unk)
+//   normalizer     Sequence, Prepend, Replace, NFC
+//   pre_tokenizer  Sequence, Split, ByteLevel, Metaspace, Digits
+//   post_processor TemplateProcessing, ByteLevel, BertProcessing, RobertaProcessing, Sequence
+//   decoder        Sequence, ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip
+// Any other type is an error naming it and the file. The file's "truncation" and "padding"
+// are not applied. Regex classes use the system PCRE2's Unicode tables (see tokenizer_regex.h).
+// All const methods may be called from several threads at once.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -25,9 +34,10 @@ class Tokenizer {
 
   // Ids for `text`. add_special_tokens applies the post-processor (e.g. BOS), as HF
   // `tokenizer.encode(text, add_special_tokens=...)` does. Special tokens written inside the
-  // text (e.g. "<|eot_id|>") are recognised and become their ids.
+  // text (e.g. "<|eot_id|>") are recognised and become their ids. Throws for invalid UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
-  // Text for ids, as HF `decode(ids, skip_special_tokens=...)`.
+  // Text for ids, as HF `decode(ids, skip_special_tokens=...)`. Throws for an id outside
+  // [0, vocab_size()).
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 
   // Id of a token string (vocab or added token), nullopt when absent.

@@ -248,6 +248,12 @@ def main():
             results = got["results"]
             assert len(results) == len(strings)
             n_fail = 0
+            # BOS as ftune reports it: what HF's post-processor puts before an empty text.
+            hf_bos = (hf.encode("", add_special_tokens=True).ids or [None])[0]
+            if got["meta"]["bos_id"] != hf_bos or got["meta"]["vocab_size"] != max(
+                    hf.get_vocab(with_added_tokens=True).values()) + 1:
+                n_fail += 1
+                print(f"MISMATCH [{name}] meta {got['meta']} vs HF bos {hf_bos}")
             for i, (s, r) in enumerate(zip(strings, results)):
                 problems = []
                 if "error" in r:
