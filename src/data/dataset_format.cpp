@@ -121,14 +121,18 @@ std::vector<DatasetRecord> parse_json_array(std::string_view text, const std::st
   }
   FTUNE_CHECK(arr.is_array(), "{}:1: expected a JSON array of records", name);
   const std::vector<size_t> starts = array_element_offsets(text);
+  const bool have_lines = starts.size() == arr.size();
   std::vector<DatasetRecord> out;
   out.reserve(arr.size());
+  size_t line = 1, scanned = 0;  // newlines counted incrementally: records are in text order
   for (size_t i = 0; i < arr.size(); ++i) {
-    const size_t line = i < starts.size() && starts.size() == arr.size()
-                            ? line_col(text, starts[i]).first
-                            : 0;
-    std::string origin = line > 0 ? fmt::format("{}:{}", name, line)
-                                  : fmt::format("{}: record {}", name, i);
+    std::string origin;
+    if (have_lines) {
+      for (; scanned < starts[i]; ++scanned) line += (text[scanned] == '\n');
+      origin = fmt::format("{}:{}", name, line);
+    } else {
+      origin = fmt::format("{}: record {}", name, i);
+    }
     out.push_back(DatasetRecord{std::move(arr[i]), std::move(origin)});
   }
   return out;

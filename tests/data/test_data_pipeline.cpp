@@ -422,6 +422,17 @@ TEST(PrepareData, BadInputErrorsComeBeforeTraining) {
   EXPECT_EQ(error_of([&] { prepare_data(o, enc); }),
             "set data.validation or data.validation_split, not both");
 
+  // A conversation the template rejects: the record's file:line, then the template's reason.
+  o.validation.clear();
+  o.validation_split = 0;
+  o.train = w.write("sys.jsonl", messages_line("q", "a") +
+                                     R"({"messages": [{"role": "system", "content": "s"}, )"
+                                     R"({"role": "user", "content": "u"}]})" "\n");
+  o.chat_template = "mistral";
+  EXPECT_EQ(error_of([&] { prepare_data(o, enc); }),
+            o.train + ":2: chat template mistral: conversation roles must alternate "
+                      "user/assistant/user/assistant/... (message 0 has role 'system')");
+
   // A template whose special tokens the tokenizer does not have.
   o.validation.clear();
   o.validation_split = 0;
