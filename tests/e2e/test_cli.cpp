@@ -9,7 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "support/test_support.h"
 
@@ -61,13 +64,28 @@ std::string last_line(const std::string& s) {
   return pos == std::string::npos ? t : t.substr(pos + 1);
 }
 
-// A shared trained default job (the expensive part runs once).
+// The default job trained once per build and shared by the tests (ctest runs each test in its
+// own process, possibly in parallel): the first process trains under a file lock, the others
+// wait and reuse the result; a newer ftune binary trains again.
 const std::string& trained_dir() {
   static std::string dir = [] {
-    std::string d = ftune::test::temp_dir("cli_default");
-    CliRun r = run_ftune("train", d);
-    EXPECT_EQ(r.code, 0) << r.err;
-    std::printf("[default job] %.1f s wall\n", r.seconds);
+    const std::string d = std::string(FTUNE_BINARY_DIR) + "/e2e_default_job";
+    fs::create_directories(d);
+    const int fd = open((d + "/.lock").c_str(), O_CREAT | O_RDWR, 0644);
+    EXPECT_GE(fd, 0);
+    flock(fd, LOCK_EX);
+    const std::string done = d + "/.done";
+    const fs::path bin = std::string(FTUNE_BINARY_DIR) + "/ftune";
+    if (!fs::exists(done) || fs::last_write_time(bin) > fs::last_write_time(done)) {
+      fs::remove(done);
+      fs::remove_all(d + "/outputs");
+      CliRun r = run_ftune("train", d);
+      EXPECT_EQ(r.code, 0) << r.err;
+      std::printf("[default job] %.1f s wall\n", r.seconds);
+      if (r.code == 0) write(done, "ok\n");
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
     return d;
   }();
   return dir;
@@ -97,12 +115,12 @@ TEST(Cli, DefaultJobTrainsAndWritesEverything) {
       ASSERT_TRUE(j.contains(k)) << k;
     losses.push_back(j["loss"].get<double>());
   }
-  ASSERT_EQ(losses.size(), 60u);
+  ASSERT_EQ(losses.size(), 120u);
   EXPECT_GE(evals, 1);
   double last10 = 0;
   for (size_t i = losses.size() - 10; i < losses.size(); ++i) last10 += losses[i] / 10;
   // The loss falls clearly: from about ln(vocab) to well below it.
-  EXPECT_LT(last10, losses[0] - 1.5) << "first " << losses[0] << " last-10 mean " << last10;
+  EXPECT_LT(last10, losses[0] - 2.5) << "first " << losses[0] << " last-10 mean " << last10;
   const json cfg = json::parse(std::ifstream(out + "/adapter/adapter_config.json"));
   EXPECT_EQ(cfg["peft_type"], "LORA");
   EXPECT_EQ(cfg["r"], 16);
