@@ -1,6 +1,8 @@
 // `ftune doctor`: build options, devices, library versions, and a quick check that each part
 // works (CPU backend against finite differences, tokenizer round trip, CUDA ops vs CPU).
 #include <cblas.h>
+#include <dlfcn.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fmt/format.h>
@@ -56,6 +58,40 @@ double tiny_loss(Ops& ops) {
   return m.forward(b).mean();
 }
 
+// Version of a shared library found at run time through `symbol`, or "not found". ftune does not
+// link NCCL or cuDNN yet; doctor reports what the machine has for the multi-GPU and attention
+// work that will use them.
+std::string nccl_version() {
+  void* h = dlopen("libnccl.so.2", RTLD_LAZY | RTLD_LOCAL);
+  if (h == nullptr) return "not found";
+  using Fn = int (*)(int*);
+  auto fn = reinterpret_cast<Fn>(dlsym(h, "ncclGetVersion"));
+  int v = 0;
+  std::string out = "found (version unknown)";
+  if (fn != nullptr && fn(&v) == 0)
+    out = v >= 10000 ? fmt::format("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100)
+                     : fmt::format("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100);
+  dlclose(h);
+  return out;
+}
+
+std::string cudnn_version() {
+  for (const char* name : {"libcudnn.so.9", "libcudnn.so.8", "libcudnn.so"}) {
+    void* h = dlopen(name, RTLD_LAZY | RTLD_LOCAL);
+    if (h == nullptr) continue;
+    using Fn = size_t (*)();
+    auto fn = reinterpret_cast<Fn>(dlsym(h, "cudnnGetVersion"));
+    std::string out = "found (version unknown)";
+    if (fn != nullptr) {
+      const size_t v = fn();  // e.g. 91400 for 9.14.0
+      out = fmt::format("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100);
+    }
+    dlclose(h);
+    return out;
+  }
+  return "not found";
+}
+
 }  // namespace
 
 int cmd_doctor() {
@@ -73,7 +109,8 @@ int cmd_doctor() {
                   static_cast<double>(d.total_bytes) / (1 << 30), static_cast<double>(d.free_bytes) / (1 << 30),
                   d.cc_major, d.cc_minor, d.multiprocessors);
   }
-  std::printf("nccl, cudnn: not used by this version\n");
+  std::printf("nccl: %s; cudnn: %s (not used by this version yet)\n", nccl_version().c_str(),
+              cudnn_version().c_str());
   std::printf("checks:\n");
   bool ok = true;
   ok &= report("cpu backend", [] {
