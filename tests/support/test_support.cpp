@@ -77,4 +77,10 @@ std::vector<float> finite_diff(Tensor& x, const std::function<double()>& f, doub
   return g;
 }
 
+double weighted_sum(const Tensor& out, const Tensor& r) {
+  double s = 0.0;
+  for (int64_t i = 0; i < out.numel(); ++i) s += static_cast<double>(out.f32()[i]) * r.f32()[i];
+  return s;
+}
+
 }  // namespace ftune::test

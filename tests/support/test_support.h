@@ -25,4 +25,18 @@ double rel_l2(const std::vector<float>& got, const std::vector<float>& want);
 // (modified in place and restored). Computed in double where f returns double.
 std::vector<float> finite_diff(Tensor& x, const std::function<double()>& f, double eps = 1e-3);
 
+// L = sum(out * r) in double: the scalar whose gradient with respect to out is r.
+double weighted_sum(const Tensor& out, const Tensor& r);
+
+// The message of the ftune::Error that f throws, or a note that it threw none.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no ftune::Error thrown)";
+}
+
 }  // namespace ftune::test

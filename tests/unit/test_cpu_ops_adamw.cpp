@@ -11,19 +11,11 @@
 using namespace ftune;
 using ftune::test::compare;
 using ftune::test::random_tensor;
+using ftune::test::weighted_sum;
+using ftune::test::error_of;
 using ::testing::HasSubstr;
 
 namespace {
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no ftune::Error thrown)";
-}
 
 TEST(CpuOpsAdamW, ThreeStepsMatchDoubleReference) {
   auto ops = make_cpu_ops();

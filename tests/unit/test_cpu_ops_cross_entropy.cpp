@@ -14,19 +14,11 @@ using namespace ftune;
 using ftune::test::compare;
 using ftune::test::finite_diff;
 using ftune::test::random_tensor;
+using ftune::test::weighted_sum;
+using ftune::test::error_of;
 using ::testing::HasSubstr;
 
 namespace {
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no ftune::Error thrown)";
-}
 
 constexpr int64_t kN = 7, kH = 5, kV = 11;
 const std::vector<int32_t> kTargets = {3, -100, 0, 10, -100, 7, 3};

@@ -13,31 +13,16 @@ using namespace ftune;
 using ftune::test::compare;
 using ftune::test::finite_diff;
 using ftune::test::random_tensor;
+using ftune::test::weighted_sum;
+using ftune::test::error_of;
 using ::testing::HasSubstr;
 
 namespace {
-
-// L = sum(out * r) in double: the scalar whose gradient with respect to out is r.
-double weighted_sum(const Tensor& out, const Tensor& r) {
-  double s = 0.0;
-  for (int64_t i = 0; i < out.numel(); ++i) s += static_cast<double>(out.f32()[i]) * r.f32()[i];
-  return s;
-}
 
 // Element (i, j) of op(X) for a row-major 2-D X.
 double op_at(const Tensor& x, bool trans, int64_t i, int64_t j) {
   const int64_t cols = x.dim(1);
   return trans ? x.f32()[j * cols + i] : x.f32()[i * cols + j];
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no ftune::Error thrown)";
 }
 
 struct GemmCase {

@@ -13,25 +13,11 @@ using namespace ftune;
 using ftune::test::compare;
 using ftune::test::finite_diff;
 using ftune::test::random_tensor;
+using ftune::test::weighted_sum;
+using ftune::test::error_of;
 using ::testing::HasSubstr;
 
 namespace {
-
-double weighted_sum(const Tensor& out, const Tensor& r) {
-  double s = 0.0;
-  for (int64_t i = 0; i < out.numel(); ++i) s += static_cast<double>(out.f32()[i]) * r.f32()[i];
-  return s;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no ftune::Error thrown)";
-}
 
 TEST(CpuOpsRmsNorm, ForwardMatchesDoubleReference) {
   auto ops = make_cpu_ops();
