@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The GPU machine's one script (DESIGN.md, "Tests, in tiers", tier 2): builds ftune with CUDA in
+# build-gpu and runs, stage by stage,
+#   env       what the machine is (GPU, driver, toolkit, compilers, Python packages)
+#   build     cmake -DFTUNE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90, make -j16
+#   cuda      tests/cuda (every CUDA op and the whole model against the CPU reference)
+#   memcheck  the CUDA tests again under compute-sanitizer memcheck, and racecheck on the
+#             kernels with shared-memory reductions (skipped if compute-sanitizer is missing)
+#   ctest     the CPU test suite (the CUDA tests ran above and are excluded here)
+#   goldens   python3 tests/golden/make_goldens.py --check (HF Transformers + PEFT on this machine
+#             reproduce the committed fixtures)
+# Each stage writes <stage>.log (and gtest XML) into $OUT when set, else build-gpu/gpu-logs, and
+# summary.txt lists every stage's result. All stages run even when one fails; the exit status
+# is non-zero if any failed. Environment:
+#   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens"  the stages to run, in this order
+#   FTUNE_GPU_BUILD_DIR (build-gpu), JOBS (16), CMAKE_CUDA_ARCHITECTURES (90)
+#   FTUNE_GPU_CMAKE_ARGS  extra configure arguments (e.g. -DCMAKE_IGNORE_PREFIX_PATH=/usr to
+#                         prove that .carry alone satisfies the build)
+# Build dependencies missing on the machine come from .carry/ (scripts/make_carry.sh, made on
+# Debian 12): .carry/root is a /usr tree passed through CMAKE_PREFIX_PATH, CPATH, LIBRARY_PATH,
+# PKG_CONFIG_PATH and LD_LIBRARY_PATH; .carry/debs, if that is what was carried, is unpacked first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SRC=$PWD
+
+# Multicast over NVLink (NVLS) is off on these machines (the device notes say why).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+BUILD=${FTUNE_GPU_BUILD_DIR:-build-gpu}
+JOBS=${JOBS:-16}
+ARCHS=${CMAKE_CUDA_ARCHITECTURES:-90}
+STAGES=${FTUNE_GPU_STAGES:-env build cuda memcheck ctest goldens}
+LOGS=${OUT:-$SRC/$BUILD/gpu-logs}
+mkdir -p "$BUILD" "$LOGS"
+LOGS=$(cd "$LOGS" && pwd)
+SUMMARY=$LOGS/summary.txt
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}  # Python gets the machine's own libraries back
+: >"$SUMMARY"
+failed=0
+
+say() { echo "gpu.sh: $*" | tee -a "$SUMMARY"; }
+
+# run_stage NAME COMMAND...: runs a stage, output to NAME.log (and to stdout), result in summary.
+run_stage() {
+  local name=$1; shift
+  case " $STAGES " in *" $name "*) ;; *) say "$name: skipped (not in FTUNE_GPU_STAGES)"; return 0 ;; esac
+  local start=$SECONDS rc
+  echo "=== $name: $*" | tee "$LOGS/$name.log"
+  "$@" 2>&1 | tee -a "$LOGS/$name.log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -eq 0 ]; then
+    say "$name: ok ($((SECONDS - start)) s)"
+  else
+    say "$name: FAILED (exit $rc, $((SECONDS - start)) s; see $name.log)"
+    failed=1
+  fi
+  return 0
+}
+
+# ---- dependencies carried in .carry/ --------------------------------------------------------
+CMAKE_DEP_ARGS=()
+CARRY=$SRC/.carry
+if [ -d "$CARRY/debs" ] && [ ! -d "$CARRY/root" ]; then
+  scripts/make_carry.sh --extract 2>&1 | tee "$LOGS/carry.log"
+fi
+if [ -d "$CARRY/root/usr" ]; then
+  R=$CARRY/root/usr
+  ML=$R/lib/x86_64-linux-gnu
+  export CPATH="$R/include:$R/include/x86_64-linux-gnu/openblas-pthread${CPATH:+:$CPATH}"
+  export LIBRARY_PATH="$ML:$ML/openblas-pthread${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export PKG_CONFIG_PATH="$ML/pkgconfig:$R/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  run_ld="$ML:$ML/openblas-pthread"
+  # OpenBLAS needs libgfortran.so.5; the carried (older) copy is used only if the system has none.
+  if ! ldconfig -p 2>/dev/null | grep -q 'libgfortran\.so\.5 '; then
+    run_ld="$run_ld:$CARRY/fallback/lib"
+  fi
+  # Needed at build time too: gtest_discover_tests runs each test binary after linking it.
+  export LD_LIBRARY_PATH="$run_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  CMAKE_DEP_ARGS+=("-DCMAKE_PREFIX_PATH=$R" "-DCMAKE_LIBRARY_PATH=$ML/openblas-pthread")
+  if ! command -v pkg-config >/dev/null; then  # the carried pkgconf, with its own library
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
+      "$ML" "$R/bin/pkgconf" >"$BUILD/carry-pkg-config"
+    chmod +x "$BUILD/carry-pkg-config"
+    CMAKE_DEP_ARGS+=("-DPKG_CONFIG_EXECUTABLE=$SRC/$BUILD/carry-pkg-config")
+  fi
+  say "dependencies: using $CARRY/root ($(du -sm "$CARRY" | cut -f1) MB)"
+else
+  say "dependencies: no .carry/root, using the system's"
+fi
+
+# ---- stages -----------------------------------------------------------------------------------
+stage_env() {
+  echo "host: $(hostname)  $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown OS}")"
+  nvidia-smi || echo "(nvidia-smi failed)"
+  command -v nvcc >/dev/null && nvcc --version | tail -2 || echo "nvcc: not on PATH"
+  cmake --version | head -1 || echo "cmake: not found"
+  c++ --version | head -1 || echo "c++: not found"
+  command -v compute-sanitizer >/dev/null && echo "compute-sanitizer: $(command -v compute-sanitizer)"
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 - <<'PY' || true
+import importlib
+for m in ("torch", "transformers", "peft", "safetensors", "numpy", "tokenizers", "jinja2", "tensorboard"):
+    try:
+        mod = importlib.import_module(m)
+        extra = ""
+        if m == "torch":
+            extra = f" cuda={mod.version.cuda} available={mod.cuda.is_available()}"
+        print(f"{m} {getattr(mod, '__version__', '?')}{extra}")
+    except Exception as e:  # report, do not fail: the stage that needs it will
+        print(f"{m}: not importable ({type(e).__name__}: {e})")
+PY
+  return 0
+}
+
+stage_build() {
+  # nvcc may not be on PATH in a fresh shell; the toolkit's usual home is tried too.
+  local nvcc_arg=()
+  if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+    nvcc_arg=("-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc")
+  fi
+  cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DFTUNE_CUDA=ON \
+    "-DCMAKE_CUDA_ARCHITECTURES=$ARCHS" "${nvcc_arg[@]}" "${CMAKE_DEP_ARGS[@]}" \
+    ${FTUNE_GPU_CMAKE_ARGS:-} || return 1
+  grep -q '^FTUNE_CUDA:BOOL=ON' "$BUILD/CMakeCache.txt" || { echo "FTUNE_CUDA is not ON"; return 1; }
+  echo "--- where the dependencies were found:"
+  local keys='fmt_DIR|spdlog_DIR|yaml-cpp_DIR|nlohmann_json_DIR|CLI11_DIR|GTest_DIR'
+  keys+='|BLAS_[a-z]+_LIBRARY|CBLAS_INCLUDE_DIR|PKG_CONFIG_EXECUTABLE|CMAKE_CUDA_COMPILER'
+  keys+='|Python3_EXECUTABLE'
+  grep -E "^($keys):" "$BUILD/CMakeCache.txt"
+  grep -E '^PCRE2_(INCLUDEDIR|LIBDIR|LINK_LIBRARIES):' "$BUILD/CMakeCache.txt" || true
+  cmake --build "$BUILD" -j "$JOBS"
+}
+
+cuda_test_binaries() { find "$BUILD/tests" -maxdepth 1 -type f -perm -u+x -name 'test_cuda_*' | sort; }
+
+stage_cuda() {
+  local bins rc=0
+  bins=$(cuda_test_binaries)
+  [ -n "$bins" ] || { echo "no tests/cuda binaries in $BUILD/tests (build failed?)"; return 1; }
+  for t in $bins; do
+    if ! "$t" --gtest_output="xml:$LOGS/$(basename "$t").xml"; then
+      rc=1
+      # Again with a stream sync after every launch, so an asynchronous fault names its kernel.
+      echo "--- $(basename "$t") failed; rerunning with FTUNE_CUDA_SYNC=1"
+      FTUNE_CUDA_SYNC=1 "$t" --gtest_output="xml:$LOGS/$(basename "$t")-sync.xml"
+    fi
+    # A skipped GPU test here means the GPU was not usable: that is a failure on this machine.
+    if grep -q 'result="skipped"' "$LOGS/$(basename "$t").xml" 2>/dev/null; then
+      echo "$(basename "$t"): tests were SKIPPED on the GPU machine"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+stage_memcheck() {
+  if ! command -v compute-sanitizer >/dev/null; then
+    local cs=/usr/local/cuda/bin/compute-sanitizer
+    [ -x "$cs" ] || { echo "compute-sanitizer not found: memcheck not run"; return 0; }
+    PATH="$PATH:/usr/local/cuda/bin"
+  fi
+  local bins rc=0
+  bins=$(cuda_test_binaries)
+  [ -n "$bins" ] || { echo "no tests/cuda binaries"; return 1; }
+  for t in $bins; do
+    # Out-of-bounds and misaligned accesses, uninitialized device memory, leaks on exit.
+    compute-sanitizer --tool memcheck --error-exitcode 97 --leak-check full \
+      "$t" --gtest_filter='CudaVsCpu.*' || rc=1
+    # Shared-memory races in the block reductions (norms, cross-entropy, sum of squares).
+    compute-sanitizer --tool racecheck --error-exitcode 97 "$t" \
+      --gtest_filter='CudaVsCpu.RmsNorm*:CudaVsCpu.LmHead*:CudaVsCpu.AxpyScale*:CudaVsCpu.NaN*' || rc=1
+  done
+  return $rc
+}
+
+stage_ctest() {
+  (cd "$BUILD" && ctest --output-on-failure -j "$JOBS" -E '^(CudaVsCpu|CudaHostOnly)\.' \
+    --output-junit "$LOGS/ctest.xml")
+}
+
+stage_goldens() {
+  # Python runs with the machine's own libraries, not the carried ones.
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 tests/golden/make_goldens.py --check
+}
+
+run_stage env stage_env
+run_stage build stage_build
+run_stage cuda stage_cuda
+run_stage memcheck stage_memcheck
+run_stage ctest stage_ctest
+run_stage goldens stage_goldens
+
+echo "--- summary ($SUMMARY)"
+cat "$SUMMARY"
+exit $failed

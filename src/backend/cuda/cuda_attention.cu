@@ -1,0 +1,255 @@
+// Causal grouped-query attention over packed documents, straightforward (not yet flash): one
+// warp per query row (token i, head h) for the forward and dq, one warp per key row (token j,
+// kv head g) for dk/dv, each walking its document in order with the head dimension spread over
+// the 32 lanes. Same semantics as the CPU reference (src/backend/cpu/cpu_attention.cpp):
+//   token i attends to j in [doc_start[i], i]; query head h reads kv head h / (nh/nkv);
+//   lse_i = log sum_j exp(scale q_i.k_j);  o_i = sum_j exp(scale q_i.k_j - lse_i) v_j.
+// The forward uses the online softmax (running max and rescaled sums; Milakov & Gimelshein
+// 2018), the backward recomputes P from lse (FlashAttention-2 backward):
+//   P_ij = exp(scale q_i.k_j - lse_i), D_i = dO_i.O_i, dS_ij = P_ij (dO_i.v_j - D_i),
+//   dq_i = scale sum_j dS_ij k_j,  dk_j = scale sum_{i,h in group} dS_ij q_i,
+//   dv_j = sum_{i,h in group} P_ij dO_i.
+// Every output element is summed by one warp in a fixed order: no atomics, same result on
+// every run. Documents are contiguous (checked), so the tokens after j in its document are
+// exactly the following tokens whose doc_start equals doc_start[j].
+#include <cmath>
+#include <type_traits>
+
+#include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/device/reduce.cuh"
+
+namespace ftune::cuda {
+
+namespace {
+
+constexpr int kWarpsPerBlock = 4;
+constexpr int kMaxHeadDim = 256;
+
+// Per-lane slice of a head_dim vector: element c = lane + 32 e for e < K (0 beyond hd).
+template <int K>
+struct LaneVec {
+  float x[K];
+  __device__ void load(const float* p, int hd, int lane) {
+#pragma unroll
+    for (int e = 0; e < K; ++e) {
+      const int c = lane + 32 * e;
+      x[e] = c < hd ? p[c] : 0.0f;
+    }
+  }
+  __device__ void store(float* p, int hd, int lane) const {
+#pragma unroll
+    for (int e = 0; e < K; ++e) {
+      const int c = lane + 32 * e;
+      if (c < hd) p[c] = x[e];
+    }
+  }
+  __device__ void fill(float v) {
+#pragma unroll
+    for (int e = 0; e < K; ++e) x[e] = v;
+  }
+  // Full dot product with a vector in global memory, reduced over the warp (all lanes get it).
+  __device__ float dot(const float* p, int hd, int lane) const {
+    float s = 0.0f;
+#pragma unroll
+    for (int e = 0; e < K; ++e) {
+      const int c = lane + 32 * e;
+      if (c < hd) s += x[e] * p[c];
+    }
+    return device::warp_sum(s);
+  }
+  // this += a * p (p in global memory).
+  __device__ void add_scaled(float a, const float* p, int hd, int lane) {
+#pragma unroll
+    for (int e = 0; e < K; ++e) {
+      const int c = lane + 32 * e;
+      if (c < hd) x[e] += a * p[c];
+    }
+  }
+};
+
+struct AttnDims {
+  int64_t n;
+  int nh, nkv, hd, group;
+};
+
+template <int K>
+__global__ void attention_forward_kernel(AttnDims d, float scale, const float* __restrict__ q,
+                                         const float* __restrict__ k, const float* __restrict__ v,
+                                         const int32_t* __restrict__ ds, float* o, float* lse) {
+  const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;  // warp-uniform
+  const int lane = threadIdx.x & 31;
+  if (row >= d.n * d.nh) return;
+  const int64_t i = row / d.nh;
+  const int g = static_cast<int>(row % d.nh) / d.group;
+  LaneVec<K> qi, acc;
+  qi.load(q + row * d.hd, d.hd, lane);
+  acc.fill(0.0f);
+  float mx = -INFINITY, sum = 0.0f;
+  for (int64_t j = ds[i]; j <= i; ++j) {
+    const int64_t kv = (j * d.nkv + g) * d.hd;
+    const float s = scale * qi.dot(k + kv, d.hd, lane);
+    if (s > mx) {  // rescale what was summed so far to the new maximum
+      const float corr = expf(mx - s);
+      sum *= corr;
+#pragma unroll
+      for (int e = 0; e < K; ++e) acc.x[e] *= corr;
+      mx = s;
+    }
+    const float p = expf(s - mx);
+    sum += p;
+    acc.add_scaled(p, v + kv, d.hd, lane);
+  }
+  const float inv = 1.0f / sum;
+#pragma unroll
+  for (int e = 0; e < K; ++e) acc.x[e] *= inv;
+  acc.store(o + row * d.hd, d.hd, lane);
+  if (lane == 0) lse[row] = mx + logf(sum);
+}
+
+// dq for query row (i, h), and D_i = dO_i . O_i saved for the dk/dv kernel.
+template <int K>
+__global__ void attention_backward_dq_kernel(
+    AttnDims d, float scale, const float* __restrict__ q, const float* __restrict__ k,
+    const float* __restrict__ v, const float* __restrict__ o, const float* __restrict__ lse,
+    const float* __restrict__ d_o, const int32_t* __restrict__ ds, float* dq, float* delta) {
+  const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= d.n * d.nh) return;
+  const int64_t i = row / d.nh;
+  const int g = static_cast<int>(row % d.nh) / d.group;
+  LaneVec<K> qi, gi, acc;
+  qi.load(q + row * d.hd, d.hd, lane);
+  gi.load(d_o + row * d.hd, d.hd, lane);
+  const float di = gi.dot(o + row * d.hd, d.hd, lane);
+  if (lane == 0) delta[row] = di;
+  const float li = lse[row];
+  acc.fill(0.0f);
+  for (int64_t j = ds[i]; j <= i; ++j) {
+    const int64_t kv = (j * d.nkv + g) * d.hd;
+    const float p = expf(scale * qi.dot(k + kv, d.hd, lane) - li);
+    const float dsc = scale * (p * (gi.dot(v + kv, d.hd, lane) - di));
+    acc.add_scaled(dsc, k + kv, d.hd, lane);
+  }
+  acc.store(dq + row * d.hd, d.hd, lane);
+}
+
+// dk, dv for key row (j, g): every later query of j's document, every head of group g.
+template <int K>
+__global__ void attention_backward_dkv_kernel(
+    AttnDims d, float scale, const float* __restrict__ q, const float* __restrict__ k,
+    const float* __restrict__ v, const float* __restrict__ lse, const float* __restrict__ d_o,
+    const float* __restrict__ delta, const int32_t* __restrict__ ds, float* dk, float* dv) {
+  const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= d.n * d.nkv) return;
+  const int64_t j = row / d.nkv;
+  const int g = static_cast<int>(row % d.nkv);
+  LaneVec<K> kj, vj, dkj, dvj;
+  kj.load(k + row * d.hd, d.hd, lane);
+  vj.load(v + row * d.hd, d.hd, lane);
+  dkj.fill(0.0f);
+  dvj.fill(0.0f);
+  const int32_t doc = ds[j];
+  for (int64_t i = j; i < d.n && ds[i] == doc; ++i) {
+    for (int h = g * d.group; h < (g + 1) * d.group; ++h) {
+      const int64_t qrow = i * d.nh + h;
+      const float* qi = q + qrow * d.hd;
+      const float* gi = d_o + qrow * d.hd;
+      const float p = expf(scale * kj.dot(qi, d.hd, lane) - lse[qrow]);
+      const float dsc = scale * (p * (vj.dot(gi, d.hd, lane) - delta[qrow]));
+      dkj.add_scaled(dsc, qi, d.hd, lane);
+      dvj.add_scaled(p, gi, d.hd, lane);
+    }
+  }
+  dkj.store(dk + row * d.hd, d.hd, lane);
+  dvj.store(dv + row * d.hd, d.hd, lane);
+}
+
+AttnDims check_attention_args(const CudaContext& ctx, const char* op, const Tensor& q,
+                              const Tensor& k, const Tensor& v, const Tensor& doc_start) {
+  require_rank(ctx, op, "q", q, DType::F32, 3);
+  require_rank(ctx, op, "k", k, DType::F32, 3);
+  require_rank(ctx, op, "v", v, DType::F32, 3);
+  FTUNE_CHECK(k.shape() == v.shape(), "{}: k is {} but v is {}", op, shape_str(k.shape()),
+              shape_str(v.shape()));
+  FTUNE_CHECK(k.dim(0) == q.dim(0) && k.dim(2) == q.dim(2),
+              "{}: q is {} but k is {} (tokens and head_dim must match)", op, shape_str(q.shape()),
+              shape_str(k.shape()));
+  const int64_t nh = q.dim(1), nkv = k.dim(1), hd = q.dim(2);
+  FTUNE_CHECK(nkv > 0 && nh % nkv == 0,
+              "{}: {} query heads are not a multiple of {} kv heads (q {}, k {})", op, nh, nkv,
+              shape_str(q.shape()), shape_str(k.shape()));
+  FTUNE_CHECK(hd > 0 && hd <= kMaxHeadDim,
+              "{}: head_dim {} is not supported by the CUDA attention kernel (1..{})", op, hd,
+              kMaxHeadDim);
+  FTUNE_CHECK(nh <= (1 << 16), "{}: {} heads are too many", op, nh);
+  const int64_t warps = q.dim(0) * nh;
+  FTUNE_CHECK((warps + kWarpsPerBlock - 1) / kWarpsPerBlock <= INT32_MAX,
+              "{}: q {} exceeds the grid limit", op, shape_str(q.shape()));
+  require_doc_start(ctx, op, doc_start, q.dim(0));
+  return AttnDims{q.dim(0), static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd),
+                  static_cast<int>(nh / nkv)};
+}
+
+unsigned warp_grid(int64_t warps) {
+  return static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+}
+
+// Calls f(std::integral_constant<int, K>) with the smallest K in {1, 2, 4, 8}, 32 K >= hd.
+template <typename F>
+void dispatch_head_dim(int hd, F&& f) {
+  if (hd <= 32)
+    f(std::integral_constant<int, 1>{});
+  else if (hd <= 64)
+    f(std::integral_constant<int, 2>{});
+  else if (hd <= 128)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, 8>{});
+}
+
+}  // namespace
+
+void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& doc_start, float scale, Tensor& o, Tensor& lse) {
+  constexpr const char* op = "attention_forward";
+  const AttnDims d = check_attention_args(ctx, op, q, k, v, doc_start);
+  require_shape(ctx, op, "o", o, DType::F32, q.shape());
+  require_shape(ctx, op, "lse", lse, DType::F32, {d.n, d.nh});
+  if (d.n == 0) return;
+  constexpr int block = 32 * kWarpsPerBlock;
+  dispatch_head_dim(d.hd, [&](auto kc) {
+    attention_forward_kernel<decltype(kc)::value><<<warp_grid(d.n * d.nh), block, 0, ctx.stream>>>(
+        d, scale, q.f32(), k.f32(), v.f32(), doc_start.i32(), o.f32(), lse.f32());
+  });
+  check_launch(ctx, op);
+}
+
+void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& o, const Tensor& lse, const Tensor& d_o,
+                        const Tensor& doc_start, float scale, Tensor& dq, Tensor& dk, Tensor& dv) {
+  constexpr const char* op = "attention_backward";
+  const AttnDims d = check_attention_args(ctx, op, q, k, v, doc_start);
+  require_shape(ctx, op, "o", o, DType::F32, q.shape());
+  require_shape(ctx, op, "d_o", d_o, DType::F32, q.shape());
+  require_shape(ctx, op, "lse", lse, DType::F32, {d.n, d.nh});
+  require_shape(ctx, op, "dq", dq, DType::F32, q.shape());
+  require_shape(ctx, op, "dk", dk, DType::F32, k.shape());
+  require_shape(ctx, op, "dv", dv, DType::F32, v.shape());
+  if (d.n == 0) return;
+  Tensor delta = Tensor::empty({d.n, d.nh}, DType::F32, Device::cuda(ctx.device));
+  constexpr int block = 32 * kWarpsPerBlock;
+  dispatch_head_dim(d.hd, [&](auto kc) {
+    constexpr int K = decltype(kc)::value;
+    attention_backward_dq_kernel<K><<<warp_grid(d.n * d.nh), block, 0, ctx.stream>>>(
+        d, scale, q.f32(), k.f32(), v.f32(), o.f32(), lse.f32(), d_o.f32(), doc_start.i32(),
+        dq.f32(), delta.f32());
+    check_launch(ctx, op);
+    attention_backward_dkv_kernel<K><<<warp_grid(d.n * d.nkv), block, 0, ctx.stream>>>(
+        d, scale, q.f32(), k.f32(), v.f32(), lse.f32(), d_o.f32(), delta.f32(), doc_start.i32(),
+        dk.f32(), dv.f32());
+    check_launch(ctx, op);
+  });
+}
+
+}  // namespace ftune::cuda

@@ -1,0 +1,72 @@
+// Inverted dropout (torch.nn.Dropout semantics) with the counter-based mask of
+// src/backend/dropout_hash.cpp, ported in device/dropout_hash.cuh: mask[i] = keep(seed, i), so
+// CUDA and CPU masks are identical bit for bit. Kept values are scaled by 1/(1-p) computed in
+// fp32 on the host exactly as the CPU backend does (cpu_dropout.cpp).
+#include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/device/dropout_hash.cuh"
+
+namespace ftune::cuda {
+
+namespace {
+
+constexpr int kBlock = 256;
+
+__global__ void dropout_forward_kernel(int64_t n, uint64_t key, float p, float keep_scale,
+                                       const float* x, float* out, uint8_t* mask) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const bool keep = device::dropout_keep_from_key(key, static_cast<uint64_t>(i), p);
+    mask[i] = keep ? 1 : 0;
+    out[i] = keep ? x[i] * keep_scale : 0.0f;
+  }
+}
+
+// dy and dx may be the same tensor (the LoRA backward applies it in place).
+__global__ void dropout_backward_kernel(int64_t n, float keep_scale, const float* dy,
+                                        const uint8_t* __restrict__ mask, float* dx) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dx[i] = mask[i] ? dy[i] * keep_scale : 0.0f;
+}
+
+void check_p(const char* op, float p) {
+  FTUNE_CHECK(p >= 0.0f && p < 1.0f, "{}: p = {} must be in [0, 1)", op, p);
+}
+
+}  // namespace
+
+void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out,
+                     Tensor& mask) {
+  constexpr const char* op = "dropout_forward";
+  check_p(op, p);
+  require_tensor(ctx, op, "x", x, DType::F32);
+  require_shape(ctx, op, "out", out, DType::F32, x.shape());
+  require_tensor(ctx, op, "mask", mask, DType::U8);
+  FTUNE_CHECK(mask.numel() == x.numel(), "dropout_forward: x is {} but mask is {}",
+              shape_str(x.shape()), shape_str(mask.shape()));
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  const float keep_scale = 1.0f / (1.0f - p);
+  dropout_forward_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(
+      n, device::dropout_key(seed), p, keep_scale, x.f32(), out.f32(), mask.data<uint8_t>());
+  check_launch(ctx, op);
+}
+
+void dropout_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& mask, float p,
+                      Tensor& dx) {
+  constexpr const char* op = "dropout_backward";
+  check_p(op, p);
+  require_tensor(ctx, op, "dy", dy, DType::F32);
+  require_shape(ctx, op, "dx", dx, DType::F32, dy.shape());
+  require_tensor(ctx, op, "mask", mask, DType::U8);
+  FTUNE_CHECK(mask.numel() == dy.numel(), "dropout_backward: dy is {} but mask is {}",
+              shape_str(dy.shape()), shape_str(mask.shape()));
+  const int64_t n = dy.numel();
+  if (n == 0) return;
+  const float keep_scale = 1.0f / (1.0f - p);
+  dropout_backward_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(
+      n, keep_scale, dy.f32(), mask.data<uint8_t>(), dx.f32());
+  check_launch(ctx, op);
+}
+
+}  // namespace ftune::cuda

@@ -1,0 +1,61 @@
+// Token embedding lookup and its scatter-add backward (HF nn.Embedding), matching
+// src/backend/cpu/cpu_embedding.cpp. Ids are checked on a host copy first (out-of-range ids
+// throw, as the interface requires). The backward gives each thread one column and walks the
+// tokens in order, so repeated ids accumulate in a fixed order without atomics.
+#include "backend/cuda/cuda_kernels.h"
+
+namespace ftune::cuda {
+
+namespace {
+
+constexpr int kBlock = 256;
+
+__global__ void embedding_forward_kernel(int64_t n, int64_t h, const float* __restrict__ table,
+                                         const int32_t* __restrict__ ids, float* out) {
+  const int64_t total = n * h;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / h, j = i % h;
+    out[i] = table[static_cast<int64_t>(ids[r]) * h + j];
+  }
+}
+
+__global__ void embedding_backward_kernel(int64_t n, int64_t h, const float* __restrict__ dy,
+                                          const int32_t* __restrict__ ids, float* dtable) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= h) return;
+  for (int64_t r = 0; r < n; ++r) dtable[static_cast<int64_t>(ids[r]) * h + j] += dy[r * h + j];
+}
+
+}  // namespace
+
+void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor& ids,
+                       Tensor& out) {
+  constexpr const char* op = "embedding_forward";
+  require_rank(ctx, op, "table", table, DType::F32, 2);
+  require_rank(ctx, op, "ids", ids, DType::I32, 1);
+  const int64_t n = ids.dim(0), h = table.dim(1);
+  require_shape(ctx, op, "out", out, DType::F32, {n, h});
+  require_indices(ctx, op, "ids", ids, table.dim(0), "the table");
+  if (n * h == 0) return;
+  embedding_forward_kernel<<<grid_for(n * h, kBlock), kBlock, 0, ctx.stream>>>(
+      n, h, table.f32(), ids.i32(), out.f32());
+  check_launch(ctx, op);
+}
+
+void embedding_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& ids,
+                        Tensor& dtable) {
+  constexpr const char* op = "embedding_backward";
+  require_rank(ctx, op, "dtable", dtable, DType::F32, 2);
+  require_rank(ctx, op, "ids", ids, DType::I32, 1);
+  const int64_t n = ids.dim(0), h = dtable.dim(1);
+  require_shape(ctx, op, "dy", dy, DType::F32, {n, h});
+  require_indices(ctx, op, "ids", ids, dtable.dim(0), "the table");
+  if (n * h == 0) return;
+  const int64_t blocks = (h + kBlock - 1) / kBlock;
+  embedding_backward_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, ctx.stream>>>(
+      n, h, dy.f32(), ids.i32(), dtable.f32());
+  check_launch(ctx, op);
+}
+
+}  // namespace ftune::cuda

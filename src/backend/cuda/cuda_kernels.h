@@ -1,0 +1,107 @@
+// Internal to the CUDA backend: the host launchers behind CudaOps (one .cu file per op family,
+// mirroring src/backend/cpu/cpu_kernels.h) and the argument checks they share. Every launcher
+// validates its arguments first and throws ftune::Error naming the op (before anything is
+// launched), owns its launch shape, launches on ctx.stream and checks the launch error.
+// Semantics are those of backend/ops.h; the CPU backend is the reference they are tested against.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/ops.h"
+#include "core/tensor.h"
+
+namespace ftune::cuda {
+
+// What a launcher needs: the device its tensors must live on, the stream to launch on and the
+// cuBLAS handle bound to that stream (null for launchers that do not use cuBLAS).
+struct CudaContext {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+};
+
+// ---- argument checks (cuda_checks.cpp) ----
+// t is defined, lives on CUDA device ctx.device and has dtype dt.
+void require_tensor(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
+                    DType dt);
+// require_tensor + exactly the given shape.
+void require_shape(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
+                   DType dt, const Shape& want);
+// require_tensor + the given rank.
+void require_rank(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
+                  DType dt, int rank);
+// Copies an I32 device tensor to the host (synchronous: waits for work queued on ctx.stream).
+std::vector<int32_t> ints_to_host(const CudaContext& ctx, const Tensor& t);
+// Every value of the I32 device tensor t is in [0, limit) (or equals `allowed`, when given);
+// else throws "op: name[i] = v is outside <what> [0, limit)". Returns the host copy.
+std::vector<int32_t> require_indices(const CudaContext& ctx, const char* op, const char* name,
+                                     const Tensor& t, int64_t limit, const char* what,
+                                     const int32_t* allowed = nullptr);
+// doc_start is I32 [n] with doc_start[i] == i or doc_start[i] == doc_start[i-1] (contiguous
+// documents), as the CPU backend requires.
+void require_doc_start(const CudaContext& ctx, const char* op, const Tensor& doc_start, int64_t n);
+// After a launch: throws naming the op if the launch failed. With FTUNE_CUDA_SYNC=1 in the
+// environment it also synchronizes the stream, so asynchronous faults name their kernel.
+void check_launch(const CudaContext& ctx, const char* op);
+// A 1-D grid of `block`-thread blocks covering n items, capped (kernels use grid-stride loops).
+unsigned grid_for(int64_t n, int block);
+
+// ---- cuda_gemm.cpp ----
+void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
+          Tensor& c, float alpha, float beta);
+
+// ---- cuda_elementwise.cu ----
+void add_bias(const CudaContext& ctx, Tensor& y, const Tensor& bias);
+void bias_backward(const CudaContext& ctx, const Tensor& dy, Tensor& dbias);
+void axpy(const CudaContext& ctx, float alpha, const Tensor& x, Tensor& y);
+void scale(const CudaContext& ctx, Tensor& x, float alpha);
+double sum_squares(const CudaContext& ctx, const Tensor& x);
+
+// ---- cuda_embedding.cu ----
+void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor& ids, Tensor& out);
+void embedding_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& ids,
+                        Tensor& dtable);
+
+// ---- cuda_norm.cu ----
+void rms_norm_forward(const CudaContext& ctx, const Tensor& x, const Tensor& w, float eps,
+                      Tensor& y, Tensor& rstd);
+void rms_norm_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& x, const Tensor& w,
+                       const Tensor& rstd, Tensor& dx, Tensor* dw);
+
+// ---- cuda_rope.cu ----
+void rope_forward(const CudaContext& ctx, Tensor& x, const Tensor& positions, const Tensor& cos,
+                  const Tensor& sin);
+void rope_backward(const CudaContext& ctx, Tensor& dx, const Tensor& positions, const Tensor& cos,
+                   const Tensor& sin);
+
+// ---- cuda_attention.cu ----
+void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& doc_start, float scale, Tensor& o, Tensor& lse);
+void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& o, const Tensor& lse, const Tensor& d_o,
+                        const Tensor& doc_start, float scale, Tensor& dq, Tensor& dk, Tensor& dv);
+
+// ---- cuda_mlp.cu ----
+void swiglu_forward(const CudaContext& ctx, const Tensor& gate, const Tensor& up, Tensor& out);
+void swiglu_backward(const CudaContext& ctx, const Tensor& dout, const Tensor& gate,
+                     const Tensor& up, Tensor& dgate, Tensor& dup);
+
+// ---- cuda_dropout.cu ----
+void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out,
+                     Tensor& mask);
+void dropout_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& mask, float p,
+                      Tensor& dx);
+
+// ---- cuda_cross_entropy.cu ----
+CrossEntropyResult lm_head_cross_entropy(const CudaContext& ctx, const Tensor& x, const Tensor& w,
+                                         const Tensor& targets, float grad_scale, Tensor* dx,
+                                         Tensor* logits, int64_t chunk_tokens);
+
+// ---- cuda_adamw.cu ----
+void adamw_step(const CudaContext& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step);
+
+}  // namespace ftune::cuda

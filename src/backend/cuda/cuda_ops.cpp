@@ -1,0 +1,178 @@
+// CudaOps: the fp32 CUDA backend. It owns one CUDA stream (a blocking stream, so the
+// allocator's default-stream copies and memsets stay ordered with its kernels) and one cuBLAS
+// handle bound to that stream, and forwards every op of backend/ops.h to the launchers listed in
+// cuda_kernels.h. Ops returning host values (sum_squares, lm_head_cross_entropy) synchronize.
+// Tested op by op against the CPU reference in tests/cuda/test_cuda_ops.cpp.
+#include "backend/cuda_ops.h"
+
+#include <memory>
+
+#include "backend/cuda/check.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/device_guard.h"
+
+namespace ftune {
+
+namespace {
+
+class CudaOps final : public Ops {
+ public:
+  explicit CudaOps(int device) {
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    FTUNE_CHECK(e == cudaSuccess, "make_cuda_ops({}): no usable CUDA device: {}", device,
+                cudaGetErrorString(e));
+    FTUNE_CHECK(device >= 0 && device < count,
+                "make_cuda_ops({}): no such device ({} CUDA device(s) visible)", device, count);
+    ctx_.device = device;
+    cuda::DeviceGuard guard(device);
+    FTUNE_CUDA_CHECK(cudaStreamCreate(&ctx_.stream));
+    const cublasStatus_t s = cublasCreate(&ctx_.blas);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+      cudaStreamDestroy(ctx_.stream);
+      fail("make_cuda_ops({}): cublasCreate failed: {}", device, cublasGetStatusString(s));
+    }
+    try {
+      FTUNE_CUDA_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
+      // Plain fp32 GEMMs (no TF32): this backend must match the fp32 CPU reference.
+      FTUNE_CUDA_CHECK(cublasSetMathMode(ctx_.blas, CUBLAS_DEFAULT_MATH));
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~CudaOps() override { release(); }
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  Device device() const override { return Device::cuda(ctx_.device); }
+  const char* name() const override { return "cuda"; }
+
+  void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+            float beta) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::gemm(ctx_, a, trans_a, b, trans_b, c, alpha, beta);
+  }
+  void add_bias(Tensor& y, const Tensor& bias) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::add_bias(ctx_, y, bias);
+  }
+  void bias_backward(const Tensor& dy, Tensor& dbias) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::bias_backward(ctx_, dy, dbias);
+  }
+  void axpy(float alpha, const Tensor& x, Tensor& y) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::axpy(ctx_, alpha, x, y);
+  }
+  void scale(Tensor& x, float alpha) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::scale(ctx_, x, alpha);
+  }
+  double sum_squares(const Tensor& x) override {
+    cuda::DeviceGuard g(ctx_.device);
+    return cuda::sum_squares(ctx_, x);
+  }
+
+  void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::embedding_forward(ctx_, table, ids, out);
+  }
+  void embedding_backward(const Tensor& dy, const Tensor& ids, Tensor& dtable) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::embedding_backward(ctx_, dy, ids, dtable);
+  }
+
+  void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y,
+                        Tensor& rstd) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::rms_norm_forward(ctx_, x, w, eps, y, rstd);
+  }
+  void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                         Tensor& dx, Tensor* dw) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::rms_norm_backward(ctx_, dy, x, w, rstd, dx, dw);
+  }
+
+  void rope_forward(Tensor& x, const Tensor& positions, const Tensor& cos,
+                    const Tensor& sin) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::rope_forward(ctx_, x, positions, cos, sin);
+  }
+  void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& cos,
+                     const Tensor& sin) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::rope_backward(ctx_, dx, positions, cos, sin);
+  }
+
+  void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,
+                         float scale, Tensor& o, Tensor& lse) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::attention_forward(ctx_, q, k, v, doc_start, scale, o, lse);
+  }
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                          const Tensor& lse, const Tensor& d_o, const Tensor& doc_start,
+                          float scale, Tensor& dq, Tensor& dk, Tensor& dv) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::attention_backward(ctx_, q, k, v, o, lse, d_o, doc_start, scale, dq, dk, dv);
+  }
+
+  void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::swiglu_forward(ctx_, gate, up, out);
+  }
+  void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                       Tensor& dup) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::swiglu_backward(ctx_, dout, gate, up, dgate, dup);
+  }
+
+  void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out,
+                       Tensor& mask) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::dropout_forward(ctx_, x, p, seed, out, mask);
+  }
+  void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::dropout_backward(ctx_, dy, mask, p, dx);
+  }
+
+  CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
+                                           float grad_scale, Tensor* dx, Tensor* logits,
+                                           int64_t chunk_tokens) override {
+    cuda::DeviceGuard g(ctx_.device);
+    return cuda::lm_head_cross_entropy(ctx_, x, w, targets, grad_scale, dx, logits, chunk_tokens);
+  }
+
+  void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int64_t step) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::adamw_step(ctx_, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step);
+  }
+
+ private:
+  void release() noexcept {
+    // Best effort, never throws: finish queued work, then drop the handle and the stream
+    // (with this device current, restoring the caller's afterwards).
+    int previous = -1;
+    if (cudaGetDevice(&previous) == cudaSuccess && previous != ctx_.device)
+      cudaSetDevice(ctx_.device);
+    if (ctx_.stream != nullptr) cudaStreamSynchronize(ctx_.stream);
+    if (ctx_.blas != nullptr) cublasDestroy(ctx_.blas);
+    if (ctx_.stream != nullptr) cudaStreamDestroy(ctx_.stream);
+    ctx_.blas = nullptr;
+    ctx_.stream = nullptr;
+    if (previous >= 0 && previous != ctx_.device) cudaSetDevice(previous);
+  }
+
+  cuda::CudaContext ctx_;
+};
+
+}  // namespace
+
+std::unique_ptr<Ops> make_cuda_ops(int device) {
+  cuda_register_allocator();
+  return std::make_unique<CudaOps>(device);
+}
+
+}  // namespace ftune
