@@ -42,6 +42,7 @@ double tiny_loss(Ops& ops) {
   s.num_heads = 4;
   s.num_kv_heads = 2;
   s.head_dim = 8;
+  s.tie_word_embeddings = true;
   BaseWeights w = random_base_weights(s, 7, 0.2f);
   if (!ops.device().is_cpu()) {
     auto mv = [&](Tensor& t) { if (t.defined()) t = t.to(ops.device()); };
@@ -52,7 +53,6 @@ double tiny_loss(Ops& ops) {
       for (auto& t : L.bias) mv(t);
     }
   }
-  s.tie_word_embeddings = true;
   LlamaModel m(s, w, ops);
   Batch b = batch_from_documents({{1, 2, 3, 4, 5, 6, 7, 8}}, {{1, 2, 3, 4, 5, 6, 7, 8}}, 8, 0);
   return m.forward(b).mean();
