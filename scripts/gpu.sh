@@ -66,17 +66,17 @@ fi
 if [ -d "$CARRY/root/usr" ]; then
   R=$CARRY/root/usr
   ML=$R/lib/x86_64-linux-gnu
-  export CPATH="$R/include:$R/include/x86_64-linux-gnu/openblas-pthread${CPATH:+:$CPATH}"
-  export LIBRARY_PATH="$ML:$ML/openblas-pthread${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export CPATH="$R/include:$R/include/x86_64-linux-gnu/openblas-openmp${CPATH:+:$CPATH}"
+  export LIBRARY_PATH="$ML:$ML/openblas-openmp${LIBRARY_PATH:+:$LIBRARY_PATH}"
   export PKG_CONFIG_PATH="$ML/pkgconfig:$R/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  run_ld="$ML:$ML/openblas-pthread"
+  run_ld="$ML:$ML/openblas-openmp"
   # OpenBLAS needs libgfortran.so.5; the carried (older) copy is used only if the system has none.
   if ! ldconfig -p 2>/dev/null | grep -q 'libgfortran\.so\.5 '; then
     run_ld="$run_ld:$CARRY/fallback/lib"
   fi
   # Needed at build time too: gtest_discover_tests runs each test binary after linking it.
   export LD_LIBRARY_PATH="$run_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  CMAKE_DEP_ARGS+=("-DCMAKE_PREFIX_PATH=$R" "-DCMAKE_LIBRARY_PATH=$ML/openblas-pthread")
+  CMAKE_DEP_ARGS+=("-DCMAKE_PREFIX_PATH=$R" "-DCMAKE_LIBRARY_PATH=$ML/openblas-openmp")
   if ! command -v pkg-config >/dev/null; then  # the carried pkgconf, with its own library
     printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
       "$ML" "$R/bin/pkgconf" >"$BUILD/carry-pkg-config"

@@ -22,15 +22,15 @@ LIMIT_MB=${CARRY_LIMIT_MB:-50}
 
 # Build dependencies (CMakeLists.txt, tests/CMakeLists.txt) and the runtime packages behind them.
 DEV_PKGS=(libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-          libopenblas-dev libopenblas-pthread-dev libpcre2-dev libgtest-dev libgmock-dev)
-RUNTIME_PKGS=(libyaml-cpp0.7 libfmt9 libspdlog1.10 libopenblas0 libopenblas0-pthread
+          libopenblas-dev libopenblas-openmp-dev libpcre2-dev libgtest-dev libgmock-dev)
+RUNTIME_PKGS=(libyaml-cpp0.7 libfmt9 libspdlog1.10 libopenblas0 libopenblas0-openmp
               libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libgfortran5 libquadmath0)
 # CMake's FindPkgConfig is REQUIRED; pkgconf is tiny and gpu.sh uses it only if none is installed.
 TOOL_PKGS=(pkgconf pkgconf-bin libpkgconf3)
 # Dependencies deliberately not carried: the base system (every Linux has them), alternatives
-# (libopenblas-dev may use any one BLAS flavour), sources and test-only packages of other projects.
-NOT_NEEDED=(libc6 libgcc-s1 libstdc++6 gcc-12-base "<libc-dev>" libc6-dev
-            libopenblas-openmp-dev libopenblas-serial-dev libopenblas0-openmp libopenblas0-serial
+# (ftune links the OpenMP flavour of OpenBLAS, see CMakeLists.txt), sources and test-only packages of other projects.
+NOT_NEEDED=(libc6 libgcc-s1 libstdc++6 libgomp1 gcc-12-base "<libc-dev>" libc6-dev
+            libopenblas-pthread-dev libopenblas-serial-dev libopenblas0-pthread libopenblas0-serial
             googletest catch2)
 
 ALL_PKGS=("${DEV_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${TOOL_PKGS[@]}")
@@ -65,11 +65,11 @@ extract() {
   # ones), OpenBLAS's LAPACK/reference-BLAS copies (ftune calls cblas_sgemm only), sources.
   rm -rf "$ROOT/usr/share/doc" "$ROOT/usr/share/man" "$ROOT/usr/share/lintian" "$ROOT/usr/src"
   find "$ROOT" -name '*.a' ! -name 'libgtest*.a' ! -name 'libgmock*.a' -delete
-  rm -f "$lib/openblas-pthread/liblapack.so.3" "$lib/openblas-pthread/libblas.so.3"
+  rm -f "$lib/openblas-openmp/liblapack.so.3" "$lib/openblas-openmp/libblas.so.3"
   find "$ROOT" -xtype l -delete  # links left dangling by the pruning
   # What update-alternatives would have made: libopenblas.so{,.0} in the main library folder.
-  ln -sf openblas-pthread/libopenblas.so "$lib/libopenblas.so"
-  ln -sf openblas-pthread/libopenblas.so.0 "$lib/libopenblas.so.0"
+  ln -sf openblas-openmp/libopenblas.so "$lib/libopenblas.so"
+  ln -sf openblas-openmp/libopenblas.so.0 "$lib/libopenblas.so.0"
   # OpenBLAS's Fortran runtime goes aside (gpu.sh adds it only where the system lacks it).
   mv "$lib"/libgfortran.so.5* "$lib"/libquadmath.so.0* "$CARRY/fallback/lib/"
   # pkg-config files: absolute /usr paths become ${pcfiledir}-relative, so the tree works
