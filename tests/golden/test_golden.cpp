@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "backend/ops.h"
@@ -158,3 +160,33 @@ INSTANTIATE_TEST_SUITE_P(Variants, Golden,
                          ::testing::Values("llama", "llama_tied_rope3", "mistral", "qwen2"));
 
 }  // namespace
+
+// The same model split into a sharded checkpoint (model.safetensors.index.json + two shards)
+// loads to identical logits.
+TEST(GoldenSharded, ShardedCheckpointLoadsTheSameModel) {
+  const std::string src = test::data_path("golden/fixtures/llama");
+  const std::string dir = test::temp_dir("sharded");
+  std::filesystem::copy_file(src + "/config.json", dir + "/config.json");
+  SafetensorsFile whole = SafetensorsFile::open(src + "/model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> a, b;
+  nlohmann::json map = nlohmann::json::object();
+  for (const auto& n : whole.names()) {
+    const bool first = n.find("layers.1.") == std::string::npos;
+    (first ? a : b).emplace_back(n, whole.tensor(n));
+    map[n] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  write_safetensors(dir + "/model-00001-of-00002.safetensors", a);
+  write_safetensors(dir + "/model-00002-of-00002.safetensors", b);
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << nlohmann::json{{"metadata", {{"total_size", 0}}}, {"weight_map", map}}.dump();
+  auto ops = make_cpu_ops();
+  LlamaModel m1 = LlamaModel::from_hf_folder(src, *ops);
+  LlamaModel m2 = LlamaModel::from_hf_folder(dir, *ops);
+  Batch batch = batch_from_documents({{5, 17, 42, 99, 3}}, {{5, 17, 42, 99, 3}}, 5, 0);
+  Tensor l1 = Tensor::zeros({5, m1.spec().vocab_size}), l2 = Tensor::zeros({5, m2.spec().vocab_size});
+  m1.forward(batch, &l1);
+  m2.forward(batch, &l2);
+  EXPECT_EQ(l1.to_vector(), l2.to_vector());
+}
