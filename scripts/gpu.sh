@@ -9,10 +9,13 @@
 #   ctest     the CPU test suite (the CUDA tests ran above and are excluded here)
 #   goldens   python3 tests/golden/make_goldens.py --check (HF Transformers + PEFT on this machine
 #             reproduce the committed fixtures)
+#   defaultjob  `ftune train` (the embedded default job) on the CPU and on the GPU, timed
+#   interop   PEFT loads the GPU-trained adapter unchanged and agrees with `ftune eval`
+#             (tests/interop/check_peft_load.py)
 # Each stage writes <stage>.log (and gtest XML) into $OUT when set, else build-gpu/gpu-logs, and
 # summary.txt lists every stage's result. All stages run even when one fails; the exit status
 # is non-zero if any failed. Environment:
-#   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens"  the stages to run, in this order
+#   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens defaultjob interop"  stages to run
 #   FTUNE_GPU_BUILD_DIR (build-gpu), JOBS (16), CMAKE_CUDA_ARCHITECTURES (90)
 #   FTUNE_GPU_CMAKE_ARGS  extra configure arguments (e.g. -DCMAKE_IGNORE_PREFIX_PATH=/usr to
 #                         prove that .carry alone satisfies the build)
@@ -29,7 +32,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 BUILD=${FTUNE_GPU_BUILD_DIR:-build-gpu}
 JOBS=${JOBS:-16}
 ARCHS=${CMAKE_CUDA_ARCHITECTURES:-90}
-STAGES=${FTUNE_GPU_STAGES:-env build cuda memcheck ctest goldens}
+STAGES=${FTUNE_GPU_STAGES:-env build cuda memcheck ctest goldens defaultjob interop}
 LOGS=${OUT:-$SRC/$BUILD/gpu-logs}
 mkdir -p "$BUILD" "$LOGS"
 LOGS=$(cd "$LOGS" && pwd)
@@ -182,12 +185,36 @@ stage_goldens() {
   LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 tests/golden/make_goldens.py --check
 }
 
+# The embedded default job on the CPU and on the GPU (same losses expected; wall times go to
+# docs/BENCHMARKS.md), then PEFT loading the GPU-trained adapter unchanged.
+stage_defaultjob() {
+  local d
+  for dev in cpu cuda; do
+    d=$SRC/$BUILD/defaultjob-$dev
+    rm -rf "$d"
+    echo "--- ftune train train.device=$dev"
+    ( time "$SRC/$BUILD/ftune" train "train.output_dir=$d" "train.device=$dev" logging.console=none ) \
+      2>&1 | grep -E "done:|error|real|user" || return 1
+  done
+}
+
+stage_interop() {
+  # ftune runs with the carried libraries (a wrapper), Python with the machine's own.
+  local wrap=$SRC/$BUILD/ftune-wrapped
+  printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "${LD_LIBRARY_PATH:-}" "$SRC/$BUILD/ftune" >"$wrap"
+  chmod +x "$wrap"
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 tests/interop/check_peft_load.py --ftune "$wrap" \
+    --out "$SRC/$BUILD/defaultjob-cuda"
+}
+
 run_stage env stage_env
 run_stage build stage_build
 run_stage cuda stage_cuda
 run_stage memcheck stage_memcheck
 run_stage ctest stage_ctest
 run_stage goldens stage_goldens
+run_stage defaultjob stage_defaultjob
+run_stage interop stage_interop
 
 echo "--- summary ($SUMMARY)"
 cat "$SUMMARY"
