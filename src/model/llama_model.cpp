@@ -108,8 +108,8 @@ LlamaModel::BatchInputs LlamaModel::prepare(const Batch& batch) {
     max_pos = std::max(max_pos, batch.position_ids[static_cast<size_t>(i)]);
   }
   FTUNE_CHECK(!spec_.sliding_window || max_pos < *spec_.sliding_window,
-              "model: a document of {} tokens exceeds the sliding window ({}); sliding-window "
-              "attention is not implemented, use max_seq_length <= {}",
+              "model: a document of {} tokens exceeds the sliding window ({}); ftune attends over "
+              "whole documents only, so use max_seq_length <= {}",
               max_pos + 1, *spec_.sliding_window, *spec_.sliding_window);
   ensure_rope(static_cast<int64_t>(max_pos) + 1);
   auto upload = [&](const std::vector<int32_t>& v) {
