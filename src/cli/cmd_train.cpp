@@ -70,6 +70,9 @@ int cmd_train(const TrainArgs& args) {
               "distributed.gpus={}: multi-GPU training is not available in this version of ftune "
               "(single device only)",
               cfg.distributed.gpus);
+  FTUNE_CHECK(cfg.model.dtype == "auto" || cfg.model.dtype == "float32",
+              "model.dtype={}: this version computes in float32 only (use auto or float32)",
+              cfg.model.dtype);
   FTUNE_CHECK(!cfg.model.load_in_4bit,
               "model.load_in_4bit: QLoRA (NF4 base weights) is not available in this version");
   check_output_dir(cfg, args.resume);
@@ -121,6 +124,10 @@ int cmd_train(const TrainArgs& args) {
   lopts.resume = args.resume;
   lopts.adapter_meta.base_model_name_or_path = fs::absolute(model_dir).string();
   const TrainSummary s = run_training(model, lopts, td);
+  if (s.steps == 0) {
+    std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
+    return 0;
+  }
   std::fprintf(stderr, "done: %lld steps in %.1f s, loss %.4f -> %.4f", static_cast<long long>(s.steps),
                s.seconds, s.first_loss, s.final_loss);
   if (s.eval_loss >= 0)

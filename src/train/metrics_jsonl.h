@@ -14,7 +14,7 @@ struct StepMetrics {
   double loss = 0;           // mean loss per trained token over the step (all ranks)
   double lr = 0;             // learning rate used for the step
   double grad_norm = 0;      // global L2 norm of the gradients before clipping
-  int64_t tokens = 0;        // input tokens (padding excluded) in this step, all ranks
+  int64_t tokens = 0;        // tokens fed through the model in this step (rows x seq_len), all ranks
   double tokens_per_s = 0;   // tokens / wall seconds of this step
   double elapsed_s = 0;      // seconds since training started
 };

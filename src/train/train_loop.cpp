@@ -148,8 +148,10 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
       saved_last = true;
     }
   }
-  if (!evaluated_last) eval_loss = run_eval(state.global_step, static_cast<double>(state.epoch));
-  if (!saved_last) checkpoint();
+  if (summary.steps > 0) {  // (a resume of a finished run has nothing to add)
+    if (!evaluated_last) eval_loss = run_eval(state.global_step, static_cast<double>(state.epoch));
+    if (!saved_last) checkpoint();
+  }
   progress.finish();
   if (tb) tb->flush();
   summary.eval_loss = eval_loss;
