@@ -161,6 +161,10 @@ TEST(Cli, ResumeContinuesFromTheCheckpoint) {
   CliRun b = run_ftune("train train.max_steps=4 train.save_steps=2 train.eval_steps=0 --resume", d);
   ASSERT_EQ(b.code, 0) << b.err;
   EXPECT_TRUE(fs::exists(d + "/outputs/adapter/adapter_model.safetensors"));
+  // Resuming a finished run adds nothing.
+  CliRun again = run_ftune("train train.max_steps=4 train.save_steps=2 train.eval_steps=0 --resume", d);
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.err.find("nothing to do"), std::string::npos) << again.err;
   std::vector<int64_t> steps;
   for (const json& j : read_jsonl(d + "/outputs/metrics.jsonl"))
     if (j.contains("loss")) steps.push_back(j["step"].get<int64_t>());
@@ -197,6 +201,8 @@ TEST(Cli, BadInputsFailBeforeTraining) {
       {"data.train=nothere.jsonl", "data.train"},
       {"train.learning_rat=1e-4", "did you mean 'train.learning_rate'?"},
       {"lora.r=-1", "lora.r: must be in"},
+      {"model.dtype=bfloat16", "computes in float32 only"},
+      {"distributed.gpus=2", "multi-GPU training is not available"},
   };
   for (const auto& [args, want] : cases) {
     CliRun r = run_ftune("train " + args + " train.output_dir=out", d);
