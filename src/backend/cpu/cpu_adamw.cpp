@@ -16,17 +16,7 @@ namespace ftune::cpu {
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step) {
-  constexpr const char* op = "adamw_step";
-  require_tensor(op, "param", param, DType::F32);
-  require_shape(op, "grad", grad, DType::F32, param.shape());
-  require_shape(op, "m", m, DType::F32, param.shape());
-  require_shape(op, "v", v, DType::F32, param.shape());
-  FTUNE_CHECK(step >= 1, "{}: step = {} (steps count from 1)", op, step);
-  FTUNE_CHECK(beta1 >= 0.0f && beta1 < 1.0f && beta2 >= 0.0f && beta2 < 1.0f,
-              "{}: betas ({}, {}) must be in [0, 1)", op, beta1, beta2);
-  FTUNE_CHECK(lr >= 0.0f && eps >= 0.0f && weight_decay >= 0.0f,
-              "{}: lr = {}, eps = {}, weight_decay = {} must be non-negative", op, lr, eps,
-              weight_decay);
+  check_adamw_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, Device::cpu());
 
   const double b1 = beta1, b2 = beta2;
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);

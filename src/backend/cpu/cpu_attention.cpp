@@ -17,29 +17,6 @@ namespace ftune::cpu {
 
 namespace {
 
-struct AttnDims {
-  int64_t n, nh, nkv, hd, group;
-};
-
-AttnDims check_attention_args(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
-                              const Tensor& doc_start) {
-  require_rank(op, "q", q, DType::F32, 3);
-  require_rank(op, "k", k, DType::F32, 3);
-  require_rank(op, "v", v, DType::F32, 3);
-  AttnDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), 0};
-  FTUNE_CHECK(k.shape() == v.shape(), "{}: k is {} but v is {}", op, shape_str(k.shape()),
-              shape_str(v.shape()));
-  FTUNE_CHECK(k.dim(0) == d.n && k.dim(2) == d.hd,
-              "{}: q is {} but k is {} (tokens and head_dim must match)", op,
-              shape_str(q.shape()), shape_str(k.shape()));
-  FTUNE_CHECK(d.nkv > 0 && d.nh % d.nkv == 0,
-              "{}: {} query heads are not a multiple of {} kv heads (q {}, k {})", op, d.nh,
-              d.nkv, shape_str(q.shape()), shape_str(k.shape()));
-  d.group = d.nh / d.nkv;
-  require_doc_start(op, doc_start, d.n);
-  return d;
-}
-
 float dot(const float* a, const float* b, int64_t n) {
   float s = 0.0f;
   for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
@@ -50,10 +27,8 @@ float dot(const float* a, const float* b, int64_t n) {
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& doc_start, float scale, Tensor& o, Tensor& lse) {
-  constexpr const char* op = "attention_forward";
-  const AttnDims d = check_attention_args(op, q, k, v, doc_start);
-  require_shape(op, "o", o, DType::F32, q.shape());
-  require_shape(op, "lse", lse, DType::F32, {d.n, d.nh});
+  const AttentionDims d = check_attention_forward(q, k, v, doc_start, o, lse, Device::cpu());
+  check_doc_start("attention_forward", doc_start.i32(), d.n);
   const float* qp = q.f32();
   const float* kp = k.f32();
   const float* vp = v.f32();
@@ -96,14 +71,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
                         const Tensor& lse, const Tensor& d_o, const Tensor& doc_start,
                         float scale, Tensor& dq, Tensor& dk, Tensor& dv) {
-  constexpr const char* op = "attention_backward";
-  const AttnDims d = check_attention_args(op, q, k, v, doc_start);
-  require_shape(op, "o", o, DType::F32, q.shape());
-  require_shape(op, "d_o", d_o, DType::F32, q.shape());
-  require_shape(op, "lse", lse, DType::F32, {d.n, d.nh});
-  require_shape(op, "dq", dq, DType::F32, q.shape());
-  require_shape(op, "dk", dk, DType::F32, k.shape());
-  require_shape(op, "dv", dv, DType::F32, v.shape());
+  const AttentionDims d = check_attention_backward(q, k, v, o, lse, d_o, doc_start, dq, dk, dv,
+                                                   Device::cpu());
+  check_doc_start("attention_backward", doc_start.i32(), d.n);
   const float* qp = q.f32();
   const float* kp = k.f32();
   const float* vp = v.f32();

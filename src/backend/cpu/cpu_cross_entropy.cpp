@@ -21,24 +21,13 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const
                                          int64_t chunk_tokens) {
   constexpr const char* op = "lm_head_cross_entropy";
   constexpr int32_t kIgnore = -100;
-  require_rank(op, "x", x, DType::F32, 2);
-  require_rank(op, "w", w, DType::F32, 2);
-  const int64_t n = x.dim(0), h = x.dim(1), vocab = w.dim(0);
-  FTUNE_CHECK(w.dim(1) == h, "{}: x is {} but w is {} (hidden sizes differ)", op,
-              shape_str(x.shape()), shape_str(w.shape()));
-  FTUNE_CHECK(vocab > 0 && h > 0, "{}: w is {} (empty vocabulary or hidden size)", op,
-              shape_str(w.shape()));
-  require_shape(op, "targets", targets, DType::I32, {n});
-  if (dx != nullptr) require_shape(op, "dx", *dx, DType::F32, {n, h});
-  if (logits != nullptr) require_shape(op, "logits", *logits, DType::F32, {n, vocab});
-  FTUNE_CHECK(chunk_tokens > 0, "{}: chunk_tokens = {} must be positive", op, chunk_tokens);
+  const CrossEntropyDims d =
+      check_lm_head_cross_entropy(x, w, targets, dx, logits, chunk_tokens, Device::cpu());
+  const int64_t n = d.n, h = d.h, vocab = d.vocab;
   FTUNE_CHECK(vocab <= INT32_MAX && h <= INT32_MAX, "{}: w {} exceeds the BLAS int range", op,
               shape_str(w.shape()));
   const int32_t* tg = targets.i32();
-  for (int64_t r = 0; r < n; ++r)
-    FTUNE_CHECK(tg[r] == kIgnore || (tg[r] >= 0 && tg[r] < vocab),
-                "{}: targets[{}] = {} is outside the vocabulary [0, {}) and is not -100", op, r,
-                tg[r], vocab);
+  check_indices(op, "targets", tg, n, vocab, "the vocabulary", &kIgnore);
 
   const int64_t chunk = std::min(chunk_tokens, std::max<int64_t>(n, 1));
   std::vector<float> buf(static_cast<size_t>(chunk * vocab));

@@ -5,20 +5,8 @@
 
 namespace ftune::cpu {
 
-namespace {
-void check_p(const char* op, float p) {
-  FTUNE_CHECK(p >= 0.0f && p < 1.0f, "{}: p = {} must be in [0, 1)", op, p);
-}
-}  // namespace
-
 void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out, Tensor& mask) {
-  constexpr const char* op = "dropout_forward";
-  check_p(op, p);
-  require_tensor(op, "x", x, DType::F32);
-  require_shape(op, "out", out, DType::F32, x.shape());
-  require_tensor(op, "mask", mask, DType::U8);
-  FTUNE_CHECK(mask.numel() == x.numel(), "dropout_forward: x is {} but mask is {}",
-              shape_str(x.shape()), shape_str(mask.shape()));
+  check_dropout_forward(x, p, out, mask, Device::cpu());
   const int64_t n = x.numel();
   const float keep_scale = 1.0f / (1.0f - p);
   const float* xp = x.f32();
@@ -33,13 +21,7 @@ void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out, Tenso
 }
 
 void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) {
-  constexpr const char* op = "dropout_backward";
-  check_p(op, p);
-  require_tensor(op, "dy", dy, DType::F32);
-  require_shape(op, "dx", dx, DType::F32, dy.shape());
-  require_tensor(op, "mask", mask, DType::U8);
-  FTUNE_CHECK(mask.numel() == dy.numel(), "dropout_backward: dy is {} but mask is {}",
-              shape_str(dy.shape()), shape_str(mask.shape()));
+  check_dropout_backward(dy, mask, p, dx, Device::cpu());
   const int64_t n = dy.numel();
   const float keep_scale = 1.0f / (1.0f - p);
   const float* g = dy.f32();

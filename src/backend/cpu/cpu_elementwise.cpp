@@ -9,10 +9,7 @@
 namespace ftune::cpu {
 
 void axpy(float alpha, const Tensor& x, Tensor& y) {
-  require_tensor("axpy", "x", x, DType::F32);
-  require_tensor("axpy", "y", y, DType::F32);
-  FTUNE_CHECK(x.numel() == y.numel(), "axpy: x is {} but y is {}", shape_str(x.shape()),
-              shape_str(y.shape()));
+  check_axpy(x, y, Device::cpu());
   const int64_t n = x.numel();
   const float* xp = x.f32();
   float* yp = y.f32();
@@ -21,7 +18,7 @@ void axpy(float alpha, const Tensor& x, Tensor& y) {
 }
 
 void scale(Tensor& x, float alpha) {
-  require_tensor("scale", "x", x, DType::F32);
+  require_tensor("scale", "x", x, DType::F32, Device::cpu());
   const int64_t n = x.numel();
   float* xp = x.f32();
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
@@ -29,7 +26,7 @@ void scale(Tensor& x, float alpha) {
 }
 
 double sum_squares(const Tensor& x) {
-  require_tensor("sum_squares", "x", x, DType::F32);
+  require_tensor("sum_squares", "x", x, DType::F32, Device::cpu());
   const int64_t n = x.numel();
   const float* xp = x.f32();
   constexpr int64_t kBlock = 4096;

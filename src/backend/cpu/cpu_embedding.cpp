@@ -6,23 +6,11 @@
 
 namespace ftune::cpu {
 
-namespace {
-void check_ids(const char* op, const Tensor& ids, int64_t vocab) {
-  const int32_t* id = ids.i32();
-  for (int64_t n = 0; n < ids.numel(); ++n)
-    FTUNE_CHECK(id[n] >= 0 && id[n] < vocab, "{}: ids[{}] = {} is outside the table [0, {})",
-                op, n, id[n], vocab);
-}
-}  // namespace
-
 void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) {
-  constexpr const char* op = "embedding_forward";
-  require_rank(op, "table", table, DType::F32, 2);
-  require_rank(op, "ids", ids, DType::I32, 1);
-  const int64_t n = ids.dim(0), h = table.dim(1);
-  require_shape(op, "out", out, DType::F32, {n, h});
-  check_ids(op, ids, table.dim(0));
+  const EmbeddingDims d = check_embedding_forward(table, ids, out, Device::cpu());
+  const int64_t n = d.n, h = d.h;
   const int32_t* id = ids.i32();
+  check_indices("embedding_forward", "ids", id, n, d.vocab, "the table");
   const float* t = table.f32();
   float* o = out.f32();
 #pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
@@ -30,13 +18,10 @@ void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) {
 }
 
 void embedding_backward(const Tensor& dy, const Tensor& ids, Tensor& dtable) {
-  constexpr const char* op = "embedding_backward";
-  require_rank(op, "dtable", dtable, DType::F32, 2);
-  require_rank(op, "ids", ids, DType::I32, 1);
-  const int64_t n = ids.dim(0), h = dtable.dim(1);
-  require_shape(op, "dy", dy, DType::F32, {n, h});
-  check_ids(op, ids, dtable.dim(0));
+  const EmbeddingDims d = check_embedding_backward(dy, ids, dtable, Device::cpu());
+  const int64_t n = d.n, h = d.h;
   const int32_t* id = ids.i32();
+  check_indices("embedding_backward", "ids", id, n, d.vocab, "the table");
   const float* g = dy.f32();
   float* dt = dtable.f32();
   constexpr int64_t kBlock = 64;

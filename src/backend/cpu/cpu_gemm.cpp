@@ -11,19 +11,8 @@ namespace ftune::cpu {
 
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
           float beta) {
-  constexpr const char* op = "gemm";
-  require_rank(op, "a", a, DType::F32, 2);
-  require_rank(op, "b", b, DType::F32, 2);
-  require_rank(op, "c", c, DType::F32, 2);
-  const int64_t m = trans_a ? a.dim(1) : a.dim(0);
-  const int64_t k = trans_a ? a.dim(0) : a.dim(1);
-  const int64_t kb = trans_b ? b.dim(1) : b.dim(0);
-  const int64_t n = trans_b ? b.dim(0) : b.dim(1);
-  FTUNE_CHECK(k == kb, "gemm: op(a) is [{}, {}] but op(b) is [{}, {}] (a {}{}, b {}{})", m, k, kb,
-              n, shape_str(a.shape()), trans_a ? "^T" : "", shape_str(b.shape()),
-              trans_b ? "^T" : "");
-  FTUNE_CHECK(c.dim(0) == m && c.dim(1) == n, "gemm: c is {} but op(a)*op(b) is [{}, {}]",
-              shape_str(c.shape()), m, n);
+  const GemmDims d = check_gemm(a, trans_a, b, trans_b, c, Device::cpu());
+  const int64_t m = d.m, n = d.n, k = d.k;
   FTUNE_CHECK(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX,
               "gemm: dimensions [{}, {}, {}] exceed the BLAS int range", m, n, k);
   if (m == 0 || n == 0) return;
@@ -42,12 +31,8 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
 }
 
 void add_bias(Tensor& y, const Tensor& bias) {
-  constexpr const char* op = "add_bias";
-  require_rank(op, "y", y, DType::F32, 2);
-  require_rank(op, "bias", bias, DType::F32, 1);
-  FTUNE_CHECK(bias.dim(0) == y.dim(1), "add_bias: y is {} but bias is {}", shape_str(y.shape()),
-              shape_str(bias.shape()));
-  const int64_t rows = y.dim(0), cols = y.dim(1);
+  const MatrixDims d = check_add_bias(y, bias, Device::cpu());
+  const int64_t rows = d.rows, cols = d.cols;
   float* yp = y.f32();
   const float* bp = bias.f32();
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelGrain)
@@ -58,12 +43,8 @@ void add_bias(Tensor& y, const Tensor& bias) {
 }
 
 void bias_backward(const Tensor& dy, Tensor& dbias) {
-  constexpr const char* op = "bias_backward";
-  require_rank(op, "dy", dy, DType::F32, 2);
-  require_rank(op, "dbias", dbias, DType::F32, 1);
-  FTUNE_CHECK(dbias.dim(0) == dy.dim(1), "bias_backward: dy is {} but dbias is {}",
-              shape_str(dy.shape()), shape_str(dbias.shape()));
-  const int64_t rows = dy.dim(0), cols = dy.dim(1);
+  const MatrixDims d = check_bias_backward(dy, dbias, Device::cpu());
+  const int64_t rows = d.rows, cols = d.cols;
   const float* g = dy.f32();
   float* db = dbias.f32();
   // Each thread owns a block of columns and sums its rows top to bottom: fixed order.

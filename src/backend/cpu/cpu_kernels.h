@@ -1,27 +1,18 @@
-// Internal to the CPU backend: the free functions behind CpuOps (one file per op family) and
-// the argument checks they share. Every function validates its arguments first and throws
-// ftune::Error naming the op (e.g. "rms_norm_forward: x is [4, 8] but w is [6]"), then
-// computes in fp32 on the host. Parallel loops only split independent outputs, and every
-// reduction runs in a fixed order, so results do not depend on the thread count or schedule.
+// Internal to the CPU backend: the free functions behind CpuOps (one file per op family).
+// Every function validates its arguments first through the checks shared with the CUDA backend
+// (backend/op_checks.h, with Device::cpu() as the expected device), which throw ftune::Error
+// naming the op (e.g. "rms_norm_forward: x is [4, 8] but w is [6]"), then computes in fp32 on
+// the host. Parallel loops only split independent outputs, and every reduction runs in a fixed
+// order, so results do not depend on the thread count or schedule.
 #pragma once
 #include <cstdint>
 
+#include "backend/op_checks.h"
 #include "backend/ops.h"
 #include "core/tensor.h"
 
 namespace ftune::cpu {
 
-// ---- argument checks (cpu_checks.cpp) ----
-// t is defined, lives on the CPU and has dtype dt.
-void require_tensor(const char* op, const char* name, const Tensor& t, DType dt);
-// require_tensor + exactly the given shape.
-void require_shape(const char* op, const char* name, const Tensor& t, DType dt,
-                   const Shape& want);
-// require_tensor + the given rank.
-void require_rank(const char* op, const char* name, const Tensor& t, DType dt, int rank);
-// doc_start is I32 [n] with doc_start[i] in [0, i] and each document contiguous, i.e.
-// doc_start[i] == i (a new document) or doc_start[i] == doc_start[i-1].
-void require_doc_start(const char* op, const Tensor& doc_start, int64_t n);
 // Elements per OpenMP task below which loops stay serial (thread start-up costs more).
 inline constexpr int64_t kParallelGrain = 1 << 14;
 

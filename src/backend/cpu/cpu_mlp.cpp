@@ -9,19 +9,10 @@ namespace ftune::cpu {
 
 namespace {
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
-void check_same(const char* op, const char* name, const Tensor& t, const Tensor& gate) {
-  require_tensor(op, name, t, DType::F32);
-  FTUNE_CHECK(t.shape() == gate.shape(), "{}: gate is {} but {} is {}", op,
-              shape_str(gate.shape()), name, shape_str(t.shape()));
-}
 }  // namespace
 
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
-  constexpr const char* op = "swiglu_forward";
-  require_tensor(op, "gate", gate, DType::F32);
-  check_same(op, "up", up, gate);
-  check_same(op, "out", out, gate);
+  check_swiglu_forward(gate, up, out, Device::cpu());
   const int64_t n = gate.numel();
   const float* g = gate.f32();
   const float* u = up.f32();
@@ -32,12 +23,7 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
 
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                      Tensor& dup) {
-  constexpr const char* op = "swiglu_backward";
-  require_tensor(op, "gate", gate, DType::F32);
-  check_same(op, "dout", dout, gate);
-  check_same(op, "up", up, gate);
-  check_same(op, "dgate", dgate, gate);
-  check_same(op, "dup", dup, gate);
+  check_swiglu_backward(dout, gate, up, dgate, dup, Device::cpu());
   const int64_t n = gate.numel();
   const float* dy = dout.f32();
   const float* g = gate.f32();

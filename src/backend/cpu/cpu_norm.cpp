@@ -10,22 +10,9 @@
 
 namespace ftune::cpu {
 
-namespace {
-void check_norm_args(const char* op, const Tensor& x, const Tensor& w) {
-  require_rank(op, "x", x, DType::F32, 2);
-  require_tensor(op, "w", w, DType::F32);
-  FTUNE_CHECK(w.ndim() == 1 && w.dim(0) == x.dim(1), "{}: x is {} but w is {}", op,
-              shape_str(x.shape()), shape_str(w.shape()));
-}
-}  // namespace
-
 void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd) {
-  constexpr const char* op = "rms_norm_forward";
-  check_norm_args(op, x, w);
-  const int64_t n = x.dim(0), h = x.dim(1);
-  require_shape(op, "y", y, DType::F32, {n, h});
-  require_shape(op, "rstd", rstd, DType::F32, {n});
-  FTUNE_CHECK(eps >= 0.0f, "rms_norm_forward: eps = {} is negative", eps);
+  const MatrixDims d = check_rms_norm_forward(x, w, eps, y, rstd, Device::cpu());
+  const int64_t n = d.rows, h = d.cols;
   const float* xp = x.f32();
   const float* wp = w.f32();
   float* yp = y.f32();
@@ -45,13 +32,8 @@ void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Te
 
 void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
                        Tensor& dx, Tensor* dw) {
-  constexpr const char* op = "rms_norm_backward";
-  check_norm_args(op, x, w);
-  const int64_t n = x.dim(0), h = x.dim(1);
-  require_shape(op, "dy", dy, DType::F32, {n, h});
-  require_shape(op, "rstd", rstd, DType::F32, {n});
-  require_shape(op, "dx", dx, DType::F32, {n, h});
-  if (dw != nullptr) require_shape(op, "dw", *dw, DType::F32, {h});
+  const MatrixDims d = check_rms_norm_backward(dy, x, w, rstd, dx, dw, Device::cpu());
+  const int64_t n = d.rows, h = d.cols;
   const float* g = dy.f32();
   const float* xp = x.f32();
   const float* wp = w.f32();

@@ -10,22 +10,10 @@ namespace ftune::cpu {
 namespace {
 void rope_apply(const char* op, Tensor& x, const Tensor& positions, const Tensor& cos,
                 const Tensor& sin, float sign) {
-  require_rank(op, "x", x, DType::F32, 3);
-  const int64_t n = x.dim(0), heads = x.dim(1), hd = x.dim(2);
-  FTUNE_CHECK(hd % 2 == 0, "{}: head_dim {} of x {} is odd", op, hd, shape_str(x.shape()));
-  const int64_t half = hd / 2;
-  require_shape(op, "positions", positions, DType::I32, {n});
-  require_rank(op, "cos", cos, DType::F32, 2);
-  require_rank(op, "sin", sin, DType::F32, 2);
-  FTUNE_CHECK(cos.dim(1) == half && sin.shape() == cos.shape(),
-              "{}: x is {} but cos is {} and sin is {} (expected [P, {}])", op,
-              shape_str(x.shape()), shape_str(cos.shape()), shape_str(sin.shape()), half);
-  const int64_t table_len = cos.dim(0);
+  const RopeDims d = check_rope(op, x, positions, cos, sin, Device::cpu());
+  const int64_t n = d.n, heads = d.heads, half = d.half, hd = 2 * d.half;
   const int32_t* pos = positions.i32();
-  for (int64_t t = 0; t < n; ++t)
-    FTUNE_CHECK(pos[t] >= 0 && pos[t] < table_len,
-                "{}: positions[{}] = {} is outside the rope table [0, {})", op, t, pos[t],
-                table_len);
+  check_indices(op, "positions", pos, n, d.table_len, "the rope table");
   float* xp = x.f32();
   const float* cp = cos.f32();
   const float* sp = sin.f32();

@@ -165,30 +165,20 @@ __global__ void attention_backward_dkv_kernel(
   dvj.store(dv + row * d.hd, d.hd, lane);
 }
 
-AttnDims check_attention_args(const CudaContext& ctx, const char* op, const Tensor& q,
-                              const Tensor& k, const Tensor& v, const Tensor& doc_start) {
-  require_rank(ctx, op, "q", q, DType::F32, 3);
-  require_rank(ctx, op, "k", k, DType::F32, 3);
-  require_rank(ctx, op, "v", v, DType::F32, 3);
-  FTUNE_CHECK(k.shape() == v.shape(), "{}: k is {} but v is {}", op, shape_str(k.shape()),
-              shape_str(v.shape()));
-  FTUNE_CHECK(k.dim(0) == q.dim(0) && k.dim(2) == q.dim(2),
-              "{}: q is {} but k is {} (tokens and head_dim must match)", op, shape_str(q.shape()),
-              shape_str(k.shape()));
-  const int64_t nh = q.dim(1), nkv = k.dim(1), hd = q.dim(2);
-  FTUNE_CHECK(nkv > 0 && nh % nkv == 0,
-              "{}: {} query heads are not a multiple of {} kv heads (q {}, k {})", op, nh, nkv,
-              shape_str(q.shape()), shape_str(k.shape()));
-  FTUNE_CHECK(hd > 0 && hd <= kMaxHeadDim,
-              "{}: head_dim {} is not supported by the CUDA attention kernel (1..{})", op, hd,
+// The CUDA-only limits on top of the shared checks (head_dim that the lane slices hold, int
+// head counts, the grid size), then doc_start's values on a host copy.
+AttnDims check_cuda_attention(const CudaContext& ctx, const char* op, const AttentionDims& a,
+                              const Tensor& q, const Tensor& doc_start) {
+  FTUNE_CHECK(a.hd > 0 && a.hd <= kMaxHeadDim,
+              "{}: head_dim {} is not supported by the CUDA attention kernel (1..{})", op, a.hd,
               kMaxHeadDim);
-  FTUNE_CHECK(nh <= (1 << 16), "{}: {} heads are too many", op, nh);
-  const int64_t warps = q.dim(0) * nh;
+  FTUNE_CHECK(a.nh <= (1 << 16), "{}: {} heads are too many", op, a.nh);
+  const int64_t warps = a.n * a.nh;
   FTUNE_CHECK((warps + kWarpsPerBlock - 1) / kWarpsPerBlock <= INT32_MAX,
               "{}: q {} exceeds the grid limit", op, shape_str(q.shape()));
-  require_doc_start(ctx, op, doc_start, q.dim(0));
-  return AttnDims{q.dim(0), static_cast<int>(nh), static_cast<int>(nkv), static_cast<int>(hd),
-                  static_cast<int>(nh / nkv)};
+  require_doc_start_values(ctx, op, doc_start);
+  return AttnDims{a.n, static_cast<int>(a.nh), static_cast<int>(a.nkv), static_cast<int>(a.hd),
+                  static_cast<int>(a.group)};
 }
 
 unsigned warp_grid(int64_t warps) {
@@ -213,9 +203,8 @@ void dispatch_head_dim(int hd, F&& f) {
 void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& doc_start, float scale, Tensor& o, Tensor& lse) {
   constexpr const char* op = "attention_forward";
-  const AttnDims d = check_attention_args(ctx, op, q, k, v, doc_start);
-  require_shape(ctx, op, "o", o, DType::F32, q.shape());
-  require_shape(ctx, op, "lse", lse, DType::F32, {d.n, d.nh});
+  const AttnDims d = check_cuda_attention(
+      ctx, op, check_attention_forward(q, k, v, doc_start, o, lse, ctx.dev()), q, doc_start);
   if (d.n == 0) return;
   constexpr int block = 32 * kWarpsPerBlock;
   dispatch_head_dim(d.hd, [&](auto kc) {
@@ -229,13 +218,9 @@ void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k
                         const Tensor& o, const Tensor& lse, const Tensor& d_o,
                         const Tensor& doc_start, float scale, Tensor& dq, Tensor& dk, Tensor& dv) {
   constexpr const char* op = "attention_backward";
-  const AttnDims d = check_attention_args(ctx, op, q, k, v, doc_start);
-  require_shape(ctx, op, "o", o, DType::F32, q.shape());
-  require_shape(ctx, op, "d_o", d_o, DType::F32, q.shape());
-  require_shape(ctx, op, "lse", lse, DType::F32, {d.n, d.nh});
-  require_shape(ctx, op, "dq", dq, DType::F32, q.shape());
-  require_shape(ctx, op, "dk", dk, DType::F32, k.shape());
-  require_shape(ctx, op, "dv", dv, DType::F32, v.shape());
+  const AttnDims d = check_cuda_attention(
+      ctx, op, check_attention_backward(q, k, v, o, lse, d_o, doc_start, dq, dk, dv, ctx.dev()),
+      q, doc_start);
   if (d.n == 0) return;
   Tensor delta = Tensor::empty({d.n, d.nh}, DType::F32, Device::cuda(ctx.device));
   constexpr int block = 32 * kWarpsPerBlock;

@@ -1,6 +1,7 @@
-// Argument checks shared by the CUDA launchers (dtype, device, rank, shape; index tensors and
-// the packed-document layout, validated on a host copy), and the launch-error check. Messages
-// name the op and the argument, like the CPU backend's (src/backend/cpu/cpu_checks.cpp).
+// The CUDA launchers' checks that need the tensors' values (index tensors and the
+// packed-document layout: copied to the host, then validated by the shared checks of
+// backend/op_checks.h, so messages match the CPU backend's), and the launch-error check.
+// Dtype, device and shape checks live in backend/op_checks.cpp.
 #include <algorithm>
 #include <cstdlib>
 
@@ -8,30 +9,6 @@
 #include "backend/cuda/cuda_kernels.h"
 
 namespace ftune::cuda {
-
-void require_tensor(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
-                    DType dt) {
-  FTUNE_CHECK(t.defined(), "{}: {} is undefined", op, name);
-  FTUNE_CHECK(t.device() == Device::cuda(ctx.device),
-              "{}: {} is on {}, the CUDA backend of cuda:{} needs tensors on that device", op, name,
-              t.device().str(), ctx.device);
-  FTUNE_CHECK(t.dtype() == dt, "{}: {} has dtype {}, expected {}", op, name, dtype_name(t.dtype()),
-              dtype_name(dt));
-}
-
-void require_shape(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
-                   DType dt, const Shape& want) {
-  require_tensor(ctx, op, name, t, dt);
-  FTUNE_CHECK(t.shape() == want, "{}: {} is {}, expected {}", op, name, shape_str(t.shape()),
-              shape_str(want));
-}
-
-void require_rank(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
-                  DType dt, int rank) {
-  require_tensor(ctx, op, name, t, dt);
-  FTUNE_CHECK(t.ndim() == rank, "{}: {} is {}, expected a {}-D tensor", op, name,
-              shape_str(t.shape()), rank);
-}
 
 std::vector<int32_t> ints_to_host(const CudaContext& ctx, const Tensor& t) {
   std::vector<int32_t> v(static_cast<size_t>(t.numel()));
@@ -48,27 +25,13 @@ std::vector<int32_t> require_indices(const CudaContext& ctx, const char* op, con
                                      const Tensor& t, int64_t limit, const char* what,
                                      const int32_t* allowed) {
   std::vector<int32_t> v = ints_to_host(ctx, t);
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (allowed != nullptr && v[i] == *allowed) continue;
-    FTUNE_CHECK(v[i] >= 0 && v[i] < limit, "{}: {}[{}] = {} is outside {} [0, {}){}", op, name, i,
-                v[i], what, limit,
-                allowed != nullptr ? fmt::format(" and is not {}", *allowed) : std::string());
-  }
+  check_indices(op, name, v.data(), static_cast<int64_t>(v.size()), limit, what, allowed);
   return v;
 }
 
-void require_doc_start(const CudaContext& ctx, const char* op, const Tensor& doc_start, int64_t n) {
-  require_shape(ctx, op, "doc_start", doc_start, DType::I32, {n});
+void require_doc_start_values(const CudaContext& ctx, const char* op, const Tensor& doc_start) {
   const std::vector<int32_t> ds = ints_to_host(ctx, doc_start);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t s = ds[static_cast<size_t>(i)];
-    const bool starts_here = s == i;
-    const bool continues = i > 0 && s == ds[static_cast<size_t>(i - 1)] && s < i && s >= 0;
-    FTUNE_CHECK(starts_here || continues,
-                "{}: doc_start[{}] = {} is not a valid document start (must be {} or "
-                "doc_start[{}], documents are contiguous)",
-                op, i, s, i, i - 1);
-  }
+  check_doc_start(op, ds.data(), static_cast<int64_t>(ds.size()));
 }
 
 namespace {

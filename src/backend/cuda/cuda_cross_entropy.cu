@@ -59,17 +59,9 @@ CrossEntropyResult lm_head_cross_entropy(const CudaContext& ctx, const Tensor& x
                                          const Tensor& targets, float grad_scale, Tensor* dx,
                                          Tensor* logits, int64_t chunk_tokens) {
   constexpr const char* op = "lm_head_cross_entropy";
-  require_rank(ctx, op, "x", x, DType::F32, 2);
-  require_rank(ctx, op, "w", w, DType::F32, 2);
-  const int64_t n = x.dim(0), h = x.dim(1), vocab = w.dim(0);
-  FTUNE_CHECK(w.dim(1) == h, "{}: x is {} but w is {} (hidden sizes differ)", op,
-              shape_str(x.shape()), shape_str(w.shape()));
-  FTUNE_CHECK(vocab > 0 && h > 0, "{}: w is {} (empty vocabulary or hidden size)", op,
-              shape_str(w.shape()));
-  require_shape(ctx, op, "targets", targets, DType::I32, {n});
-  if (dx != nullptr) require_shape(ctx, op, "dx", *dx, DType::F32, {n, h});
-  if (logits != nullptr) require_shape(ctx, op, "logits", *logits, DType::F32, {n, vocab});
-  FTUNE_CHECK(chunk_tokens > 0, "{}: chunk_tokens = {} must be positive", op, chunk_tokens);
+  const CrossEntropyDims d =
+      check_lm_head_cross_entropy(x, w, targets, dx, logits, chunk_tokens, ctx.dev());
+  const int64_t n = d.n, h = d.h, vocab = d.vocab;
   FTUNE_CHECK(vocab <= INT_MAX && h <= INT_MAX, "{}: w {} exceeds the cuBLAS int range", op,
               shape_str(w.shape()));
   const std::vector<int32_t> tg =

@@ -28,22 +28,12 @@ __global__ void dropout_backward_kernel(int64_t n, float keep_scale, const float
        i += int64_t(gridDim.x) * blockDim.x)
     dx[i] = mask[i] ? dy[i] * keep_scale : 0.0f;
 }
-
-void check_p(const char* op, float p) {
-  FTUNE_CHECK(p >= 0.0f && p < 1.0f, "{}: p = {} must be in [0, 1)", op, p);
-}
-
 }  // namespace
 
 void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out,
                      Tensor& mask) {
   constexpr const char* op = "dropout_forward";
-  check_p(op, p);
-  require_tensor(ctx, op, "x", x, DType::F32);
-  require_shape(ctx, op, "out", out, DType::F32, x.shape());
-  require_tensor(ctx, op, "mask", mask, DType::U8);
-  FTUNE_CHECK(mask.numel() == x.numel(), "dropout_forward: x is {} but mask is {}",
-              shape_str(x.shape()), shape_str(mask.shape()));
+  check_dropout_forward(x, p, out, mask, ctx.dev());
   const int64_t n = x.numel();
   if (n == 0) return;
   const float keep_scale = 1.0f / (1.0f - p);
@@ -55,12 +45,7 @@ void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t 
 void dropout_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& mask, float p,
                       Tensor& dx) {
   constexpr const char* op = "dropout_backward";
-  check_p(op, p);
-  require_tensor(ctx, op, "dy", dy, DType::F32);
-  require_shape(ctx, op, "dx", dx, DType::F32, dy.shape());
-  require_tensor(ctx, op, "mask", mask, DType::U8);
-  FTUNE_CHECK(mask.numel() == dy.numel(), "dropout_backward: dy is {} but mask is {}",
-              shape_str(dy.shape()), shape_str(mask.shape()));
+  check_dropout_backward(dy, mask, p, dx, ctx.dev());
   const int64_t n = dy.numel();
   if (n == 0) return;
   const float keep_scale = 1.0f / (1.0f - p);

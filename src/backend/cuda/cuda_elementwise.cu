@@ -68,10 +68,7 @@ __global__ void bias_backward_kernel(int64_t rows, int64_t cols, const float* __
 
 void axpy(const CudaContext& ctx, float alpha, const Tensor& x, Tensor& y) {
   constexpr const char* op = "axpy";
-  require_tensor(ctx, op, "x", x, DType::F32);
-  require_tensor(ctx, op, "y", y, DType::F32);
-  FTUNE_CHECK(x.numel() == y.numel(), "axpy: x is {} but y is {}", shape_str(x.shape()),
-              shape_str(y.shape()));
+  check_axpy(x, y, ctx.dev());
   const int64_t n = x.numel();
   if (n == 0) return;
   axpy_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, alpha, x.f32(), y.f32());
@@ -80,7 +77,7 @@ void axpy(const CudaContext& ctx, float alpha, const Tensor& x, Tensor& y) {
 
 void scale(const CudaContext& ctx, Tensor& x, float alpha) {
   constexpr const char* op = "scale";
-  require_tensor(ctx, op, "x", x, DType::F32);
+  require_tensor(op, "x", x, DType::F32, ctx.dev());
   const int64_t n = x.numel();
   if (n == 0) return;
   scale_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, alpha, x.f32());
@@ -89,7 +86,7 @@ void scale(const CudaContext& ctx, Tensor& x, float alpha) {
 
 double sum_squares(const CudaContext& ctx, const Tensor& x) {
   constexpr const char* op = "sum_squares";
-  require_tensor(ctx, op, "x", x, DType::F32);
+  require_tensor(op, "x", x, DType::F32, ctx.dev());
   const int64_t n = x.numel();
   if (n == 0) return 0.0;
   const unsigned blocks = grid_for(n, kBlock);
@@ -109,11 +106,8 @@ double sum_squares(const CudaContext& ctx, const Tensor& x) {
 
 void add_bias(const CudaContext& ctx, Tensor& y, const Tensor& bias) {
   constexpr const char* op = "add_bias";
-  require_rank(ctx, op, "y", y, DType::F32, 2);
-  require_rank(ctx, op, "bias", bias, DType::F32, 1);
-  FTUNE_CHECK(bias.dim(0) == y.dim(1), "add_bias: y is {} but bias is {}", shape_str(y.shape()),
-              shape_str(bias.shape()));
-  const int64_t rows = y.dim(0), cols = y.dim(1);
+  const MatrixDims d = check_add_bias(y, bias, ctx.dev());
+  const int64_t rows = d.rows, cols = d.cols;
   if (rows * cols == 0) return;
   add_bias_kernel<<<grid_for(rows * cols, kBlock), kBlock, 0, ctx.stream>>>(rows, cols, y.f32(),
                                                                             bias.f32());
@@ -122,11 +116,8 @@ void add_bias(const CudaContext& ctx, Tensor& y, const Tensor& bias) {
 
 void bias_backward(const CudaContext& ctx, const Tensor& dy, Tensor& dbias) {
   constexpr const char* op = "bias_backward";
-  require_rank(ctx, op, "dy", dy, DType::F32, 2);
-  require_rank(ctx, op, "dbias", dbias, DType::F32, 1);
-  FTUNE_CHECK(dbias.dim(0) == dy.dim(1), "bias_backward: dy is {} but dbias is {}",
-              shape_str(dy.shape()), shape_str(dbias.shape()));
-  const int64_t rows = dy.dim(0), cols = dy.dim(1);
+  const MatrixDims d = check_bias_backward(dy, dbias, ctx.dev());
+  const int64_t rows = d.rows, cols = d.cols;
   if (cols == 0) return;
   const int64_t blocks = (cols + kBlock - 1) / kBlock;
   FTUNE_CHECK(blocks <= INT32_MAX, "bias_backward: {} columns are too many", cols);

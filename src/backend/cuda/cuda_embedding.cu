@@ -32,11 +32,9 @@ __global__ void embedding_backward_kernel(int64_t n, int64_t h, const float* __r
 void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor& ids,
                        Tensor& out) {
   constexpr const char* op = "embedding_forward";
-  require_rank(ctx, op, "table", table, DType::F32, 2);
-  require_rank(ctx, op, "ids", ids, DType::I32, 1);
-  const int64_t n = ids.dim(0), h = table.dim(1);
-  require_shape(ctx, op, "out", out, DType::F32, {n, h});
-  require_indices(ctx, op, "ids", ids, table.dim(0), "the table");
+  const EmbeddingDims d = check_embedding_forward(table, ids, out, ctx.dev());
+  const int64_t n = d.n, h = d.h;
+  require_indices(ctx, op, "ids", ids, d.vocab, "the table");
   if (n * h == 0) return;
   embedding_forward_kernel<<<grid_for(n * h, kBlock), kBlock, 0, ctx.stream>>>(
       n, h, table.f32(), ids.i32(), out.f32());
@@ -46,11 +44,9 @@ void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor
 void embedding_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& ids,
                         Tensor& dtable) {
   constexpr const char* op = "embedding_backward";
-  require_rank(ctx, op, "dtable", dtable, DType::F32, 2);
-  require_rank(ctx, op, "ids", ids, DType::I32, 1);
-  const int64_t n = ids.dim(0), h = dtable.dim(1);
-  require_shape(ctx, op, "dy", dy, DType::F32, {n, h});
-  require_indices(ctx, op, "ids", ids, dtable.dim(0), "the table");
+  const EmbeddingDims d = check_embedding_backward(dy, ids, dtable, ctx.dev());
+  const int64_t n = d.n, h = d.h;
+  require_indices(ctx, op, "ids", ids, d.vocab, "the table");
   if (n * h == 0) return;
   const int64_t blocks = (h + kBlock - 1) / kBlock;
   embedding_backward_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, ctx.stream>>>(

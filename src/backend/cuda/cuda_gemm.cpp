@@ -13,19 +13,8 @@ namespace ftune::cuda {
 
 void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
           Tensor& c, float alpha, float beta) {
-  constexpr const char* op = "gemm";
-  require_rank(ctx, op, "a", a, DType::F32, 2);
-  require_rank(ctx, op, "b", b, DType::F32, 2);
-  require_rank(ctx, op, "c", c, DType::F32, 2);
-  const int64_t m = trans_a ? a.dim(1) : a.dim(0);
-  const int64_t k = trans_a ? a.dim(0) : a.dim(1);
-  const int64_t kb = trans_b ? b.dim(1) : b.dim(0);
-  const int64_t n = trans_b ? b.dim(0) : b.dim(1);
-  FTUNE_CHECK(k == kb, "gemm: op(a) is [{}, {}] but op(b) is [{}, {}] (a {}{}, b {}{})", m, k, kb,
-              n, shape_str(a.shape()), trans_a ? "^T" : "", shape_str(b.shape()),
-              trans_b ? "^T" : "");
-  FTUNE_CHECK(c.dim(0) == m && c.dim(1) == n, "gemm: c is {} but op(a)*op(b) is [{}, {}]",
-              shape_str(c.shape()), m, n);
+  const GemmDims d = check_gemm(a, trans_a, b, trans_b, c, ctx.dev());
+  const int64_t m = d.m, n = d.n, k = d.k;
   FTUNE_CHECK(
       m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && a.dim(1) <= INT_MAX && b.dim(1) <= INT_MAX,
       "gemm: dimensions [{}, {}, {}] exceed the cuBLAS int range", m, n, k);

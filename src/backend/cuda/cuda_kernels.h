@@ -1,7 +1,9 @@
 // Internal to the CUDA backend: the host launchers behind CudaOps (one .cu file per op family,
-// mirroring src/backend/cpu/cpu_kernels.h) and the argument checks they share. Every launcher
-// validates its arguments first and throws ftune::Error naming the op (before anything is
-// launched), owns its launch shape, launches on ctx.stream and checks the launch error.
+// mirroring src/backend/cpu/cpu_kernels.h) and the CUDA-side checks they share. Every launcher
+// validates its arguments first (the checks shared with the CPU backend, backend/op_checks.h,
+// with ctx.dev() as the expected device, plus CUDA-only limits) and throws ftune::Error naming
+// the op before anything is launched, owns its launch shape, launches on ctx.stream and checks
+// the launch error.
 // Semantics are those of backend/ops.h; the CPU backend is the reference they are tested against.
 #pragma once
 #include <cublas_v2.h>
@@ -10,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/op_checks.h"
 #include "backend/ops.h"
 #include "core/tensor.h"
 
@@ -21,28 +24,22 @@ struct CudaContext {
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
+  // The device every tensor argument must live on.
+  Device dev() const { return Device::cuda(device); }
 };
 
-// ---- argument checks (cuda_checks.cpp) ----
-// t is defined, lives on CUDA device ctx.device and has dtype dt.
-void require_tensor(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
-                    DType dt);
-// require_tensor + exactly the given shape.
-void require_shape(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
-                   DType dt, const Shape& want);
-// require_tensor + the given rank.
-void require_rank(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
-                  DType dt, int rank);
+// ---- checks that read device data, and launch checks (cuda_checks.cpp) ----
 // Copies an I32 device tensor to the host (synchronous: waits for work queued on ctx.stream).
 std::vector<int32_t> ints_to_host(const CudaContext& ctx, const Tensor& t);
 // Every value of the I32 device tensor t is in [0, limit) (or equals `allowed`, when given);
-// else throws "op: name[i] = v is outside <what> [0, limit)". Returns the host copy.
+// else throws "op: name[i] = v is outside <what> [0, limit)" (check_indices on a host copy).
+// Returns the host copy.
 std::vector<int32_t> require_indices(const CudaContext& ctx, const char* op, const char* name,
                                      const Tensor& t, int64_t limit, const char* what,
                                      const int32_t* allowed = nullptr);
-// doc_start is I32 [n] with doc_start[i] == i or doc_start[i] == doc_start[i-1] (contiguous
-// documents), as the CPU backend requires.
-void require_doc_start(const CudaContext& ctx, const char* op, const Tensor& doc_start, int64_t n);
+// The values of doc_start (its shape checked by check_attention_*) describe contiguous
+// documents (check_doc_start on a host copy), as the CPU backend requires.
+void require_doc_start_values(const CudaContext& ctx, const char* op, const Tensor& doc_start);
 // After a launch: throws naming the op if the launch failed. With FTUNE_CUDA_SYNC=1 in the
 // environment it also synchronizes the stream, so asynchronous faults name their kernel.
 void check_launch(const CudaContext& ctx, const char* op);

@@ -29,21 +29,11 @@ __global__ void swiglu_backward_kernel(int64_t n, const float* dout, const float
     dup[i] = dy * (gi * s);
   }
 }
-
-void check_same(const CudaContext& ctx, const char* op, const char* name, const Tensor& t,
-                const Tensor& gate) {
-  require_tensor(ctx, op, name, t, DType::F32);
-  FTUNE_CHECK(t.shape() == gate.shape(), "{}: gate is {} but {} is {}", op, shape_str(gate.shape()),
-              name, shape_str(t.shape()));
-}
-
 }  // namespace
 
 void swiglu_forward(const CudaContext& ctx, const Tensor& gate, const Tensor& up, Tensor& out) {
   constexpr const char* op = "swiglu_forward";
-  require_tensor(ctx, op, "gate", gate, DType::F32);
-  check_same(ctx, op, "up", up, gate);
-  check_same(ctx, op, "out", out, gate);
+  check_swiglu_forward(gate, up, out, ctx.dev());
   const int64_t n = gate.numel();
   if (n == 0) return;
   swiglu_forward_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, gate.f32(), up.f32(),
@@ -54,11 +44,7 @@ void swiglu_forward(const CudaContext& ctx, const Tensor& gate, const Tensor& up
 void swiglu_backward(const CudaContext& ctx, const Tensor& dout, const Tensor& gate,
                      const Tensor& up, Tensor& dgate, Tensor& dup) {
   constexpr const char* op = "swiglu_backward";
-  require_tensor(ctx, op, "gate", gate, DType::F32);
-  check_same(ctx, op, "dout", dout, gate);
-  check_same(ctx, op, "up", up, gate);
-  check_same(ctx, op, "dgate", dgate, gate);
-  check_same(ctx, op, "dup", dup, gate);
+  check_swiglu_backward(dout, gate, up, dgate, dup, ctx.dev());
   const int64_t n = gate.numel();
   if (n == 0) return;
   // Each element is read before its outputs are written, so dgate/dup may alias the inputs.

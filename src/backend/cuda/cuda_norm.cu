@@ -58,23 +58,13 @@ __global__ void rms_norm_backward_dw_kernel(int64_t n, int64_t h, const float* _
   dw[j] += static_cast<float>(acc);
 }
 
-void check_norm_args(const CudaContext& ctx, const char* op, const Tensor& x, const Tensor& w) {
-  require_rank(ctx, op, "x", x, DType::F32, 2);
-  require_tensor(ctx, op, "w", w, DType::F32);
-  FTUNE_CHECK(w.ndim() == 1 && w.dim(0) == x.dim(1), "{}: x is {} but w is {}", op,
-              shape_str(x.shape()), shape_str(w.shape()));
-}
-
 }  // namespace
 
 void rms_norm_forward(const CudaContext& ctx, const Tensor& x, const Tensor& w, float eps,
                       Tensor& y, Tensor& rstd) {
   constexpr const char* op = "rms_norm_forward";
-  check_norm_args(ctx, op, x, w);
-  const int64_t n = x.dim(0), h = x.dim(1);
-  require_shape(ctx, op, "y", y, DType::F32, {n, h});
-  require_shape(ctx, op, "rstd", rstd, DType::F32, {n});
-  FTUNE_CHECK(eps >= 0.0f, "rms_norm_forward: eps = {} is negative", eps);
+  const MatrixDims d = check_rms_norm_forward(x, w, eps, y, rstd, ctx.dev());
+  const int64_t n = d.rows, h = d.cols;
   FTUNE_CHECK(n <= INT32_MAX, "rms_norm_forward: {} rows exceed the grid limit", n);
   if (n == 0) return;
   rms_norm_forward_kernel<<<static_cast<unsigned>(n), kRowBlock, 0, ctx.stream>>>(
@@ -85,12 +75,8 @@ void rms_norm_forward(const CudaContext& ctx, const Tensor& x, const Tensor& w, 
 void rms_norm_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& x, const Tensor& w,
                        const Tensor& rstd, Tensor& dx, Tensor* dw) {
   constexpr const char* op = "rms_norm_backward";
-  check_norm_args(ctx, op, x, w);
-  const int64_t n = x.dim(0), h = x.dim(1);
-  require_shape(ctx, op, "dy", dy, DType::F32, {n, h});
-  require_shape(ctx, op, "rstd", rstd, DType::F32, {n});
-  require_shape(ctx, op, "dx", dx, DType::F32, {n, h});
-  if (dw != nullptr) require_shape(ctx, op, "dw", *dw, DType::F32, {h});
+  const MatrixDims d = check_rms_norm_backward(dy, x, w, rstd, dx, dw, ctx.dev());
+  const int64_t n = d.rows, h = d.cols;
   FTUNE_CHECK(n <= INT32_MAX, "rms_norm_backward: {} rows exceed the grid limit", n);
   if (n == 0 || h == 0) return;
   rms_norm_backward_dx_kernel<<<static_cast<unsigned>(n), kRowBlock, 0, ctx.stream>>>(

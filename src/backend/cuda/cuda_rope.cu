@@ -32,17 +32,9 @@ __global__ void rope_kernel(int64_t n, int64_t heads, int64_t half, float sign, 
 
 void rope_apply(const CudaContext& ctx, const char* op, Tensor& x, const Tensor& positions,
                 const Tensor& cos, const Tensor& sin, float sign) {
-  require_rank(ctx, op, "x", x, DType::F32, 3);
-  const int64_t n = x.dim(0), heads = x.dim(1), hd = x.dim(2);
-  FTUNE_CHECK(hd % 2 == 0, "{}: head_dim {} of x {} is odd", op, hd, shape_str(x.shape()));
-  const int64_t half = hd / 2;
-  require_shape(ctx, op, "positions", positions, DType::I32, {n});
-  require_rank(ctx, op, "cos", cos, DType::F32, 2);
-  require_rank(ctx, op, "sin", sin, DType::F32, 2);
-  FTUNE_CHECK(cos.dim(1) == half && sin.shape() == cos.shape(),
-              "{}: x is {} but cos is {} and sin is {} (expected [P, {}])", op,
-              shape_str(x.shape()), shape_str(cos.shape()), shape_str(sin.shape()), half);
-  require_indices(ctx, op, "positions", positions, cos.dim(0), "the rope table");
+  const RopeDims d = check_rope(op, x, positions, cos, sin, ctx.dev());
+  const int64_t n = d.n, heads = d.heads, half = d.half;
+  require_indices(ctx, op, "positions", positions, d.table_len, "the rope table");
   const int64_t total = n * heads * half;
   if (total == 0) return;
   rope_kernel<<<grid_for(total, kBlock), kBlock, 0, ctx.stream>>>(
