@@ -28,8 +28,14 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   const int64_t accum = opts.gradient_accumulation_steps;
   std::vector<Batch> epoch_batches = data.epoch_batches(0);
   FTUNE_CHECK(!epoch_batches.empty(), "train: the training set yields no batches");
-  const int64_t per_epoch = steps_per_epoch(static_cast<int64_t>(epoch_batches.size()), accum);
-  const int64_t total = opts.max_steps > 0 ? opts.max_steps : per_epoch * opts.num_epochs;
+  // Packing a new order each epoch may give a slightly different number of rows, so the plan
+  // counts every epoch's windows.
+  int64_t total = opts.max_steps;
+  if (total <= 0) {
+    total = steps_per_epoch(static_cast<int64_t>(epoch_batches.size()), accum);
+    for (int64_t e = 1; e < opts.num_epochs; ++e)
+      total += steps_per_epoch(static_cast<int64_t>(data.epoch_batches(e).size()), accum);
+  }
   FTUNE_CHECK(total >= 1, "train: nothing to do (max_steps {}, num_epochs {})", opts.max_steps,
               opts.num_epochs);
 

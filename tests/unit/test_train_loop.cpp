@@ -149,3 +149,27 @@ TEST(TrainLoop, ResumeWithoutCheckpointIsAnError) {
     EXPECT_NE(std::string(e.what()).find("no checkpoint"), std::string::npos) << e.what();
   }
 }
+
+TEST(TrainLoop, EpochsPlanCountsEveryEpochsBatches) {
+  auto ops = make_cpu_ops();
+  auto m = make_model(*ops);
+  TrainData d = make_data();
+  auto base = d.epoch_batches;
+  int calls_epoch1 = 0;
+  // Epoch 1 packs into one more micro-batch than epoch 0 (5 -> 7: 3 + 4 windows of 2).
+  d.epoch_batches = [&](int64_t epoch) {
+    auto v = base(epoch);
+    if (epoch == 1) {
+      ++calls_epoch1;
+      v.push_back(v.front());
+      v.push_back(v.back());
+    }
+    return v;
+  };
+  TrainLoopOptions o = options(test::temp_dir("epochs"));
+  o.max_steps = -1;
+  o.num_epochs = 2;
+  const TrainSummary s = run_training(*m, o, d);
+  EXPECT_EQ(s.steps, 3 + 4);
+  EXPECT_GE(calls_epoch1, 1);
+}
