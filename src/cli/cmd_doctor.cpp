@@ -43,16 +43,7 @@ double tiny_loss(Ops& ops) {
   s.num_kv_heads = 2;
   s.head_dim = 8;
   s.tie_word_embeddings = true;
-  BaseWeights w = random_base_weights(s, 7, 0.2f);
-  if (!ops.device().is_cpu()) {
-    auto mv = [&](Tensor& t) { if (t.defined()) t = t.to(ops.device()); };
-    mv(w.embed); mv(w.final_norm); w.lm_head = w.embed;
-    for (auto& L : w.layers) {
-      mv(L.attn_norm); mv(L.mlp_norm);
-      for (auto& t : L.weight) mv(t);
-      for (auto& t : L.bias) mv(t);
-    }
-  }
+  const BaseWeights w = base_weights_to(random_base_weights(s, 7, 0.2f), s, ops.device());
   LlamaModel m(s, w, ops);
   Batch b = batch_from_documents({{1, 2, 3, 4, 5, 6, 7, 8}}, {{1, 2, 3, 4, 5, 6, 7, 8}}, 8, 0);
   return m.forward(b).mean();

@@ -85,6 +85,23 @@ BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std)
   return w;
 }
 
+BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device) {
+  BaseWeights o;
+  o.embed = w.embed.to(device);
+  o.final_norm = w.final_norm.to(device);
+  o.lm_head = spec.tie_word_embeddings ? o.embed : w.lm_head.to(device);
+  o.layers.resize(w.layers.size());
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    o.layers[l].attn_norm = w.layers[l].attn_norm.to(device);
+    o.layers[l].mlp_norm = w.layers[l].mlp_norm.to(device);
+    for (size_t i = 0; i < kNumProj; ++i) {
+      o.layers[l].weight[i] = w.layers[l].weight[i].to(device);
+      if (w.layers[l].bias[i].defined()) o.layers[l].bias[i] = w.layers[l].bias[i].to(device);
+    }
+  }
+  return o;
+}
+
 std::vector<std::pair<std::string, Tensor>> named_base_weights(const ModelSpec& spec,
                                                                const BaseWeights& w) {
   std::vector<std::pair<std::string, Tensor>> out;

@@ -33,6 +33,9 @@ BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckp
 // Normal(0, std) weights, norms = 1 (seeded; for the built-in model and tests).
 BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std = 0.02f);
 
+// A copy of `w` on `device` (tied embeddings stay tied).
+BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device);
+
 // (name, tensor) pairs in HF naming, e.g. for writing a model folder.
 std::vector<std::pair<std::string, Tensor>> named_base_weights(const ModelSpec& spec,
                                                                const BaseWeights& w);

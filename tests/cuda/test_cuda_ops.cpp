@@ -595,23 +595,6 @@ TEST_F(CudaVsCpu, AdamwStepsTrackCpu) {
 
 namespace {
 
-BaseWeights weights_on(const BaseWeights& w, const ModelSpec& spec, Device d) {
-  BaseWeights o;
-  o.embed = w.embed.to(d);
-  o.final_norm = w.final_norm.to(d);
-  o.lm_head = spec.tie_word_embeddings ? o.embed : w.lm_head.to(d);  // keep the tie
-  o.layers.resize(w.layers.size());
-  for (size_t l = 0; l < w.layers.size(); ++l) {
-    o.layers[l].attn_norm = w.layers[l].attn_norm.to(d);
-    o.layers[l].mlp_norm = w.layers[l].mlp_norm.to(d);
-    for (size_t i = 0; i < kNumProj; ++i) {
-      o.layers[l].weight[i] = w.layers[l].weight[i].to(d);
-      if (w.layers[l].bias[i].defined()) o.layers[l].bias[i] = w.layers[l].bias[i].to(d);
-    }
-  }
-  return o;
-}
-
 // Random non-zero A and B (so every gradient path is live), copied to `d`.
 LoraWeights random_lora(const ModelSpec& spec, const LoraSpec& ls, uint64_t seed, Device d) {
   LoraWeights w = LoraWeights::init(spec, ls, d);
@@ -711,7 +694,7 @@ TEST_F(CudaVsCpu, LlamaModelForwardBackwardMatchesCpu) {
     ModelOptions gopts;
     gopts.gradient_checkpointing = mc.checkpointing;
     gopts.ce_chunk_tokens = 40;  // several chunks on the GPU, one on the CPU
-    LlamaModel gpu_model(mc.spec, weights_on(base, mc.spec, dev()), gpu(), gopts);
+    LlamaModel gpu_model(mc.spec, base_weights_to(base, mc.spec, dev()), gpu(), gopts);
     cpu_model.attach_lora(random_lora(mc.spec, mc.lora, 21, Device::cpu()));
     gpu_model.attach_lora(random_lora(mc.spec, mc.lora, 21, dev()));
     const Batch batch = packed_batch(mc.spec.vocab_size);
