@@ -3,6 +3,8 @@
 // wrong; the tests assert them word for word on both backends.
 #include "backend/op_checks.h"
 
+#include <string_view>
+
 #include <string>
 
 #include "core/error.h"
@@ -21,6 +23,8 @@ void require_tensor(const char* op, const char* name, const Tensor& t, DType dt,
   }
   FTUNE_CHECK(t.dtype() == dt, "{}: {} has dtype {}, expected {}", op, name,
               dtype_name(t.dtype()), dtype_name(dt));
+  FTUNE_CHECK(t.is_contiguous() || std::string_view(op) == "gemm",
+              "{}: {} is a strided view; only gemm accepts those", op, name);
 }
 
 void require_shape(const char* op, const char* name, const Tensor& t, DType dt,

@@ -40,6 +40,8 @@ class Ops {
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;
   // x *= alpha.
   virtual void scale(Tensor& x, float alpha) = 0;
+  // dst = src converted (F32, BF16, F16 in and out; round to nearest even), same numel.
+  virtual void cast(const Tensor& src, Tensor& dst) = 0;
   // sum of x^2 in double (for global gradient norms).
   virtual double sum_squares(const Tensor& x) = 0;
 
@@ -97,6 +99,24 @@ class Ops {
                                                    const Tensor& targets, float grad_scale,
                                                    Tensor* dx, Tensor* logits,
                                                    int64_t chunk_tokens) = 0;
+
+  // ---- fused ops (one pass where the composite would take several) ----
+  // sum = a + b (written), y = rms_norm(sum) * w, rstd as rms_norm_forward. All [N,H] but w, rstd.
+  virtual void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                                    Tensor& sum, Tensor& y, Tensor& rstd) = 0;
+  // Splits a fused QKV projection qkv [N, (nh+2nkv)*hd] (columns: q heads, k heads, v heads) into
+  // q [N,nh,hd], k [N,nkv,hd], v [N,nkv,hd] and applies RoPE (as rope_forward) to q and k.
+  virtual void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions,
+                                      const Tensor& cos, const Tensor& sin, Tensor& q, Tensor& k,
+                                      Tensor& v) = 0;
+  // Its backward: dqkv [N, (nh+2nkv)*hd] = [rope_backward(dq) | rope_backward(dk) | dv].
+  virtual void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                       const Tensor& positions, const Tensor& cos,
+                                       const Tensor& sin, Tensor& dqkv) = 0;
+  // SwiGLU on a fused gate/up projection gu [N, 2F] (gate = columns [0,F), up = [F,2F)):
+  // out [N,F] = silu(gate) * up; the backward writes dgu [N,2F] (d gate | d up).
+  virtual void swiglu_fused_forward(const Tensor& gu, Tensor& out) = 0;
+  virtual void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) = 0;
 
   // AdamW with decoupled weight decay and bias correction (torch.optim.AdamW semantics):
   //   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr*wd*p;

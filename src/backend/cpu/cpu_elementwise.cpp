@@ -25,6 +25,20 @@ void scale(Tensor& x, float alpha) {
   for (int64_t i = 0; i < n; ++i) xp[i] *= alpha;
 }
 
+void cast(const Tensor& src, Tensor& dst) {
+  constexpr const char* op = "cast";
+  auto is_float = [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; };
+  FTUNE_CHECK(src.defined() && dst.defined() && src.device().is_cpu() && dst.device().is_cpu(),
+              "{}: src and dst must be defined host tensors", op);
+  FTUNE_CHECK(is_float(src.dtype()) && is_float(dst.dtype()),
+              "{}: {} -> {} is not a conversion between F32, BF16 and F16", op,
+              dtype_name(src.dtype()), dtype_name(dst.dtype()));
+  FTUNE_CHECK(src.numel() == dst.numel() && src.is_contiguous() && dst.is_contiguous(),
+              "{}: src {} and dst {} differ in size or are strided", op, shape_str(src.shape()),
+              shape_str(dst.shape()));
+  dst.copy_from(src.to_dtype(dst.dtype()));
+}
+
 double sum_squares(const Tensor& x) {
   require_tensor("sum_squares", "x", x, DType::F32, Device::cpu());
   const int64_t n = x.numel();

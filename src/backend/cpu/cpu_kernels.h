@@ -25,6 +25,7 @@ void bias_backward(const Tensor& dy, Tensor& dbias);
 // ---- cpu_elementwise.cpp ----
 void axpy(float alpha, const Tensor& x, Tensor& y);
 void scale(Tensor& x, float alpha);
+void cast(const Tensor& src, Tensor& dst);
 double sum_squares(const Tensor& x);
 
 // ---- cpu_embedding.cpp ----
@@ -51,6 +52,17 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                      Tensor& dup);
+
+// ---- cpu_fused.cpp ----
+void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                          Tensor& sum, Tensor& y, Tensor& rstd);
+void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
+                            const Tensor& sin, Tensor& q, Tensor& k, Tensor& v);
+void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                             Tensor& dqkv);
+void swiglu_fused_forward(const Tensor& gu, Tensor& out);
+void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu);
 
 // ---- cpu_dropout.cpp ----
 void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out, Tensor& mask);

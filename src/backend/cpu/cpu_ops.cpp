@@ -23,6 +23,26 @@ class CpuOps final : public Ops {
   void bias_backward(const Tensor& dy, Tensor& dbias) override { cpu::bias_backward(dy, dbias); }
   void axpy(float alpha, const Tensor& x, Tensor& y) override { cpu::axpy(alpha, x, y); }
   void scale(Tensor& x, float alpha) override { cpu::scale(x, alpha); }
+  void cast(const Tensor& src, Tensor& dst) override { cpu::cast(src, dst); }
+  void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                            Tensor& sum, Tensor& y, Tensor& rstd) override {
+    cpu::add_rms_norm_forward(a, b, w, eps, sum, y, rstd);
+  }
+  void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
+                              const Tensor& sin, Tensor& q, Tensor& k, Tensor& v) override {
+    cpu::qkv_rope_split_forward(qkv, positions, cos, sin, q, k, v);
+  }
+  void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                               Tensor& dqkv) override {
+    cpu::qkv_rope_merge_backward(dq, dk, dv, positions, cos, sin, dqkv);
+  }
+  void swiglu_fused_forward(const Tensor& gu, Tensor& out) override {
+    cpu::swiglu_fused_forward(gu, out);
+  }
+  void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) override {
+    cpu::swiglu_fused_backward(dout, gu, dgu);
+  }
   double sum_squares(const Tensor& x) override { return cpu::sum_squares(x); }
 
   void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {

@@ -3,6 +3,9 @@
 // Reductions run in a fixed order (fixed grid for a given size, fixed shuffle trees), so they
 // give the same value on every run; sums of squares and column sums accumulate in double like
 // the CPU reference (src/backend/cpu/cpu_elementwise.cpp, cpu_gemm.cpp).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "backend/cuda/check.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/device/reduce.cuh"
@@ -64,7 +67,45 @@ __global__ void bias_backward_kernel(int64_t rows, int64_t cols, const float* __
   dbias[j] += static_cast<float>(acc);
 }
 
+template <typename From, typename To>
+__global__ void cast_kernel(int64_t n, const From* __restrict__ x, To* y) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = static_cast<To>(static_cast<float>(x[i]));
+}
+
+template <typename From>
+void cast_from(const CudaContext& ctx, int64_t n, const From* x, Tensor& dst) {
+  switch (dst.dtype()) {
+    case DType::F32: cast_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, x, dst.data<float>()); break;
+    case DType::BF16: cast_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, x, dst.data<__nv_bfloat16>()); break;
+    case DType::F16: cast_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, x, dst.data<__half>()); break;
+    default: break;
+  }
+}
+
 }  // namespace
+
+void cast(const CudaContext& ctx, const Tensor& src, Tensor& dst) {
+  constexpr const char* op = "cast";
+  auto is_float = [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; };
+  FTUNE_CHECK(src.defined() && dst.defined() && src.device() == ctx.dev() && dst.device() == ctx.dev(),
+              "{}: src and dst must be defined tensors on {}", op, ctx.dev().str());
+  FTUNE_CHECK(is_float(src.dtype()) && is_float(dst.dtype()),
+              "{}: {} -> {} is not a conversion between F32, BF16 and F16", op,
+              dtype_name(src.dtype()), dtype_name(dst.dtype()));
+  FTUNE_CHECK(src.numel() == dst.numel() && src.is_contiguous() && dst.is_contiguous(),
+              "{}: src {} and dst {} differ in size or are strided", op, shape_str(src.shape()),
+              shape_str(dst.shape()));
+  const int64_t n = src.numel();
+  if (n == 0) return;
+  switch (src.dtype()) {
+    case DType::F32: cast_from(ctx, n, src.data<float>(), dst); break;
+    case DType::BF16: cast_from(ctx, n, src.data<__nv_bfloat16>(), dst); break;
+    default: cast_from(ctx, n, src.data<__half>(), dst); break;
+  }
+  check_launch(ctx, op);
+}
 
 void axpy(const CudaContext& ctx, float alpha, const Tensor& x, Tensor& y) {
   constexpr const char* op = "axpy";

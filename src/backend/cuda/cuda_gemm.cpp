@@ -22,6 +22,7 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
     // C = beta C; with beta == 0 the old C (possibly NaN) must not leak through.
+    FTUNE_CHECK(c.is_contiguous(), "gemm: k == 0 or alpha == 0 with a strided c");
     if (beta == 0.0f)
       FTUNE_CUDA_CHECK(cudaMemsetAsync(c.raw(), 0, c.nbytes(), ctx.stream));
     else if (beta != 1.0f)
@@ -32,8 +33,9 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
   FTUNE_CUDA_CHECK(cublasSgemm(ctx.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
                                static_cast<int>(m), static_cast<int>(k), &alpha, b.f32(),
-                               static_cast<int>(b.dim(1)), a.f32(), static_cast<int>(a.dim(1)),
-                               &beta, c.f32(), static_cast<int>(n)));
+                               static_cast<int>(b.row_stride()), a.f32(),
+                               static_cast<int>(a.row_stride()), &beta, c.f32(),
+                               static_cast<int>(c.row_stride())));
 }
 
 }  // namespace ftune::cuda

@@ -55,6 +55,7 @@ void add_bias(const CudaContext& ctx, Tensor& y, const Tensor& bias);
 void bias_backward(const CudaContext& ctx, const Tensor& dy, Tensor& dbias);
 void axpy(const CudaContext& ctx, float alpha, const Tensor& x, Tensor& y);
 void scale(const CudaContext& ctx, Tensor& x, float alpha);
+void cast(const CudaContext& ctx, const Tensor& src, Tensor& dst);
 double sum_squares(const CudaContext& ctx, const Tensor& x);
 
 // ---- cuda_embedding.cu ----
@@ -85,6 +86,18 @@ void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k
 void swiglu_forward(const CudaContext& ctx, const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const CudaContext& ctx, const Tensor& dout, const Tensor& gate,
                      const Tensor& up, Tensor& dgate, Tensor& dup);
+
+// ---- cuda_fused.cu ----
+void add_rms_norm_forward(const CudaContext& ctx, const Tensor& a, const Tensor& b,
+                          const Tensor& w, float eps, Tensor& sum, Tensor& y, Tensor& rstd);
+void qkv_rope_split_forward(const CudaContext& ctx, const Tensor& qkv, const Tensor& positions,
+                            const Tensor& cos, const Tensor& sin, Tensor& q, Tensor& k, Tensor& v);
+void qkv_rope_merge_backward(const CudaContext& ctx, const Tensor& dq, const Tensor& dk,
+                             const Tensor& dv, const Tensor& positions, const Tensor& cos,
+                             const Tensor& sin, Tensor& dqkv);
+void swiglu_fused_forward(const CudaContext& ctx, const Tensor& gu, Tensor& out);
+void swiglu_fused_backward(const CudaContext& ctx, const Tensor& dout, const Tensor& gu,
+                           Tensor& dgu);
 
 // ---- cuda_dropout.cu ----
 void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out,

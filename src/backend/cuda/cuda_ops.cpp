@@ -69,6 +69,34 @@ class CudaOps final : public Ops {
     cuda::DeviceGuard g(ctx_.device);
     cuda::scale(ctx_, x, alpha);
   }
+  void cast(const Tensor& src, Tensor& dst) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::cast(ctx_, src, dst);
+  }
+  void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                            Tensor& sum, Tensor& y, Tensor& rstd) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::add_rms_norm_forward(ctx_, a, b, w, eps, sum, y, rstd);
+  }
+  void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
+                              const Tensor& sin, Tensor& q, Tensor& k, Tensor& v) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::qkv_rope_split_forward(ctx_, qkv, positions, cos, sin, q, k, v);
+  }
+  void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                               Tensor& dqkv) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::qkv_rope_merge_backward(ctx_, dq, dk, dv, positions, cos, sin, dqkv);
+  }
+  void swiglu_fused_forward(const Tensor& gu, Tensor& out) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::swiglu_fused_forward(ctx_, gu, out);
+  }
+  void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::swiglu_fused_backward(ctx_, dout, gu, dgu);
+  }
   double sum_squares(const Tensor& x) override {
     cuda::DeviceGuard g(ctx_.device);
     return cuda::sum_squares(ctx_, x);
