@@ -28,6 +28,9 @@ class Ops {
   virtual ~Ops() = default;
   virtual Device device() const = 0;
   virtual const char* name() const = 0;
+  // Waits until every op queued so far has finished (a no-op on the CPU, which runs each op to
+  // completion before returning). For timing and profiling only.
+  virtual void synchronize() {}
 
   // C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T. All F32 2-D, row-major.
   virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
