@@ -91,7 +91,9 @@ class Ops {
   // The output of a fused QKV projection split into heads, with RoPE on q and k:
   // qkv [N, (nh + 2 nkv) hd] holds per token q (nh heads), then k (nkv heads), then v (nkv
   // heads), each head hd wide; q [N,nh,hd] = rope(q part), k [N,nkv,hd] = rope(k part),
-  // v [N,nkv,hd] = v part (rope as rope_forward, same positions/cos/sin contract).
+  // v [N,nkv,hd] = v part (rope as rope_forward, same positions/cos/sin contract, except that
+  // CUDA does not copy positions to the host to check them: an out-of-table position gives NaN
+  // in that token's q and k instead of an error; the CPU throws).
   virtual void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions,
                                       const Tensor& cos, const Tensor& sin, Tensor& q, Tensor& k,
                                       Tensor& v) = 0;
