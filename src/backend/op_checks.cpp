@@ -3,6 +3,8 @@
 // wrong; the tests assert them word for word on both backends.
 #include "backend/op_checks.h"
 
+#include <string_view>
+
 #include <string>
 
 #include "core/error.h"
@@ -35,6 +37,8 @@ void require_on(const char* op, const char* name, const Tensor& t, Device dev) {
                 "{}: {} is on {}, the CUDA backend of {} needs tensors on that device", op, name,
                 t.device().str(), dev.str());
   }
+  FTUNE_CHECK(t.is_contiguous() || std::string_view(op) == "gemm",
+              "{}: {} is a strided view; only gemm accepts those", op, name);
 }
 }  // namespace
 

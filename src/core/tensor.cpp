@@ -150,7 +150,41 @@ int32_t* Tensor::i32() const {
   return data<int32_t>();
 }
 
+int64_t Tensor::row_stride() const {
+  FTUNE_CHECK(ndim() == 2, "Tensor::row_stride on a tensor of shape {}", shape_str(shape_));
+  return row_stride_ != 0 ? row_stride_ : shape_[1];
+}
+
+bool Tensor::is_contiguous() const {
+  return row_stride_ == 0 || row_stride_ == shape_[1] || shape_[0] <= 1;
+}
+
+Tensor Tensor::col_slice(int64_t begin, int64_t end) const {
+  FTUNE_CHECK(ndim() == 2 && begin >= 0 && begin <= end && end <= shape_[1],
+              "Tensor::col_slice({}, {}) on shape {}", begin, end, shape_str(shape_));
+  Tensor t = *this;
+  t.row_stride_ = row_stride();
+  t.shape_[1] = end - begin;
+  t.numel_ = shape_[0] * (end - begin);
+  t.offset_ = offset_ + static_cast<size_t>(begin) * dtype_size(dtype_);
+  return t;
+}
+
+Tensor Tensor::slice_flat(int64_t offset, const Shape& shape) const {
+  FTUNE_CHECK(is_contiguous(), "Tensor::slice_flat on a strided view");
+  const int64_t n = shape_numel(shape);
+  FTUNE_CHECK(offset >= 0 && offset + n <= numel_, "Tensor::slice_flat({}, {}) on {} elements",
+              offset, shape_str(shape), numel_);
+  Tensor t = *this;
+  t.shape_ = shape;
+  t.numel_ = n;
+  t.row_stride_ = 0;
+  t.offset_ = offset_ + static_cast<size_t>(offset) * dtype_size(dtype_);
+  return t;
+}
+
 Tensor Tensor::view(const Shape& shape) const {
+  FTUNE_CHECK(is_contiguous(), "Tensor::view on a strided view of shape {}", shape_str(shape_));
   FTUNE_CHECK(shape_numel(shape) == numel_, "Tensor::view: cannot view {} as {}", shape_str(shape_),
               shape_str(shape));
   Tensor t = *this;
@@ -161,15 +195,16 @@ Tensor Tensor::view(const Shape& shape) const {
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   FTUNE_CHECK(ndim() >= 1 && begin >= 0 && begin <= end && end <= shape_[0],
               "Tensor::slice_rows({}, {}) on shape {}", begin, end, shape_str(shape_));
-  const int64_t row = shape_[0] == 0 ? 0 : numel_ / shape_[0];
+  const int64_t row = row_stride_ != 0 ? row_stride_ : (shape_[0] == 0 ? 0 : numel_ / shape_[0]);
   Tensor t = *this;
   t.shape_[0] = end - begin;
-  t.numel_ = row * (end - begin);
+  t.numel_ = (row_stride_ != 0 ? shape_[1] : row) * (end - begin);
   t.offset_ = offset_ + static_cast<size_t>(begin * row) * dtype_size(dtype_);
   return t;
 }
 
 Tensor Tensor::clone() const {
+  FTUNE_CHECK(is_contiguous(), "Tensor::clone of a strided view");
   Tensor t = empty(shape_, dtype_, device());
   t.copy_from(*this);
   return t;
@@ -183,6 +218,7 @@ Tensor Tensor::to(Device dev) const {
 }
 
 void Tensor::copy_from(const Tensor& src) {
+  FTUNE_CHECK(is_contiguous() && src.is_contiguous(), "Tensor::copy_from with a strided view");
   FTUNE_CHECK(src.dtype_ == dtype_ && src.numel_ == numel_,
               "Tensor::copy_from: {} {} into {} {}", dtype_name(src.dtype_), shape_str(src.shape_),
               dtype_name(dtype_), shape_str(shape_));
@@ -199,6 +235,7 @@ void Tensor::copy_from(const Tensor& src) {
 
 Tensor Tensor::to_dtype(DType dt) const {
   FTUNE_CHECK(device().is_cpu(), "Tensor::to_dtype works on CPU tensors");
+  FTUNE_CHECK(is_contiguous(), "Tensor::to_dtype of a strided view");
   if (dt == dtype_) return clone();
   Tensor out = empty(shape_, dt);
   const int64_t n = numel_;
@@ -224,6 +261,7 @@ Tensor Tensor::to_dtype(DType dt) const {
 }
 
 void Tensor::zero_() {
+  FTUNE_CHECK(is_contiguous(), "Tensor::zero_ on a strided view");
   if (nbytes() == 0) return;
   if (device().is_cpu()) {
     std::memset(raw(), 0, nbytes());

@@ -1,4 +1,7 @@
-// Tensor: a contiguous, row-major view (shape, dtype, device) over shared storage.
+// Tensor: a row-major view (shape, dtype, device) over shared storage. Views are contiguous,
+// except the 2-D column slices made by col_slice(): their rows lie row_stride() elements apart
+// (the q/k/v blocks of a fused QKV output, say). Only gemm accepts such views; every other op
+// and every copy requires is_contiguous().
 // Storage is owned (allocated through the accounting allocator) or borrowed (e.g. an mmap'ed
 // safetensors file kept alive by a shared handle). Views share storage; clone() copies.
 #pragma once
@@ -110,6 +113,15 @@ class Tensor {
   Tensor view(const Shape& shape) const;
   // Rows [begin, end) of dim 0, sharing storage.
   Tensor slice_rows(int64_t begin, int64_t end) const;
+  // Columns [begin, end) of a 2-D tensor, sharing storage: a row-strided view.
+  Tensor col_slice(int64_t begin, int64_t end) const;
+  // Elements [offset, offset + numel(shape)) of a contiguous tensor, viewed with `shape`.
+  Tensor slice_flat(int64_t offset, const Shape& shape) const;
+  // Elements between the starts of consecutive rows of a 2-D tensor (dim(1) when contiguous).
+  int64_t row_stride() const;
+  bool is_contiguous() const;
+  // Same storage and offset (views of one buffer).
+  bool same_data(const Tensor& o) const { return storage_ == o.storage_ && offset_ == o.offset_; }
   // Deep copy on the same device.
   Tensor clone() const;
   // Copy to another device (same dtype).
@@ -126,6 +138,7 @@ class Tensor {
  private:
   std::shared_ptr<Storage> storage_;
   size_t offset_ = 0;  // bytes into storage
+  int64_t row_stride_ = 0;  // 2-D column slices only: elements between rows; 0 = contiguous
   Shape shape_;
   int64_t numel_ = 0;
   DType dtype_ = DType::F32;

@@ -122,9 +122,7 @@ LoraWeights load_peft_adapter(const std::string& dir, const ModelSpec& model, De
   FTUNE_CHECK(fs::exists(st_path), "{}: no adapter_model.safetensors", dir);
   LoraSpec spec = load_adapter_config(cfg_path);
   SafetensorsFile file = SafetensorsFile::open(st_path);
-  LoraWeights w;
-  w.spec = spec;
-  w.layers.resize(static_cast<size_t>(model.num_layers));
+  LoraWeights w = LoraWeights::allocate(model, spec, device);
   size_t used = 0;
   auto fetch = [&](const std::string& key, const Shape& shape) {
     std::string name = key;
@@ -138,18 +136,15 @@ LoraWeights load_peft_adapter(const std::string& dir, const ModelSpec& model, De
     FTUNE_CHECK(t.shape() == shape, "{}: tensor '{}' has shape {}, expected {}", st_path, name,
                 shape_str(t.shape()), shape_str(shape));
     ++used;
-    Tensor f = t.to_dtype(DType::F32);
-    return device.is_cpu() ? f : f.to(device);
+    return t.to_dtype(DType::F32);
   };
   for (int l = 0; l < model.num_layers; ++l) {
     for (Proj p : kAllProj) {
       if (!spec.targets[static_cast<size_t>(p)]) continue;
       const auto s = model.proj_shape(p);
       LoraPair& lp = w.layers[static_cast<size_t>(l)][static_cast<size_t>(p)];
-      lp.A = fetch(tensor_names::lora_a(l, p), {spec.r, s[1]});
-      lp.B = fetch(tensor_names::lora_b(l, p), {s[0], spec.r});
-      lp.dA = Tensor::zeros(lp.A.shape(), DType::F32, device);
-      lp.dB = Tensor::zeros(lp.B.shape(), DType::F32, device);
+      lp.A.copy_from(fetch(tensor_names::lora_a(l, p), {spec.r, s[1]}));
+      lp.B.copy_from(fetch(tensor_names::lora_b(l, p), {s[0], spec.r}));
     }
   }
   FTUNE_CHECK(used == file.names().size(),

@@ -15,6 +15,9 @@ struct LlamaModel::BatchInputs {
   Tensor ids, positions, doc_start, targets;  // I32 [N] on the model's device
 };
 
+// The projection groups of a layer (lora.h): q/k/v and gate/up each run as one fused linear.
+enum Group { kQkv, kO, kGateUp, kDown, kNumGroups };
+
 // What a layer's forward keeps for its backward (HF names in comments).
 struct LlamaModel::LayerCache {
   Tensor x;              // layer input (residual stream)
@@ -23,8 +26,8 @@ struct LlamaModel::LayerCache {
   Tensor attn, lse;      // attention output [N, nh, hd], log-sum-exp [N, nh]
   Tensor h;              // x + o_proj(attn)
   Tensor n2, rstd2;      // post_attention_layernorm(h)
-  Tensor g, u, m;        // gate_proj, up_proj, silu(g)*u
-  std::array<LoraLinearCache, kNumProj> lin;
+  Tensor gu, m;          // [gate_proj | up_proj] [N, 2F], silu(gate)*up [N, F]
+  std::array<LoraGroupCache, kNumGroups> lin;
   void release_all_but_input() {
     Tensor keep = x;
     *this = LayerCache();
@@ -38,6 +41,12 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, Ops& ops, ModelOptions 
   FTUNE_CHECK(static_cast<int64_t>(base_.layers.size()) == spec_.num_layers,
               "LlamaModel: {} layers of weights for a {}-layer spec", base_.layers.size(),
               spec_.num_layers);
+  FTUNE_CHECK(opts_.dtype == DType::F32 || !ops_.device().is_cpu(),
+              "LlamaModel: the CPU backend computes in F32 only (asked for {})",
+              dtype_name(opts_.dtype));
+  FTUNE_CHECK(opts_.dtype == DType::F32 || opts_.dtype == DType::BF16 || opts_.dtype == DType::F16,
+              "LlamaModel: dtype {} is not one of F32, BF16, F16", dtype_name(opts_.dtype));
+  fuse_base_weights(base_, spec_, ops_, opts_.dtype);
   inv_freq_ = rope_inv_freq(spec_.rope, spec_.head_dim);
 }
 
@@ -46,7 +55,7 @@ LlamaModel LlamaModel::from_hf_folder(const std::string& dir, Ops& ops, ModelOpt
   HFModelConfig cfg = load_hf_config(cfg_path);
   ModelSpec spec = model_spec_from_hf(cfg, cfg_path);
   CheckpointReader ckpt = CheckpointReader::open_folder(dir);
-  BaseWeights w = load_base_weights(spec, ckpt, dir, ops.device());
+  BaseWeights w = load_base_weights(spec, ckpt, dir, ops.device(), opts.dtype);
   return LlamaModel(std::move(spec), std::move(w), ops, opts);
 }
 
@@ -66,6 +75,7 @@ void LlamaModel::attach_lora(LoraWeights lora) {
     }
   }
   lora_ = std::make_unique<LoraWeights>(std::move(lora));
+  if (opts_.dtype != DType::F32) lora_->set_compute_dtype(ops_, opts_.dtype);
 }
 
 LoraWeights& LlamaModel::lora() {
@@ -123,54 +133,71 @@ LlamaModel::BatchInputs LlamaModel::prepare(const Batch& batch) {
   return in;
 }
 
+std::vector<LoraGroupMember> LlamaModel::group_members(int l, int group) const {
+  const int64_t qd = spec_.num_heads * spec_.head_dim, kd = spec_.num_kv_heads * spec_.head_dim;
+  const int64_t F = spec_.intermediate_size, H = spec_.hidden_size;
+  switch (group) {
+    case kQkv:
+      return {{Proj::Q, 0, qd, dropout_seed(l, Proj::Q)},
+              {Proj::K, qd, kd, dropout_seed(l, Proj::K)},
+              {Proj::V, qd + kd, kd, dropout_seed(l, Proj::V)}};
+    case kO: return {{Proj::O, 0, H, dropout_seed(l, Proj::O)}};
+    case kGateUp:
+      return {{Proj::Gate, 0, F, dropout_seed(l, Proj::Gate)},
+              {Proj::Up, F, F, dropout_seed(l, Proj::Up)}};
+    default: return {{Proj::Down, 0, H, dropout_seed(l, Proj::Down)}};
+  }
+}
+
 void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, LayerCache& c,
                                Tensor& out, bool keep) {
   const LayerWeights& W = base_.layers[static_cast<size_t>(l)];
   const Device dev = ops_.device();
+  const DType dt = opts_.dtype;
   const int64_t N = in.n, H = spec_.hidden_size, F = spec_.intermediate_size;
   const int64_t nh = spec_.num_heads, nkv = spec_.num_kv_heads, hd = spec_.head_dim;
   const float eps = static_cast<float>(spec_.rms_norm_eps);
   const float drop = dropout();
   const float scaling = lora_ ? lora_->spec.scaling() : 0.0f;
-  auto lin = [&](Proj p, const Tensor& input, Tensor& y) {
-    const size_t i = static_cast<size_t>(p);
-    const LoraPair* lp = lora_ ? &lora_->layers[static_cast<size_t>(l)][i] : nullptr;
-    lora_linear_forward(ops_, input, W.weight[i], W.bias[i], lp, scaling, drop, dropout_seed(l, p), y,
-                        &c.lin[i]);
+  auto lin = [&](int group, const Tensor& w, const Tensor& bias, const Tensor& input, Tensor& y) {
+    lora_group_forward(ops_, input, w, bias, lora_.get(), l, group_members(l, group), scaling,
+                       drop, y, &c.lin[static_cast<size_t>(group)]);
   };
+  const Tensor none;
 
   c.x = x;
-  c.n1 = Tensor::empty({N, H}, DType::F32, dev);
+  c.n1 = Tensor::empty({N, H}, dt, dev);
   c.rstd1 = Tensor::empty({N}, DType::F32, dev);
   ops_.rms_norm_forward(x, W.attn_norm, eps, c.n1, c.rstd1);
-  c.q = Tensor::empty({N, nh, hd}, DType::F32, dev);
-  c.k = Tensor::empty({N, nkv, hd}, DType::F32, dev);
-  c.v = Tensor::empty({N, nkv, hd}, DType::F32, dev);
-  Tensor q2 = c.q.view({N, nh * hd}), k2 = c.k.view({N, nkv * hd}), v2 = c.v.view({N, nkv * hd});
-  lin(Proj::Q, c.n1, q2);
-  lin(Proj::K, c.n1, k2);
-  lin(Proj::V, c.n1, v2);
-  ops_.rope_forward(c.q, in.positions, rope_cos_, rope_sin_);
-  ops_.rope_forward(c.k, in.positions, rope_cos_, rope_sin_);
-  c.attn = Tensor::empty({N, nh, hd}, DType::F32, dev);
+  {
+    Tensor qkv = Tensor::empty({N, (nh + 2 * nkv) * hd}, dt, dev);
+    lin(kQkv, W.qkv, W.qkv_bias, c.n1, qkv);
+    c.q = Tensor::empty({N, nh, hd}, dt, dev);
+    c.k = Tensor::empty({N, nkv, hd}, dt, dev);
+    c.v = Tensor::empty({N, nkv, hd}, dt, dev);
+    ops_.qkv_rope_split_forward(qkv, in.positions, rope_cos_, rope_sin_, c.q, c.k, c.v);
+  }
+  c.attn = Tensor::empty({N, nh, hd}, dt, dev);
   c.lse = Tensor::empty({N, nh}, DType::F32, dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ops_.attention_forward(c.q, c.k, c.v, in.doc_start, scale, c.attn, c.lse);
-  c.h = Tensor::empty({N, H}, DType::F32, dev);
-  Tensor attn2 = c.attn.view({N, nh * hd});
-  lin(Proj::O, attn2, c.h);
-  ops_.axpy(1.0f, x, c.h);  // h = x + o_proj(attn)
-  c.n2 = Tensor::empty({N, H}, DType::F32, dev);
-  c.rstd2 = Tensor::empty({N}, DType::F32, dev);
-  ops_.rms_norm_forward(c.h, W.mlp_norm, eps, c.n2, c.rstd2);
-  c.g = Tensor::empty({N, F}, DType::F32, dev);
-  c.u = Tensor::empty({N, F}, DType::F32, dev);
-  lin(Proj::Gate, c.n2, c.g);
-  lin(Proj::Up, c.n2, c.u);
-  c.m = Tensor::empty({N, F}, DType::F32, dev);
-  ops_.swiglu_forward(c.g, c.u, c.m);
-  out = Tensor::empty({N, H}, DType::F32, dev);
-  lin(Proj::Down, c.m, out);
+  {
+    Tensor o = Tensor::empty({N, H}, dt, dev);
+    lin(kO, W.weight[static_cast<size_t>(Proj::O)], W.bias[static_cast<size_t>(Proj::O)],
+        c.attn.view({N, nh * hd}), o);
+    // h = x + o_proj(attn); n2 = post_attention_layernorm(h), in one pass.
+    c.h = Tensor::empty({N, H}, dt, dev);
+    c.n2 = Tensor::empty({N, H}, dt, dev);
+    c.rstd2 = Tensor::empty({N}, DType::F32, dev);
+    ops_.add_rms_norm_forward(x, o, W.mlp_norm, eps, c.h, c.n2, c.rstd2);
+  }
+  c.gu = Tensor::empty({N, 2 * F}, dt, dev);
+  lin(kGateUp, W.gate_up, none, c.n2, c.gu);
+  c.m = Tensor::empty({N, F}, dt, dev);
+  ops_.swiglu_fused_forward(c.gu, c.m);
+  out = Tensor::empty({N, H}, dt, dev);
+  lin(kDown, W.weight[static_cast<size_t>(Proj::Down)], W.bias[static_cast<size_t>(Proj::Down)],
+      c.m, out);
   ops_.axpy(1.0f, c.h, out);  // out = h + down(m)
   if (!keep) c.release_all_but_input();
 }
@@ -178,42 +205,44 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
 void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Tensor& dx) {
   LayerWeights& W = base_.layers[static_cast<size_t>(l)];
   const Device dev = ops_.device();
+  const DType dt = opts_.dtype;
   const int64_t N = in.n, H = spec_.hidden_size, F = spec_.intermediate_size;
   const int64_t nh = spec_.num_heads, nkv = spec_.num_kv_heads, hd = spec_.head_dim;
   const float drop = dropout();
   const float scaling = lora_ ? lora_->spec.scaling() : 0.0f;
-  auto lin_bwd = [&](Proj p, const Tensor& dy, const Tensor& input, Tensor& dinput, bool acc) {
-    const size_t i = static_cast<size_t>(p);
-    LoraPair* lp = lora_ ? &lora_->layers[static_cast<size_t>(l)][i] : nullptr;
-    lora_linear_backward(ops_, dy, input, W.weight[i], lp, scaling, drop, c.lin[i], dinput, acc);
+  auto lin_bwd = [&](int group, const Tensor& w, const Tensor& dy, const Tensor& input,
+                     Tensor& dinput) {
+    lora_group_backward(ops_, dy, input, w, lora_.get(), l, group_members(l, group), scaling,
+                        drop, c.lin[static_cast<size_t>(group)], dinput, false);
   };
 
   // out = h + down(m): dx is d/d(out) on entry.
-  Tensor dm = Tensor::empty({N, F}, DType::F32, dev);
-  lin_bwd(Proj::Down, dx, c.m, dm, false);
-  Tensor dg = Tensor::empty({N, F}, DType::F32, dev), du = Tensor::empty({N, F}, DType::F32, dev);
-  ops_.swiglu_backward(dm, c.g, c.u, dg, du);
-  Tensor dn2 = Tensor::empty({N, H}, DType::F32, dev);
-  lin_bwd(Proj::Gate, dg, c.n2, dn2, false);
-  lin_bwd(Proj::Up, du, c.n2, dn2, true);
-  Tensor tmp = Tensor::empty({N, H}, DType::F32, dev);
+  Tensor dm = Tensor::empty({N, F}, dt, dev);
+  lin_bwd(kDown, W.weight[static_cast<size_t>(Proj::Down)], dx, c.m, dm);
+  Tensor dgu = Tensor::empty({N, 2 * F}, dt, dev);
+  ops_.swiglu_fused_backward(dm, c.gu, dgu);
+  dm = Tensor();
+  Tensor dn2 = Tensor::empty({N, H}, dt, dev);
+  lin_bwd(kGateUp, W.gate_up, dgu, c.n2, dn2);
+  dgu = Tensor();
+  Tensor tmp = Tensor::empty({N, H}, dt, dev);
   ops_.rms_norm_backward(dn2, c.h, W.mlp_norm, c.rstd2, tmp, nullptr);
   ops_.axpy(1.0f, tmp, dx);  // dx now holds d/dh
   // h = x + o_proj(attn)
-  Tensor dattn = Tensor::empty({N, nh, hd}, DType::F32, dev);
+  Tensor dattn = Tensor::empty({N, nh, hd}, dt, dev);
   Tensor dattn2 = dattn.view({N, nh * hd});
-  lin_bwd(Proj::O, dx, c.attn.view({N, nh * hd}), dattn2, false);
-  Tensor dq = Tensor::empty({N, nh, hd}, DType::F32, dev);
-  Tensor dk = Tensor::empty({N, nkv, hd}, DType::F32, dev);
-  Tensor dv = Tensor::empty({N, nkv, hd}, DType::F32, dev);
+  lin_bwd(kO, W.weight[static_cast<size_t>(Proj::O)], dx, c.attn.view({N, nh * hd}), dattn2);
+  Tensor dq = Tensor::empty({N, nh, hd}, dt, dev);
+  Tensor dk = Tensor::empty({N, nkv, hd}, dt, dev);
+  Tensor dv = Tensor::empty({N, nkv, hd}, dt, dev);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   ops_.attention_backward(c.q, c.k, c.v, c.attn, c.lse, dattn, in.doc_start, scale, dq, dk, dv);
-  ops_.rope_backward(dq, in.positions, rope_cos_, rope_sin_);
-  ops_.rope_backward(dk, in.positions, rope_cos_, rope_sin_);
-  Tensor dn1 = Tensor::empty({N, H}, DType::F32, dev);
-  lin_bwd(Proj::Q, dq.view({N, nh * hd}), c.n1, dn1, false);
-  lin_bwd(Proj::K, dk.view({N, nkv * hd}), c.n1, dn1, true);
-  lin_bwd(Proj::V, dv.view({N, nkv * hd}), c.n1, dn1, true);
+  dattn = dattn2 = Tensor();
+  Tensor dqkv = Tensor::empty({N, (nh + 2 * nkv) * hd}, dt, dev);
+  ops_.qkv_rope_merge_backward(dq, dk, dv, in.positions, rope_cos_, rope_sin_, dqkv);
+  dq = dk = dv = Tensor();
+  Tensor dn1 = Tensor::empty({N, H}, dt, dev);
+  lin_bwd(kQkv, W.qkv, dqkv, c.n1, dn1);
   ops_.rms_norm_backward(dn1, c.x, W.attn_norm, c.rstd1, tmp, nullptr);
   ops_.axpy(1.0f, tmp, dx);  // dx = d/dx of the layer input
 }
@@ -225,7 +254,9 @@ StepLoss LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Te
   const Device dev = ops_.device();
   const int64_t N = in.n, H = spec_.hidden_size;
   const bool ckpt = backward && opts_.gradient_checkpointing;
-  Tensor x = Tensor::empty({N, H}, DType::F32, dev);
+  const DType dt = opts_.dtype;
+  if (lora_) lora_->refresh_compute(ops_);  // the optimizer changed the F32 masters
+  Tensor x = Tensor::empty({N, H}, dt, dev);
   ops_.embedding_forward(base_.embed, in.ids, x);
   std::vector<LayerCache> caches(static_cast<size_t>(spec_.num_layers));
   for (int l = 0; l < spec_.num_layers; ++l) {
@@ -234,17 +265,17 @@ StepLoss LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Te
     if (!backward) caches[static_cast<size_t>(l)] = LayerCache();
     x = out;
   }
-  Tensor nf = Tensor::empty({N, H}, DType::F32, dev), rstdf = Tensor::empty({N}, DType::F32, dev);
+  Tensor nf = Tensor::empty({N, H}, dt, dev), rstdf = Tensor::empty({N}, DType::F32, dev);
   ops_.rms_norm_forward(x, base_.final_norm, static_cast<float>(spec_.rms_norm_eps), nf, rstdf);
   Tensor dnf;
-  if (backward) dnf = Tensor::empty({N, H}, DType::F32, dev);
+  if (backward) dnf = Tensor::empty({N, H}, dt, dev);
   Tensor loss_dev = Tensor::zeros({1}, DType::F64, dev);
   ops_.lm_head_cross_entropy(nf, base_.lm_head, in.targets, grad_scale, loss_dev,
                              backward ? &dnf : nullptr, logits, opts_.ce_chunk_tokens);
   StepLoss loss{loss_dev.to(Device::cpu()).data<double>()[0], count_trained_tokens(batch)};
   if (!backward) return loss;
 
-  Tensor dx = Tensor::empty({N, H}, DType::F32, dev);
+  Tensor dx = Tensor::empty({N, H}, dt, dev);
   ops_.rms_norm_backward(dnf, x, base_.final_norm, rstdf, dx, nullptr);
   for (int l = spec_.num_layers - 1; l >= 0; --l) {
     LayerCache& c = caches[static_cast<size_t>(l)];

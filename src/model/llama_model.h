@@ -22,6 +22,10 @@ struct StepLoss {
 };
 
 struct ModelOptions {
+  // Storage dtype of the frozen base weights and the activations (F32 on the CPU; BF16 or F16 on
+  // GPUs). LoRA weights, their gradients and the optimizer state stay F32; every GEMM and
+  // reduction accumulates in fp32.
+  DType dtype = DType::F32;
   bool gradient_checkpointing = false;
   int64_t ce_chunk_tokens = 1024;  // rows of logits computed at once by lm_head + CE
 };
@@ -60,6 +64,7 @@ class LlamaModel {
   void layer_forward(int l, const Tensor& x, const BatchInputs& in, LayerCache& c, Tensor& out,
                      bool keep);
   void layer_backward(int l, const BatchInputs& in, LayerCache& c, Tensor& dx);
+  std::vector<LoraGroupMember> group_members(int l, int group) const;
   StepLoss run(const Batch& batch, float grad_scale, bool backward, Tensor* logits);
   void ensure_rope(int64_t positions);
   float dropout() const;

@@ -3,6 +3,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "backend/ops.h"
 #include "io/safetensors.h"
 
 namespace ftune {
@@ -10,7 +11,7 @@ namespace ftune {
 namespace {
 
 Tensor load_one(const CheckpointReader& ckpt, const std::string& origin, const std::string& name,
-                const Shape& expected, Device device) {
+                const Shape& expected, Device device, DType dt) {
   FTUNE_CHECK(ckpt.contains(name), "{}: tensor '{}' is missing (expected shape {})", origin, name,
               shape_str(expected));
   Tensor t = ckpt.tensor(name);
@@ -19,34 +20,69 @@ Tensor load_one(const CheckpointReader& ckpt, const std::string& origin, const s
   FTUNE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16,
               "{}: tensor '{}' in {} has dtype {}; expected F32, BF16 or F16", origin, name,
               ckpt.file_of(name), dtype_name(t.dtype()));
-  Tensor f = t.to_dtype(DType::F32);  // always a copy: the mmap may go away
+  // One tensor at a time: converted on the host (a copy: the mmap may go away), then uploaded.
+  Tensor f = t.to_dtype(dt);
   return device.is_cpu() ? f : f.to(device);
+}
+
+// Loads `names` (each [rows_i, cols]) into consecutive row slices of one new matrix.
+Tensor load_stacked(const CheckpointReader& ckpt, const std::string& origin,
+                    const std::vector<std::pair<std::string, Shape>>& parts, Device device,
+                    DType dt, std::vector<Tensor>& views) {
+  int64_t rows = 0;
+  for (const auto& [name, shape] : parts) rows += shape[0];
+  Tensor out = Tensor::empty({rows, parts[0].second[1]}, dt, device);
+  int64_t r = 0;
+  views.clear();
+  for (const auto& [name, shape] : parts) {
+    Tensor dst = out.slice_rows(r, r + shape[0]);
+    dst.copy_from(load_one(ckpt, origin, name, shape, Device::cpu(), dt));
+    views.push_back(dst);
+    r += shape[0];
+  }
+  return out;
 }
 
 }  // namespace
 
 BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckpt,
-                              const std::string& origin, Device device) {
+                              const std::string& origin, Device device, DType dt) {
   const int64_t H = spec.hidden_size, V = spec.vocab_size;
   BaseWeights w;
-  w.embed = load_one(ckpt, origin, tensor_names::embed(), {V, H}, device);
-  w.final_norm = load_one(ckpt, origin, tensor_names::final_norm(), {H}, device);
+  w.embed = load_one(ckpt, origin, tensor_names::embed(), {V, H}, device, dt);
+  w.final_norm = load_one(ckpt, origin, tensor_names::final_norm(), {H}, device, dt);
   if (spec.tie_word_embeddings) {
     w.lm_head = w.embed;
   } else {
-    w.lm_head = load_one(ckpt, origin, tensor_names::lm_head(), {V, H}, device);
+    w.lm_head = load_one(ckpt, origin, tensor_names::lm_head(), {V, H}, device, dt);
   }
   w.layers.resize(static_cast<size_t>(spec.num_layers));
+  auto part = [&](int l, Proj p) {
+    const auto s = spec.proj_shape(p);
+    return std::pair<std::string, Shape>{tensor_names::proj_weight(l, p), Shape{s[0], s[1]}};
+  };
   for (int l = 0; l < spec.num_layers; ++l) {
     auto& L = w.layers[static_cast<size_t>(l)];
-    L.attn_norm = load_one(ckpt, origin, tensor_names::attn_norm(l), {H}, device);
-    L.mlp_norm = load_one(ckpt, origin, tensor_names::mlp_norm(l), {H}, device);
+    L.attn_norm = load_one(ckpt, origin, tensor_names::attn_norm(l), {H}, device, dt);
+    L.mlp_norm = load_one(ckpt, origin, tensor_names::mlp_norm(l), {H}, device, dt);
+    std::vector<Tensor> views;
+    L.qkv = load_stacked(ckpt, origin, {part(l, Proj::Q), part(l, Proj::K), part(l, Proj::V)},
+                         device, dt, views);
+    for (size_t i = 0; i < 3; ++i) L.weight[i] = views[i];
+    L.gate_up = load_stacked(ckpt, origin, {part(l, Proj::Gate), part(l, Proj::Up)}, device, dt,
+                             views);
+    L.weight[static_cast<size_t>(Proj::Gate)] = views[0];
+    L.weight[static_cast<size_t>(Proj::Up)] = views[1];
+    for (Proj p : {Proj::O, Proj::Down}) {
+      const auto s = spec.proj_shape(p);
+      L.weight[static_cast<size_t>(p)] =
+          load_one(ckpt, origin, tensor_names::proj_weight(l, p), {s[0], s[1]}, device, dt);
+    }
     for (Proj p : kAllProj) {
       const auto s = spec.proj_shape(p);
       const size_t i = static_cast<size_t>(p);
-      L.weight[i] = load_one(ckpt, origin, tensor_names::proj_weight(l, p), {s[0], s[1]}, device);
       if (spec.proj_bias[i])
-        L.bias[i] = load_one(ckpt, origin, tensor_names::proj_bias(l, p), {s[0]}, device);
+        L.bias[i] = load_one(ckpt, origin, tensor_names::proj_bias(l, p), {s[0]}, device, dt);
     }
   }
   return w;
@@ -83,6 +119,87 @@ BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std)
     }
   }
   return w;
+}
+
+namespace {
+
+// t converted to dt on its device (t itself when it already has that dtype).
+Tensor converted(Ops& ops, const Tensor& t, DType dt) {
+  if (!t.defined() || t.dtype() == dt) return t;
+  Tensor o = Tensor::empty(t.shape(), dt, t.device());
+  ops.cast(t, o);
+  return o;
+}
+
+// Rows of `parts` stacked into one [sum rows, cols] matrix of dtype dt (a copy); the parts are
+// re-pointed at its row slices.
+Tensor stack_rows(Ops& ops, const std::vector<Tensor*>& parts, DType dt) {
+  int64_t rows = 0;
+  for (Tensor* p : parts) {
+    FTUNE_CHECK(p->ndim() == 2 && p->dim(1) == parts[0]->dim(1),
+                "fuse_base_weights: {} does not stack with {}", shape_str(p->shape()),
+                shape_str(parts[0]->shape()));
+    rows += p->dim(0);
+  }
+  const Tensor& first = *parts[0];
+  Tensor out = Tensor::empty({rows, first.dim(1)}, dt, first.device());
+  int64_t r = 0;
+  for (Tensor* p : parts) {
+    Tensor dst = out.slice_rows(r, r + p->dim(0));
+    if (p->dtype() == dt)
+      dst.copy_from(*p);
+    else
+      ops.cast(*p, dst);
+    *p = dst;
+    r += dst.dim(0);
+  }
+  return out;
+}
+
+}  // namespace
+
+void fuse_base_weights(BaseWeights& w, const ModelSpec& spec, Ops& ops, DType dt) {
+  const bool tied = w.lm_head.defined() && w.lm_head.same_data(w.embed);
+  w.embed = converted(ops, w.embed, dt);
+  w.final_norm = converted(ops, w.final_norm, dt);
+  w.lm_head = tied ? w.embed : converted(ops, w.lm_head, dt);
+  for (auto& L : w.layers) {
+    L.attn_norm = converted(ops, L.attn_norm, dt);
+    L.mlp_norm = converted(ops, L.mlp_norm, dt);
+    auto at = [&](Proj p) { return &L.weight[static_cast<size_t>(p)]; };
+    if (!L.qkv.defined() || L.qkv.dtype() != dt)
+      L.qkv = stack_rows(ops, {at(Proj::Q), at(Proj::K), at(Proj::V)}, dt);
+    if (!L.gate_up.defined() || L.gate_up.dtype() != dt)
+      L.gate_up = stack_rows(ops, {at(Proj::Gate), at(Proj::Up)}, dt);
+    L.weight[static_cast<size_t>(Proj::O)] = converted(ops, L.weight[static_cast<size_t>(Proj::O)], dt);
+    L.weight[static_cast<size_t>(Proj::Down)] =
+        converted(ops, L.weight[static_cast<size_t>(Proj::Down)], dt);
+    const bool any_bias = L.bias[0].defined() || L.bias[1].defined() || L.bias[2].defined();
+    if (any_bias && (!L.qkv_bias.defined() || L.qkv_bias.dtype() != dt)) {
+      const int64_t total = L.qkv.dim(0);
+      Tensor b = Tensor::zeros({total}, dt, L.qkv.device());
+      int64_t off = 0;
+      for (Proj p : {Proj::Q, Proj::K, Proj::V}) {
+        const size_t i = static_cast<size_t>(p);
+        const int64_t out = L.weight[i].dim(0);
+        Tensor dst = b.slice_flat(off, {out});
+        if (L.bias[i].defined()) {
+          if (L.bias[i].dtype() == dt)
+            dst.copy_from(L.bias[i]);
+          else
+            ops.cast(L.bias[i], dst);
+          L.bias[i] = dst;
+        }
+        off += out;
+      }
+      L.qkv_bias = b;
+    }
+    for (Proj p : {Proj::O, Proj::Gate, Proj::Up, Proj::Down}) {
+      const size_t i = static_cast<size_t>(p);
+      L.bias[i] = converted(ops, L.bias[i], dt);
+    }
+  }
+  (void)spec;
 }
 
 BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device) {

@@ -16,6 +16,10 @@ struct LayerWeights {
   Tensor attn_norm, mlp_norm;              // [H]
   std::array<Tensor, kNumProj> weight;     // [out, in]
   std::array<Tensor, kNumProj> bias;       // [out] or undefined
+  // After fuse_base_weights: q/k/v stacked as rows of one [(nh+2nkv)*hd, H] matrix and gate/up
+  // of one [2F, H] matrix; weight[Q..V] and weight[Gate], weight[Up] are row views of them.
+  Tensor qkv, gate_up;
+  Tensor qkv_bias;  // [(nh+2nkv)*hd] when any of q/k/v has a bias (zeros where one has none)
 };
 
 struct BaseWeights {
@@ -25,13 +29,19 @@ struct BaseWeights {
   std::vector<LayerWeights> layers;
 };
 
-// Loads every tensor the spec needs, converted to F32 on `device`. Errors name the folder/file,
+// Loads every tensor the spec needs, converted to `dt` on `device` one tensor at a time (no
+// full-precision copy of the model on the host; q/k/v and gate/up land stacked, see LayerWeights). Errors name the folder/file,
 // the tensor and the expected and found shapes; extra tensors in the file are ignored.
 BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckpt,
-                              const std::string& origin, Device device);
+                              const std::string& origin, Device device, DType dt = DType::F32);
 
 // Normal(0, std) weights, norms = 1 (seeded; for the built-in model and tests).
 BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std = 0.02f);
+
+// Stacks q/k/v and gate/up of every layer (see LayerWeights) and converts every tensor to `dt`
+// through `ops` (on its device). Tensors already stacked and of that dtype are kept as they are.
+class Ops;
+void fuse_base_weights(BaseWeights& w, const ModelSpec& spec, Ops& ops, DType dt);
 
 // A copy of `w` on `device` (tied embeddings stay tied).
 BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device);

@@ -7,12 +7,32 @@
 
 namespace ftune {
 
-AdamW::AdamW(Ops& ops, std::vector<LoraWeights::Param> params, AdamWOptions opts)
+AdamW::AdamW(Ops& ops, std::vector<LoraWeights::Param> params, AdamWOptions opts,
+             Tensor flat_params, Tensor flat_grads)
     : ops_(ops), params_(std::move(params)), opts_(opts) {
   FTUNE_CHECK(opts_.beta1 >= 0 && opts_.beta1 < 1 && opts_.beta2 >= 0 && opts_.beta2 < 1,
               "AdamW: betas must be in [0, 1), got ({}, {})", opts_.beta1, opts_.beta2);
   FTUNE_CHECK(opts_.eps > 0, "AdamW: eps must be positive, got {}", opts_.eps);
   FTUNE_CHECK(opts_.weight_decay >= 0, "AdamW: weight_decay must be >= 0, got {}", opts_.weight_decay);
+  if (flat_params.defined() && flat_grads.defined()) {
+    FTUNE_CHECK(flat_params.shape() == flat_grads.shape(), "AdamW: flat params {} and grads {}",
+                shape_str(flat_params.shape()), shape_str(flat_grads.shape()));
+    flat_params_ = flat_params;
+    flat_grads_ = flat_grads;
+    flat_m_ = Tensor::zeros(flat_params.shape(), DType::F32, flat_params.device());
+    flat_v_ = Tensor::zeros(flat_params.shape(), DType::F32, flat_params.device());
+    const auto* base = static_cast<const char*>(flat_params.raw());
+    for (const auto& p : params_) {
+      const auto off = (static_cast<const char*>(p.value->raw()) - base) / 4;
+      const auto goff = static_cast<const char*>(p.grad->raw()) -
+                        static_cast<const char*>(flat_grads.raw());
+      FTUNE_CHECK(off >= 0 && off + p.value->numel() <= flat_params.numel() && goff == off * 4,
+                  "AdamW: parameter '{}' is not a view of the flat buffers", p.name);
+      m_.push_back(flat_m_.slice_flat(off, p.value->shape()));
+      v_.push_back(flat_v_.slice_flat(off, p.value->shape()));
+    }
+    return;
+  }
   for (const auto& p : params_) {
     m_.push_back(Tensor::zeros(p.value->shape(), DType::F32, p.value->device()));
     v_.push_back(Tensor::zeros(p.value->shape(), DType::F32, p.value->device()));
@@ -21,6 +41,12 @@ AdamW::AdamW(Ops& ops, std::vector<LoraWeights::Param> params, AdamWOptions opts
 
 void AdamW::step(double lr) {
   ++step_;
+  if (flat_params_.defined()) {
+    ops_.adamw_step(flat_params_, flat_grads_, flat_m_, flat_v_, static_cast<float>(lr),
+                    static_cast<float>(opts_.beta1), static_cast<float>(opts_.beta2),
+                    static_cast<float>(opts_.eps), static_cast<float>(opts_.weight_decay), step_);
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     ops_.adamw_step(*params_[i].value, *params_[i].grad, m_[i], v_[i], static_cast<float>(lr),
                     static_cast<float>(opts_.beta1), static_cast<float>(opts_.beta2),
@@ -53,17 +79,22 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& state,
   step_ = steps;
 }
 
-double global_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params) {
+double global_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params,
+                        const Tensor& flat_grads) {
+  if (flat_grads.defined()) return std::sqrt(ops.sum_squares(flat_grads));
   double ss = 0.0;
   for (const auto& p : params) ss += ops.sum_squares(*p.grad);
   return std::sqrt(ss);
 }
 
-double clip_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params, double max_norm) {
-  const double norm = global_grad_norm(ops, params);
+double clip_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params, double max_norm,
+                      const Tensor& flat_grads) {
+  const double norm = global_grad_norm(ops, params, flat_grads);
   if (max_norm > 0) {
     const double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
+    if (coef < 1.0 && flat_grads.defined()) {
+      ops.scale(const_cast<Tensor&>(flat_grads), static_cast<float>(coef));
+    } else if (coef < 1.0) {
       for (const auto& p : params) ops.scale(*p.grad, static_cast<float>(coef));
     }
   }

@@ -18,7 +18,10 @@ struct AdamWOptions {
 
 class AdamW {
  public:
-  AdamW(Ops& ops, std::vector<LoraWeights::Param> params, AdamWOptions opts);
+  // When flat_params/flat_grads are given (LoraWeights' flat buffers, of which every param and
+  // grad is a view), the moments are flat too and a step is one adamw_step over the whole buffer.
+  AdamW(Ops& ops, std::vector<LoraWeights::Param> params, AdamWOptions opts,
+        Tensor flat_params = {}, Tensor flat_grads = {});
 
   // One update with learning rate lr using the params' current gradients.
   void step(double lr);
@@ -32,13 +35,17 @@ class AdamW {
   Ops& ops_;
   std::vector<LoraWeights::Param> params_;
   std::vector<Tensor> m_, v_;
+  Tensor flat_params_, flat_grads_, flat_m_, flat_v_;
   AdamWOptions opts_;
   int64_t step_ = 0;
 };
 
-// sqrt(sum of squares of all gradients).
-double global_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params);
+// sqrt(sum of squares of all gradients). flat_grads (optional): one buffer that every grad is a
+// view of, reduced in one call.
+double global_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params,
+                        const Tensor& flat_grads = {});
 // Scales gradients by min(1, max_norm/(norm+1e-6)) like clip_grad_norm_; returns the pre-clip norm.
-double clip_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params, double max_norm);
+double clip_grad_norm(Ops& ops, const std::vector<LoraWeights::Param>& params, double max_norm,
+                      const Tensor& flat_grads = {});
 
 }  // namespace ftune

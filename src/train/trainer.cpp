@@ -9,7 +9,8 @@ Trainer::Trainer(LlamaModel& model, TrainerOptions opts, GradientSync* sync)
       opts_(std::move(opts)),
       sync_(sync),
       params_(model.lora().params()),
-      optimizer_(model.ops(), params_, opts_.adamw) {
+      optimizer_(model.ops(), params_, opts_.adamw, model.lora().flat_params,
+                 model.lora().flat_grads) {
   opts_.schedule.validate();
   FTUNE_CHECK(opts_.max_grad_norm >= 0, "trainer: max_grad_norm must be >= 0, got {}",
               opts_.max_grad_norm);
@@ -39,7 +40,8 @@ StepStats Trainer::step(const std::vector<Batch>& window) {
     sync_->all_reduce_grads(grads);
     loss_sum = sync_->all_reduce_sum(loss_sum);
   }
-  st.grad_norm = clip_grad_norm(model_.ops(), params_, opts_.max_grad_norm);
+  st.grad_norm =
+      clip_grad_norm(model_.ops(), params_, opts_.max_grad_norm, model_.lora().flat_grads);
   st.lr = opts_.schedule.lr(optimizer_.steps_taken());
   optimizer_.step(st.lr);
   st.step = optimizer_.steps_taken();

@@ -19,15 +19,19 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
   float* cp = c.f32();
   // With beta == 0 the old C (possibly uninitialized, even NaN) must not matter; zero it here
   // instead of relying on the BLAS library's special case.
-  if (beta == 0.0f) c.zero_();
-  if (k == 0 || alpha == 0.0f) {
-    if (beta != 0.0f && beta != 1.0f) scale(c, beta);
-    return;
+  const int64_t ldc = c.row_stride();
+  if (beta == 0.0f || (k == 0 || alpha == 0.0f)) {
+    if (beta == 1.0f) return;
+    for (int64_t i = 0; i < m; ++i) {
+      float* row = cp + i * ldc;
+      for (int64_t j = 0; j < n; ++j) row[j] = beta == 0.0f ? 0.0f : row[j] * beta;
+    }
+    if (k == 0 || alpha == 0.0f) return;
   }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
-              static_cast<int>(k), alpha, a.f32(), static_cast<int>(a.dim(1)), b.f32(),
-              static_cast<int>(b.dim(1)), beta, cp, static_cast<int>(n));
+              static_cast<int>(k), alpha, a.f32(), static_cast<int>(a.row_stride()), b.f32(),
+              static_cast<int>(b.row_stride()), beta, cp, static_cast<int>(ldc));
 }
 
 void add_bias(Tensor& y, const Tensor& bias) {

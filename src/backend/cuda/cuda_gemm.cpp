@@ -6,9 +6,10 @@
 // read as column-major is its transpose, so
 //   C = op(A) op(B)  (row-major)   <=>   C^T = op(B)^T op(A)^T  (column-major)
 // and the call passes B as cuBLAS's "A" and A as its "B", with the same transpose flags, m and n
-// swapped, and leading dimensions equal to the stored row lengths. The stored (pre-op) matrices
-// described to cuBLASLt are then: B: rows = trans_b ? k : n, cols = trans_b ? n : k, ld =
-// b.dim(1); A: rows = trans_a ? m : k, cols = trans_a ? k : m, ld = a.dim(1); C: n x m, ld = n.
+// swapped, and leading dimensions equal to the row strides (the row length, or more for the
+// column slices of fused outputs: Tensor::col_slice). The stored (pre-op) matrices described
+// to cuBLASLt are then: B: rows = trans_b ? k : n, cols = trans_b ? n : k, ld = b's row stride;
+// A: rows = trans_a ? m : k, cols = trans_a ? k : m, ld = a's row stride; C: n x m, ld = c's.
 //
 // Plans. The matmul descriptor, the four layouts and the heuristic's algorithm depend only on
 // the shape, the dtypes, the leading dimensions and the pointers' alignment; they are built once
@@ -74,7 +75,7 @@ int64_t alignment_of(const void* p) {
 }
 
 std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, const GemmDims& d, bool trans_a,
-                                    bool trans_b, int64_t lda, int64_t ldb,
+                                    bool trans_b, int64_t lda, int64_t ldb, int64_t ldc,
                                     const std::vector<int64_t>& align) {
   auto plan = std::make_unique<GemmPlan>();
   const cudaDataType_t ab = cuda_type(d.ab), ct = cuda_type(d.c);
@@ -90,7 +91,7 @@ std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, const GemmDims& d, b
                                               u(trans_b ? d.n : d.k), ldb));
   FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->b, ab, u(trans_a ? d.m : d.k),
                                               u(trans_a ? d.k : d.m), lda));
-  FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->c, ct, u(d.n), u(d.m), d.n));
+  FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->c, ct, u(d.n), u(d.m), ldc));
 
   cublasLtMatmulPreference_t pref = nullptr;
   FTUNE_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -130,20 +131,23 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
   const GemmDims d = check_gemm(a, trans_a, b, trans_b, c, ctx.dev());
   const int64_t m = d.m, n = d.n, k = d.k;
   FTUNE_CHECK(
-      m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && a.dim(1) <= INT_MAX && b.dim(1) <= INT_MAX,
+      m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && a.row_stride() <= INT_MAX &&
+          b.row_stride() <= INT_MAX && c.row_stride() <= INT_MAX,
       "gemm: dimensions [{}, {}, {}] exceed the cuBLAS int range", m, n, k);
   FTUNE_CHECK(ctx.blas != nullptr && ctx.ws != nullptr && ctx.ws->lt != nullptr,
               "gemm: no cuBLAS handles");
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
     // C = beta C; with beta == 0 the old C (possibly NaN) must not leak through.
+    FTUNE_CHECK(c.is_contiguous(), "gemm: k == 0 or alpha == 0 with a strided c");
     if (beta == 0.0f)
       FTUNE_CUDA_CHECK(cudaMemsetAsync(c.raw(), 0, c.nbytes(), ctx.stream));
     else if (beta != 1.0f)
       scale(ctx, c, beta);
     return;
   }
-  const int64_t lda = a.dim(1), ldb = b.dim(1);
+  // Leading dimensions: the row strides (column slices of fused outputs are row-strided views).
+  const int64_t lda = a.row_stride(), ldb = b.row_stride(), ldc = c.row_stride();
   // cuBLAS's A is our b, its B our a, its C/D our c.
   const std::vector<int64_t> align = {alignment_of(b.raw()), alignment_of(a.raw()),
                                       alignment_of(c.raw())};
@@ -156,11 +160,12 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
                                     static_cast<int64_t>(d.c),
                                     lda,
                                     ldb,
+                                    ldc,
                                     align[0],
                                     align[1],
                                     align[2]};
   auto& slot = ctx.ws->gemm_plans[key];
-  if (!slot) slot = make_plan(ctx, d, trans_a, trans_b, lda, ldb, align);
+  if (!slot) slot = make_plan(ctx, d, trans_a, trans_b, lda, ldb, ldc, align);
   const GemmPlan& plan = *slot;
   if (plan.use_lt) {
     FTUNE_CUDA_CHECK(cublasLtMatmul(ctx.ws->lt, plan.desc, &alpha, b.raw(), plan.a, a.raw(),
@@ -173,7 +178,7 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
                                 static_cast<int>(m), static_cast<int>(k), &alpha, b.raw(),
                                 cuda_type(d.ab), static_cast<int>(ldb), a.raw(), cuda_type(d.ab),
                                 static_cast<int>(lda), &beta, c.raw(), cuda_type(d.c),
-                                static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace ftune::cuda
