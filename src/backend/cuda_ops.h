@@ -8,12 +8,14 @@
 
 namespace ftune {
 
-// Ops on CUDA device `device` (fp32, one stream, cuBLAS). Registers the CUDA allocator too.
+// Ops on CUDA device `device` (F32/BF16/F16 activations, one stream, cuBLASLt). Registers the
+// CUDA allocator too.
 // Throws ftune::Error when the device cannot be used (no driver, no such device).
 std::unique_ptr<Ops> make_cuda_ops(int device);
 
-// Registers the cudaMalloc-backed DeviceAllocator for DeviceType::CUDA so that
-// Tensor::empty(..., Device::cuda(i)) and Tensor::to() work. Idempotent.
+// Registers the caching, stream-ordered DeviceAllocator for DeviceType::CUDA
+// (src/backend/cuda/cuda_allocator.cpp) so that Tensor::empty(..., Device::cuda(i)) and
+// Tensor::to() work. Idempotent. Allocation failures throw ftune::OutOfMemoryError.
 void cuda_register_allocator();
 
 }  // namespace ftune

@@ -11,7 +11,23 @@
 
 namespace ftune {
 
+namespace {
+void require_on(const char* op, const char* name, const Tensor& t, Device dev);
+}  // namespace
+
 void require_tensor(const char* op, const char* name, const Tensor& t, DType dt, Device dev) {
+  require_on(op, name, t, dev);
+  FTUNE_CHECK(t.dtype() == dt, "{}: {} has dtype {}, expected {}", op, name,
+              dtype_name(t.dtype()), dtype_name(dt));
+}
+
+bool is_float_dtype(DType dt) {
+  return dt == DType::F32 || dt == DType::BF16 || dt == DType::F16;
+}
+
+namespace {
+// t defined and on dev (the device part of require_tensor).
+void require_on(const char* op, const char* name, const Tensor& t, Device dev) {
   FTUNE_CHECK(t.defined(), "{}: {} is undefined", op, name);
   if (dev.is_cpu()) {
     FTUNE_CHECK(t.device().is_cpu(), "{}: {} is on {}, the CPU backend needs host tensors", op,
@@ -21,10 +37,29 @@ void require_tensor(const char* op, const char* name, const Tensor& t, DType dt,
                 "{}: {} is on {}, the CUDA backend of {} needs tensors on that device", op, name,
                 t.device().str(), dev.str());
   }
-  FTUNE_CHECK(t.dtype() == dt, "{}: {} has dtype {}, expected {}", op, name,
-              dtype_name(t.dtype()), dtype_name(dt));
   FTUNE_CHECK(t.is_contiguous() || std::string_view(op) == "gemm",
               "{}: {} is a strided view; only gemm accepts those", op, name);
+}
+}  // namespace
+
+DType require_act(const char* op, const char* name, const Tensor& t, Device dev) {
+  require_on(op, name, t, dev);
+  const DType dt = t.dtype();
+  if (dev.is_cpu()) {
+    FTUNE_CHECK(dt == DType::F32, "{}: {} has dtype {}, the CPU backend computes in F32 only", op,
+                name, dtype_name(dt));
+  } else {
+    FTUNE_CHECK(is_float_dtype(dt), "{}: {} has dtype {}, expected F32, BF16 or F16", op, name,
+                dtype_name(dt));
+  }
+  return dt;
+}
+
+DType require_act_rank(const char* op, const char* name, const Tensor& t, int rank, Device dev) {
+  const DType dt = require_act(op, name, t, dev);
+  FTUNE_CHECK(t.ndim() == rank, "{}: {} is {}, expected a {}-D tensor", op, name,
+              shape_str(t.shape()), rank);
+  return dt;
 }
 
 void require_shape(const char* op, const char* name, const Tensor& t, DType dt,
@@ -68,9 +103,11 @@ void check_doc_start(const char* op, const int32_t* ds, int64_t n) {
 GemmDims check_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
                     Device dev) {
   constexpr const char* op = "gemm";
-  require_rank(op, "a", a, DType::F32, 2, dev);
-  require_rank(op, "b", b, DType::F32, 2, dev);
-  require_rank(op, "c", c, DType::F32, 2, dev);
+  const DType ab = require_act_rank(op, "a", a, 2, dev);
+  require_rank(op, "b", b, ab, 2, dev);
+  const DType ct = require_act_rank(op, "c", c, 2, dev);
+  FTUNE_CHECK(ct == DType::F32 || ct == ab, "gemm: c has dtype {}, expected F32 or {} (a's dtype)",
+              dtype_name(ct), dtype_name(ab));
   const int64_t m = trans_a ? a.dim(1) : a.dim(0);
   const int64_t k = trans_a ? a.dim(0) : a.dim(1);
   const int64_t kb = trans_b ? b.dim(1) : b.dim(0);
@@ -80,78 +117,103 @@ GemmDims check_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b
               trans_b ? "^T" : "");
   FTUNE_CHECK(c.dim(0) == m && c.dim(1) == n, "gemm: c is {} but op(a)*op(b) is [{}, {}]",
               shape_str(c.shape()), m, n);
-  return GemmDims{m, n, k};
+  return GemmDims{m, n, k, ab, ct};
 }
 
 namespace {
-// A [rows, cols] matrix and a [cols] vector (bias or its gradient).
+// A [rows, cols] activation matrix and a [cols] vector (bias: the matrix's dtype; its
+// gradient: F32).
 MatrixDims check_matrix_and_row_vector(const char* op, const char* mat_name, const Tensor& mat,
-                                       const char* vec_name, const Tensor& vec, Device dev) {
-  require_rank(op, mat_name, mat, DType::F32, 2, dev);
-  require_rank(op, vec_name, vec, DType::F32, 1, dev);
+                                       const char* vec_name, const Tensor& vec, bool vec_f32,
+                                       Device dev) {
+  const DType act = require_act_rank(op, mat_name, mat, 2, dev);
+  require_rank(op, vec_name, vec, vec_f32 ? DType::F32 : act, 1, dev);
   FTUNE_CHECK(vec.dim(0) == mat.dim(1), "{}: {} is {} but {} is {}", op, mat_name,
               shape_str(mat.shape()), vec_name, shape_str(vec.shape()));
-  return MatrixDims{mat.dim(0), mat.dim(1)};
+  return MatrixDims{mat.dim(0), mat.dim(1), act};
 }
 }  // namespace
 
 MatrixDims check_add_bias(const Tensor& y, const Tensor& bias, Device dev) {
-  return check_matrix_and_row_vector("add_bias", "y", y, "bias", bias, dev);
+  return check_matrix_and_row_vector("add_bias", "y", y, "bias", bias, false, dev);
 }
 
 MatrixDims check_bias_backward(const Tensor& dy, const Tensor& dbias, Device dev) {
-  return check_matrix_and_row_vector("bias_backward", "dy", dy, "dbias", dbias, dev);
+  return check_matrix_and_row_vector("bias_backward", "dy", dy, "dbias", dbias, true, dev);
 }
 
 void check_axpy(const Tensor& x, const Tensor& y, Device dev) {
-  require_tensor("axpy", "x", x, DType::F32, dev);
-  require_tensor("axpy", "y", y, DType::F32, dev);
+  const DType act = require_act("axpy", "x", x, dev);
+  require_tensor("axpy", "y", y, act, dev);
   FTUNE_CHECK(x.numel() == y.numel(), "axpy: x is {} but y is {}", shape_str(x.shape()),
               shape_str(y.shape()));
+}
+
+DType check_scale(const Tensor& x, Device dev) { return require_act("scale", "x", x, dev); }
+
+void check_sum_squares(const Tensor& x, Device dev) {
+  require_tensor("sum_squares", "x", x, DType::F32, dev);
+}
+
+void check_cast(const Tensor& src, const Tensor& dst, Device dev) {
+  constexpr const char* op = "cast";
+  require_on(op, "src", src, dev);
+  require_on(op, "dst", dst, dev);
+  FTUNE_CHECK(is_float_dtype(src.dtype()) && is_float_dtype(dst.dtype()),
+              "cast: {} to {} is not supported (F32, BF16 and F16 only)", dtype_name(src.dtype()),
+              dtype_name(dst.dtype()));
+  FTUNE_CHECK(src.numel() == dst.numel(), "cast: src is {} but dst is {}",
+              shape_str(src.shape()), shape_str(dst.shape()));
 }
 
 // ---- embedding ----
 
 namespace {
 // table (or dtable) [vocab, h], ids I32 [n], rows (out or dy) [n, h].
+// Forward: any activation dtype (table and out alike); backward: F32 only.
 EmbeddingDims check_embedding(const char* op, const char* table_name, const Tensor& table,
                               const Tensor& ids, const char* rows_name, const Tensor& rows,
-                              Device dev) {
-  require_rank(op, table_name, table, DType::F32, 2, dev);
+                              bool f32_only, Device dev) {
+  DType act = DType::F32;
+  if (f32_only)
+    require_rank(op, table_name, table, DType::F32, 2, dev);
+  else
+    act = require_act_rank(op, table_name, table, 2, dev);
   require_rank(op, "ids", ids, DType::I32, 1, dev);
-  const EmbeddingDims d{ids.dim(0), table.dim(1), table.dim(0)};
-  require_shape(op, rows_name, rows, DType::F32, {d.n, d.h}, dev);
+  const EmbeddingDims d{ids.dim(0), table.dim(1), table.dim(0), act};
+  require_shape(op, rows_name, rows, act, {d.n, d.h}, dev);
   return d;
 }
 }  // namespace
 
 EmbeddingDims check_embedding_forward(const Tensor& table, const Tensor& ids, const Tensor& out,
                                       Device dev) {
-  return check_embedding("embedding_forward", "table", table, ids, "out", out, dev);
+  return check_embedding("embedding_forward", "table", table, ids, "out", out, false, dev);
 }
 
 EmbeddingDims check_embedding_backward(const Tensor& dy, const Tensor& ids, const Tensor& dtable,
                                        Device dev) {
-  return check_embedding("embedding_backward", "dtable", dtable, ids, "dy", dy, dev);
+  return check_embedding("embedding_backward", "dtable", dtable, ids, "dy", dy, true, dev);
 }
 
 // ---- RMSNorm ----
 
 namespace {
-MatrixDims check_norm_input(const char* op, const Tensor& x, const Tensor& w, Device dev) {
-  require_rank(op, "x", x, DType::F32, 2, dev);
-  require_tensor(op, "w", w, DType::F32, dev);
-  FTUNE_CHECK(w.ndim() == 1 && w.dim(0) == x.dim(1), "{}: x is {} but w is {}", op,
+MatrixDims check_norm_input(const char* op, const char* x_name, const Tensor& x, const Tensor& w,
+                            Device dev) {
+  const DType act = require_act_rank(op, x_name, x, 2, dev);
+  require_tensor(op, "w", w, act, dev);
+  FTUNE_CHECK(w.ndim() == 1 && w.dim(0) == x.dim(1), "{}: {} is {} but w is {}", op, x_name,
               shape_str(x.shape()), shape_str(w.shape()));
-  return MatrixDims{x.dim(0), x.dim(1)};
+  return MatrixDims{x.dim(0), x.dim(1), act};
 }
 }  // namespace
 
 MatrixDims check_rms_norm_forward(const Tensor& x, const Tensor& w, float eps, const Tensor& y,
                                   const Tensor& rstd, Device dev) {
   constexpr const char* op = "rms_norm_forward";
-  const MatrixDims d = check_norm_input(op, x, w, dev);
-  require_shape(op, "y", y, DType::F32, {d.rows, d.cols}, dev);
+  const MatrixDims d = check_norm_input(op, "x", x, w, dev);
+  require_shape(op, "y", y, d.act, {d.rows, d.cols}, dev);
   require_shape(op, "rstd", rstd, DType::F32, {d.rows}, dev);
   FTUNE_CHECK(eps >= 0.0f, "rms_norm_forward: eps = {} is negative", eps);
   return d;
@@ -161,11 +223,24 @@ MatrixDims check_rms_norm_backward(const Tensor& dy, const Tensor& x, const Tens
                                    const Tensor& rstd, const Tensor& dx, const Tensor* dw,
                                    Device dev) {
   constexpr const char* op = "rms_norm_backward";
-  const MatrixDims d = check_norm_input(op, x, w, dev);
-  require_shape(op, "dy", dy, DType::F32, {d.rows, d.cols}, dev);
+  const MatrixDims d = check_norm_input(op, "x", x, w, dev);
+  require_shape(op, "dy", dy, d.act, {d.rows, d.cols}, dev);
   require_shape(op, "rstd", rstd, DType::F32, {d.rows}, dev);
-  require_shape(op, "dx", dx, DType::F32, {d.rows, d.cols}, dev);
+  require_shape(op, "dx", dx, d.act, {d.rows, d.cols}, dev);
   if (dw != nullptr) require_shape(op, "dw", *dw, DType::F32, {d.cols}, dev);
+  return d;
+}
+
+MatrixDims check_add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                                      const Tensor& sum, const Tensor& y, const Tensor& rstd,
+                                      Device dev) {
+  constexpr const char* op = "add_rms_norm_forward";
+  const MatrixDims d = check_norm_input(op, "a", a, w, dev);
+  require_shape(op, "b", b, d.act, {d.rows, d.cols}, dev);
+  require_shape(op, "sum", sum, d.act, {d.rows, d.cols}, dev);
+  require_shape(op, "y", y, d.act, {d.rows, d.cols}, dev);
+  require_shape(op, "rstd", rstd, DType::F32, {d.rows}, dev);
+  FTUNE_CHECK(eps >= 0.0f, "add_rms_norm_forward: eps = {} is negative", eps);
   return d;
 }
 
@@ -173,7 +248,7 @@ MatrixDims check_rms_norm_backward(const Tensor& dy, const Tensor& x, const Tens
 
 RopeDims check_rope(const char* op, const Tensor& x, const Tensor& positions, const Tensor& cos,
                     const Tensor& sin, Device dev) {
-  require_rank(op, "x", x, DType::F32, 3, dev);
+  const DType act = require_act_rank(op, "x", x, 3, dev);
   const int64_t n = x.dim(0), heads = x.dim(1), hd = x.dim(2);
   FTUNE_CHECK(hd % 2 == 0, "{}: head_dim {} of x {} is odd", op, hd, shape_str(x.shape()));
   const int64_t half = hd / 2;
@@ -183,7 +258,31 @@ RopeDims check_rope(const char* op, const Tensor& x, const Tensor& positions, co
   FTUNE_CHECK(cos.dim(1) == half && sin.shape() == cos.shape(),
               "{}: x is {} but cos is {} and sin is {} (expected [P, {}])", op,
               shape_str(x.shape()), shape_str(cos.shape()), shape_str(sin.shape()), half);
-  return RopeDims{n, heads, half, cos.dim(0)};
+  return RopeDims{n, heads, half, cos.dim(0), act};
+}
+
+QkvDims check_qkv_rope(const char* op, const char* fused_name, const Tensor& fused,
+                       const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                       const char* q_name, const Tensor& q, const char* k_name, const Tensor& k,
+                       const char* v_name, const Tensor& v, Device dev) {
+  const DType act = require_act_rank(op, q_name, q, 3, dev);
+  require_rank(op, k_name, k, act, 3, dev);
+  QkvDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), 0, act};
+  FTUNE_CHECK(k.dim(0) == d.n && k.dim(2) == d.hd,
+              "{}: {} is {} but {} is {} (tokens and head_dim must match)", op, q_name,
+              shape_str(q.shape()), k_name, shape_str(k.shape()));
+  require_shape(op, v_name, v, act, k.shape(), dev);
+  FTUNE_CHECK(d.hd % 2 == 0, "{}: head_dim {} of {} {} is odd", op, d.hd, q_name,
+              shape_str(q.shape()));
+  require_shape(op, fused_name, fused, act, {d.n, (d.nh + 2 * d.nkv) * d.hd}, dev);
+  require_shape(op, "positions", positions, DType::I32, {d.n}, dev);
+  require_rank(op, "cos", cos, DType::F32, 2, dev);
+  require_rank(op, "sin", sin, DType::F32, 2, dev);
+  FTUNE_CHECK(cos.dim(1) == d.hd / 2 && sin.shape() == cos.shape(),
+              "{}: {} is {} but cos is {} and sin is {} (expected [P, {}])", op, q_name,
+              shape_str(q.shape()), shape_str(cos.shape()), shape_str(sin.shape()), d.hd / 2);
+  d.table_len = cos.dim(0);
+  return d;
 }
 
 // ---- attention ----
@@ -191,10 +290,10 @@ RopeDims check_rope(const char* op, const Tensor& x, const Tensor& positions, co
 namespace {
 AttentionDims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& doc_start, Device dev) {
-  require_rank(op, "q", q, DType::F32, 3, dev);
-  require_rank(op, "k", k, DType::F32, 3, dev);
-  require_rank(op, "v", v, DType::F32, 3, dev);
-  AttentionDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), 0};
+  const DType act = require_act_rank(op, "q", q, 3, dev);
+  require_rank(op, "k", k, act, 3, dev);
+  require_rank(op, "v", v, act, 3, dev);
+  AttentionDims d{q.dim(0), q.dim(1), k.dim(1), q.dim(2), 0, act};
   FTUNE_CHECK(k.shape() == v.shape(), "{}: k is {} but v is {}", op, shape_str(k.shape()),
               shape_str(v.shape()));
   FTUNE_CHECK(k.dim(0) == d.n && k.dim(2) == d.hd,
@@ -214,7 +313,7 @@ AttentionDims check_attention_forward(const Tensor& q, const Tensor& k, const Te
                                       Device dev) {
   constexpr const char* op = "attention_forward";
   const AttentionDims d = check_qkv(op, q, k, v, doc_start, dev);
-  require_shape(op, "o", o, DType::F32, q.shape(), dev);
+  require_shape(op, "o", o, d.act, q.shape(), dev);
   require_shape(op, "lse", lse, DType::F32, {d.n, d.nh}, dev);
   return d;
 }
@@ -225,22 +324,22 @@ AttentionDims check_attention_backward(const Tensor& q, const Tensor& k, const T
                                        const Tensor& dv, Device dev) {
   constexpr const char* op = "attention_backward";
   const AttentionDims d = check_qkv(op, q, k, v, doc_start, dev);
-  require_shape(op, "o", o, DType::F32, q.shape(), dev);
-  require_shape(op, "d_o", d_o, DType::F32, q.shape(), dev);
+  require_shape(op, "o", o, d.act, q.shape(), dev);
+  require_shape(op, "d_o", d_o, d.act, q.shape(), dev);
   require_shape(op, "lse", lse, DType::F32, {d.n, d.nh}, dev);
-  require_shape(op, "dq", dq, DType::F32, q.shape(), dev);
-  require_shape(op, "dk", dk, DType::F32, k.shape(), dev);
-  require_shape(op, "dv", dv, DType::F32, v.shape(), dev);
+  require_shape(op, "dq", dq, d.act, q.shape(), dev);
+  require_shape(op, "dk", dk, d.act, k.shape(), dev);
+  require_shape(op, "dv", dv, d.act, v.shape(), dev);
   return d;
 }
 
 // ---- SwiGLU ----
 
 namespace {
-// t is F32 on dev with gate's shape.
+// t is on dev with gate's dtype and shape.
 void require_like_gate(const char* op, const char* name, const Tensor& t, const Tensor& gate,
                        Device dev) {
-  require_tensor(op, name, t, DType::F32, dev);
+  require_tensor(op, name, t, gate.dtype(), dev);
   FTUNE_CHECK(t.shape() == gate.shape(), "{}: gate is {} but {} is {}", op,
               shape_str(gate.shape()), name, shape_str(t.shape()));
 }
@@ -248,7 +347,7 @@ void require_like_gate(const char* op, const char* name, const Tensor& t, const 
 
 void check_swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out, Device dev) {
   constexpr const char* op = "swiglu_forward";
-  require_tensor(op, "gate", gate, DType::F32, dev);
+  require_act(op, "gate", gate, dev);
   require_like_gate(op, "up", up, gate, dev);
   require_like_gate(op, "out", out, gate, dev);
 }
@@ -256,11 +355,37 @@ void check_swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& ou
 void check_swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                            const Tensor& dgate, const Tensor& dup, Device dev) {
   constexpr const char* op = "swiglu_backward";
-  require_tensor(op, "gate", gate, DType::F32, dev);
+  require_act(op, "gate", gate, dev);
   require_like_gate(op, "dout", dout, gate, dev);
   require_like_gate(op, "up", up, gate, dev);
   require_like_gate(op, "dgate", dgate, gate, dev);
   require_like_gate(op, "dup", dup, gate, dev);
+}
+
+namespace {
+// gu [N, 2F] (gate = columns [0, F), up = [F, 2F)): {N, F, dtype}.
+MatrixDims check_gate_up(const char* op, const char* name, const Tensor& gu, Device dev) {
+  const DType act = require_act_rank(op, name, gu, 2, dev);
+  FTUNE_CHECK(gu.dim(1) % 2 == 0, "{}: {} is {}, expected [N, 2F] (gate and up side by side)",
+              op, name, shape_str(gu.shape()));
+  return MatrixDims{gu.dim(0), gu.dim(1) / 2, act};
+}
+}  // namespace
+
+MatrixDims check_swiglu_fused_forward(const Tensor& gu, const Tensor& out, Device dev) {
+  constexpr const char* op = "swiglu_fused_forward";
+  const MatrixDims d = check_gate_up(op, "gu", gu, dev);
+  require_shape(op, "out", out, d.act, {d.rows, d.cols}, dev);
+  return d;
+}
+
+MatrixDims check_swiglu_fused_backward(const Tensor& dout, const Tensor& gu, const Tensor& dgu,
+                                       Device dev) {
+  constexpr const char* op = "swiglu_fused_backward";
+  const MatrixDims d = check_gate_up(op, "gu", gu, dev);
+  require_shape(op, "dout", dout, d.act, {d.rows, d.cols}, dev);
+  require_shape(op, "dgu", dgu, d.act, gu.shape(), dev);
+  return d;
 }
 
 // ---- dropout ----
@@ -270,8 +395,8 @@ namespace {
 void check_dropout(const char* op, float p, const char* in_name, const Tensor& in,
                    const char* out_name, const Tensor& out, const Tensor& mask, Device dev) {
   FTUNE_CHECK(p >= 0.0f && p < 1.0f, "{}: p = {} must be in [0, 1)", op, p);
-  require_tensor(op, in_name, in, DType::F32, dev);
-  require_shape(op, out_name, out, DType::F32, in.shape(), dev);
+  const DType act = require_act(op, in_name, in, dev);
+  require_shape(op, out_name, out, act, in.shape(), dev);
   require_tensor(op, "mask", mask, DType::U8, dev);
   FTUNE_CHECK(mask.numel() == in.numel(), "{}: {} is {} but mask is {}", op, in_name,
               shape_str(in.shape()), shape_str(mask.shape()));
@@ -291,19 +416,20 @@ void check_dropout_backward(const Tensor& dy, const Tensor& mask, float p, const
 // ---- lm_head + cross-entropy ----
 
 CrossEntropyDims check_lm_head_cross_entropy(const Tensor& x, const Tensor& w,
-                                             const Tensor& targets, const Tensor* dx,
-                                             const Tensor* logits, int64_t chunk_tokens,
-                                             Device dev) {
+                                             const Tensor& targets, const Tensor& loss_sum,
+                                             const Tensor* dx, const Tensor* logits,
+                                             int64_t chunk_tokens, Device dev) {
   constexpr const char* op = "lm_head_cross_entropy";
-  require_rank(op, "x", x, DType::F32, 2, dev);
-  require_rank(op, "w", w, DType::F32, 2, dev);
-  const CrossEntropyDims d{x.dim(0), x.dim(1), w.dim(0)};
+  const DType act = require_act_rank(op, "x", x, 2, dev);
+  require_rank(op, "w", w, act, 2, dev);
+  const CrossEntropyDims d{x.dim(0), x.dim(1), w.dim(0), act};
   FTUNE_CHECK(w.dim(1) == d.h, "{}: x is {} but w is {} (hidden sizes differ)", op,
               shape_str(x.shape()), shape_str(w.shape()));
   FTUNE_CHECK(d.vocab > 0 && d.h > 0, "{}: w is {} (empty vocabulary or hidden size)", op,
               shape_str(w.shape()));
   require_shape(op, "targets", targets, DType::I32, {d.n}, dev);
-  if (dx != nullptr) require_shape(op, "dx", *dx, DType::F32, {d.n, d.h}, dev);
+  require_shape(op, "loss_sum", loss_sum, DType::F64, {1}, dev);
+  if (dx != nullptr) require_shape(op, "dx", *dx, act, {d.n, d.h}, dev);
   if (logits != nullptr) require_shape(op, "logits", *logits, DType::F32, {d.n, d.vocab}, dev);
   FTUNE_CHECK(chunk_tokens > 0, "{}: chunk_tokens = {} must be positive", op, chunk_tokens);
   return d;

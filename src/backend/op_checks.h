@@ -16,6 +16,15 @@
 namespace ftune {
 
 // ---- generic tensor checks ----
+// The activation dtypes a backend computes on (backend/ops.h, "Dtypes"): F32 on the CPU;
+// F32, BF16 or F16 on CUDA.
+bool is_float_dtype(DType dt);
+// t is defined, lives on dev and has an activation dtype that dev's backend takes; returns it.
+// Else throws "op: name has dtype BF16, the CPU backend computes in F32 only" or
+// "op: name has dtype I32, expected F32, BF16 or F16".
+DType require_act(const char* op, const char* name, const Tensor& t, Device dev);
+// require_act + the given rank.
+DType require_act_rank(const char* op, const char* name, const Tensor& t, int rank, Device dev);
 // t is defined, lives on dev and has dtype dt.
 void require_tensor(const char* op, const char* name, const Tensor& t, DType dt, Device dev);
 // require_tensor + exactly the given shape.
@@ -37,20 +46,28 @@ void check_doc_start(const char* op, const int32_t* doc_start, int64_t n);
 // ---- gemm, bias, vector helpers ----
 struct GemmDims {
   int64_t m, n, k;  // C[m, n] = op(A)[m, k] op(B)[k, n]
+  DType ab = DType::F32, c = DType::F32;
 };
 GemmDims check_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
                     Device dev);
 // Both return {rows, cols} of y / dy.
 struct MatrixDims {
   int64_t rows, cols;
+  DType act = DType::F32;
 };
 MatrixDims check_add_bias(const Tensor& y, const Tensor& bias, Device dev);
 MatrixDims check_bias_backward(const Tensor& dy, const Tensor& dbias, Device dev);
 void check_axpy(const Tensor& x, const Tensor& y, Device dev);
+// scale: x any activation dtype. sum_squares: x F32.
+DType check_scale(const Tensor& x, Device dev);
+void check_sum_squares(const Tensor& x, Device dev);
+// cast: src and dst F32, BF16 or F16 (on every backend), same element count.
+void check_cast(const Tensor& src, const Tensor& dst, Device dev);
 
 // ---- embedding (ids values: check_indices(op, "ids", ..., vocab, "the table")) ----
 struct EmbeddingDims {
   int64_t n, h, vocab;  // tokens, hidden size, table rows
+  DType act = DType::F32;
 };
 EmbeddingDims check_embedding_forward(const Tensor& table, const Tensor& ids, const Tensor& out,
                                       Device dev);
@@ -63,18 +80,35 @@ MatrixDims check_rms_norm_forward(const Tensor& x, const Tensor& w, float eps, c
 MatrixDims check_rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
                                    const Tensor& rstd, const Tensor& dx, const Tensor* dw,
                                    Device dev);
+MatrixDims check_add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                                      const Tensor& sum, const Tensor& y, const Tensor& rstd,
+                                      Device dev);
 
 // ---- RoPE (op is "rope_forward" or "rope_backward"; positions values:
 // check_indices(op, "positions", ..., table_len, "the rope table")) ----
 struct RopeDims {
   int64_t n, heads, half, table_len;  // half = head_dim / 2; table_len = rows of cos/sin
+  DType act = DType::F32;
 };
 RopeDims check_rope(const char* op, const Tensor& x, const Tensor& positions, const Tensor& cos,
                     const Tensor& sin, Device dev);
 
+// ---- fused QKV split + RoPE (positions values as for RoPE) ----
+struct QkvDims {
+  int64_t n, nh, nkv, hd, table_len;
+  DType act = DType::F32;
+};
+// op "qkv_rope_split_forward": fused = qkv, heads = q, k, v (written).
+// op "qkv_rope_merge_backward": fused = dqkv (written), heads = dq, dk, dv.
+QkvDims check_qkv_rope(const char* op, const char* fused_name, const Tensor& fused,
+                       const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                       const char* q_name, const Tensor& q, const char* k_name, const Tensor& k,
+                       const char* v_name, const Tensor& v, Device dev);
+
 // ---- attention (doc_start shape checked here, its values by check_doc_start) ----
 struct AttentionDims {
   int64_t n, nh, nkv, hd, group;  // group = nh / nkv query heads per kv head
+  DType act = DType::F32;
 };
 AttentionDims check_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                       const Tensor& doc_start, const Tensor& o, const Tensor& lse,
@@ -88,6 +122,10 @@ AttentionDims check_attention_backward(const Tensor& q, const Tensor& k, const T
 void check_swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out, Device dev);
 void check_swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                            const Tensor& dgate, const Tensor& dup, Device dev);
+// Fused gate/up buffer gu [N, 2F]: returns {N, F}.
+MatrixDims check_swiglu_fused_forward(const Tensor& gu, const Tensor& out, Device dev);
+MatrixDims check_swiglu_fused_backward(const Tensor& dout, const Tensor& gu, const Tensor& dgu,
+                                       Device dev);
 void check_dropout_forward(const Tensor& x, float p, const Tensor& out, const Tensor& mask,
                            Device dev);
 void check_dropout_backward(const Tensor& dy, const Tensor& mask, float p, const Tensor& dx,
@@ -97,11 +135,12 @@ void check_dropout_backward(const Tensor& dy, const Tensor& mask, float p, const
 // "the vocabulary", &ignore_index)) ----
 struct CrossEntropyDims {
   int64_t n, h, vocab;
+  DType act = DType::F32;
 };
 CrossEntropyDims check_lm_head_cross_entropy(const Tensor& x, const Tensor& w,
-                                             const Tensor& targets, const Tensor* dx,
-                                             const Tensor* logits, int64_t chunk_tokens,
-                                             Device dev);
+                                             const Tensor& targets, const Tensor& loss_sum,
+                                             const Tensor* dx, const Tensor* logits,
+                                             int64_t chunk_tokens, Device dev);
 
 // ---- AdamW ----
 void check_adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,

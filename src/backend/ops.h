@@ -9,6 +9,25 @@
 //
 // Unless said otherwise outputs are written (not accumulated) and must be preallocated with the
 // right shape; "+=" marks accumulation into an existing gradient.
+//
+// Dtypes. Activations ("act" below) are F32 on the CPU backend (always: CPU ops take F32 only
+// and reject any other dtype with an error naming the op and the argument) and F32, BF16 or F16
+// on the CUDA backend. In one call every activation tensor has the same dtype, the one of the
+// first activation argument. Math is always fp32: products and reductions accumulate in fp32
+// (row sums of squares and loss sums in double), and each output element is rounded once, when
+// it is stored. Tensors said to be F32 (statistics such as rstd and lse, RoPE tables, gradients
+// of small parameters, logits) are F32 whatever act is; index tensors are I32, masks U8.
+//   gemm            a, b: the same float dtype; c: F32 or a's dtype.
+//   add_bias        y, bias act.            bias_backward   dy act, dbias F32.
+//   axpy, scale     x and y: the same float dtype.          sum_squares     x F32.
+//   cast            any of F32/BF16/F16 to any (both backends), round to nearest even.
+//   embedding       forward: table, out act; backward: F32 only.
+//   rms_norm        x, w, y, dy, dx act; rstd, dw F32.     add_rms_norm    a, b, w, sum, y act.
+//   rope, qkv_rope  x / q, k, v, qkv act; cos, sin F32.
+//   attention       q, k, v, o, d_o, dq, dk, dv act; lse F32.
+//   swiglu          all act.                dropout         x, out, dy, dx act; mask U8.
+//   lm_head + CE    x, w, dx act; logits F32; loss_sum F64.
+//   adamw_step      F32.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -16,12 +35,6 @@
 #include "core/tensor.h"
 
 namespace ftune {
-
-// Result of the chunked lm_head + cross-entropy.
-struct CrossEntropyResult {
-  double loss_sum = 0.0;  // sum of -log p(target) over counted tokens
-  int64_t count = 0;      // tokens whose target != -100
-};
 
 class Ops {
  public:
@@ -32,33 +45,42 @@ class Ops {
   // completion before returning). For timing and profiling only.
   virtual void synchronize() {}
 
-  // C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T. All F32 2-D, row-major.
+  // C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T. 2-D, row-major; a and b one
+  // float dtype, c F32 or a's dtype; fp32 accumulation. beta == 0: c is not read (NaN is fine).
   virtual void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                     float alpha, float beta) = 0;
   // y[N,M] += bias[M] (broadcast over rows).
   virtual void add_bias(Tensor& y, const Tensor& bias) = 0;
   // dbias[M] += sum over rows of dy[N,M].
   virtual void bias_backward(const Tensor& dy, Tensor& dbias) = 0;
-  // y += alpha * x (same numel).
+  // y += alpha * x (same numel, same dtype).
   virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;
   // x *= alpha.
   virtual void scale(Tensor& x, float alpha) = 0;
-  // dst = src converted (F32, BF16, F16 in and out; round to nearest even), same numel.
-  virtual void cast(const Tensor& src, Tensor& dst) = 0;
-  // sum of x^2 in double (for global gradient norms).
+  // sum of x^2 in double (for global gradient norms). x F32.
   virtual double sum_squares(const Tensor& x) = 0;
+  // dst = src converted to dst's dtype (F32, BF16, F16 in any combination, same numel; shapes
+  // may differ), rounding to nearest even as core/dtype.h does. Both backends take all three.
+  virtual void cast(const Tensor& src, Tensor& dst) = 0;
 
   // out[N,H] = table[ids[n], :]; ids I32 [N]. Ids out of range throw.
   virtual void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) = 0;
-  // dtable[ids[n], :] += dy[n, :].
+  // dtable[ids[n], :] += dy[n, :]. F32 only.
   virtual void embedding_backward(const Tensor& dy, const Tensor& ids, Tensor& dtable) = 0;
 
   // HF LlamaRMSNorm: y = w * (x * rstd), rstd[n] = 1/sqrt(mean(x[n]^2) + eps). x,y [N,H]; w [H].
   virtual void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y,
                                 Tensor& rstd) = 0;
-  // dx = d/dx (written); dw += d/dw when dw != nullptr.
+  // dx = d/dx (written; with accumulate, dx += d/dx, so a residual gradient needs no temporary);
+  // dw += d/dw when dw != nullptr (F32). dx may alias dy only without accumulate.
   virtual void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w,
-                                 const Tensor& rstd, Tensor& dx, Tensor* dw) = 0;
+                                 const Tensor& rstd, Tensor& dx, Tensor* dw,
+                                 bool accumulate = false) = 0;
+  // The residual add and the next norm in one pass: sum = a + b (written, rounded to act),
+  // then y = rmsnorm(sum) * w and rstd as rms_norm_forward computes them from the stored sum.
+  // a, b, sum, y [N,H], w [H] act; rstd F32 [N]. sum may alias a or b.
+  virtual void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                                    Tensor& sum, Tensor& y, Tensor& rstd) = 0;
 
   // Half-split RoPE (HF rotate_half) applied in place to x [N, heads, hd] using per-token
   // positions (I32 [N]) and tables cos/sin [P, hd/2] (P > max position):
@@ -68,6 +90,20 @@ class Ops {
   // In-place backward: dx = R(-theta) dy (the transpose of the rotation).
   virtual void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& cos,
                              const Tensor& sin) = 0;
+
+  // The output of a fused QKV projection split into heads, with RoPE on q and k:
+  // qkv [N, (nh + 2 nkv) hd] holds per token q (nh heads), then k (nkv heads), then v (nkv
+  // heads), each head hd wide; q [N,nh,hd] = rope(q part), k [N,nkv,hd] = rope(k part),
+  // v [N,nkv,hd] = v part (rope as rope_forward, same positions/cos/sin contract, except that
+  // CUDA does not copy positions to the host to check them: an out-of-table position gives NaN
+  // in that token's q and k instead of an error; the CPU throws).
+  virtual void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions,
+                                      const Tensor& cos, const Tensor& sin, Tensor& q, Tensor& k,
+                                      Tensor& v) = 0;
+  // Its backward: dqkv (written) = [R(-theta) dq | R(-theta) dk | dv] per token.
+  virtual void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                       const Tensor& positions, const Tensor& cos,
+                                       const Tensor& sin, Tensor& dqkv) = 0;
 
   // Causal grouped-query attention within documents (see doc_start above).
   // q [N,nh,hd], k/v [N,nkv,hd], nh % nkv == 0, query head h uses kv head h / (nh/nkv).
@@ -86,6 +122,11 @@ class Ops {
   // dgate, dup written.
   virtual void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up,
                                Tensor& dgate, Tensor& dup) = 0;
+  // The same on a fused gate/up projection output gu [N, 2F] (gate = columns [0, F), up =
+  // columns [F, 2F)): out [N,F] = silu(gate) * up.
+  virtual void swiglu_fused_forward(const Tensor& gu, Tensor& out) = 0;
+  // dgu [N, 2F] (written) = [dgate | dup]. dgu may alias gu (each element is read first).
+  virtual void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) = 0;
 
   // Inverted dropout: out = x * mask / (1-p), mask[i] ~ Bernoulli(1-p) from (seed, i) by a
   // counter-based hash, so any backend reproduces the same mask. mask (U8, same numel) saved.
@@ -95,31 +136,16 @@ class Ops {
   virtual void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) = 0;
 
   // lm_head + cross-entropy, fused and computed in chunks of `chunk_tokens` rows so the full
-  // [N, V] logits never exist. x [N,H], w [V,H], targets I32 [N] (-100 = ignored).
-  // If dx != nullptr: dx[N,H] = grad_scale * d(loss_sum)/dx (written; ignored rows are 0).
-  // If logits != nullptr ([N,V]): the logits are also written (tests, eval).
-  virtual CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w,
-                                                   const Tensor& targets, float grad_scale,
-                                                   Tensor* dx, Tensor* logits,
-                                                   int64_t chunk_tokens) = 0;
-
-  // ---- fused ops (one pass where the composite would take several) ----
-  // sum = a + b (written), y = rms_norm(sum) * w, rstd as rms_norm_forward. All [N,H] but w, rstd.
-  virtual void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
-                                    Tensor& sum, Tensor& y, Tensor& rstd) = 0;
-  // Splits a fused QKV projection qkv [N, (nh+2nkv)*hd] (columns: q heads, k heads, v heads) into
-  // q [N,nh,hd], k [N,nkv,hd], v [N,nkv,hd] and applies RoPE (as rope_forward) to q and k.
-  virtual void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions,
-                                      const Tensor& cos, const Tensor& sin, Tensor& q, Tensor& k,
-                                      Tensor& v) = 0;
-  // Its backward: dqkv [N, (nh+2nkv)*hd] = [rope_backward(dq) | rope_backward(dk) | dv].
-  virtual void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                                       const Tensor& positions, const Tensor& cos,
-                                       const Tensor& sin, Tensor& dqkv) = 0;
-  // SwiGLU on a fused gate/up projection gu [N, 2F] (gate = columns [0,F), up = [F,2F)):
-  // out [N,F] = silu(gate) * up; the backward writes dgu [N,2F] (d gate | d up).
-  virtual void swiglu_fused_forward(const Tensor& gu, Tensor& out) = 0;
-  virtual void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) = 0;
+  // [N, V] logits never exist. x [N,H], w [V,H] act, targets I32 [N] (-100 = ignored).
+  // loss_sum (F64 [1] on the op's device) += sum over counted tokens of -log p(target), without
+  // any host synchronisation (callers count the tokens from the targets they uploaded).
+  // If dx != nullptr: dx[N,H] (act) = grad_scale * d(loss)/dx (written; ignored rows are 0).
+  // If logits != nullptr (F32 [N,V]): the logits are also written (tests, eval).
+  // Targets outside [0, V) other than -100: the CPU throws; CUDA does not read targets on the
+  // host, and adds NaN to loss_sum instead (and a zero gradient for that row).
+  virtual void lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
+                                     float grad_scale, Tensor& loss_sum, Tensor* dx,
+                                     Tensor* logits, int64_t chunk_tokens) = 0;
 
   // AdamW with decoupled weight decay and bias correction (torch.optim.AdamW semantics):
   //   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr*wd*p;

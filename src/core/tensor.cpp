@@ -67,11 +67,20 @@ std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, 
 
 MemoryStats memory_stats(DeviceType t) {
   const auto& a = g_acct[static_cast<size_t>(t)];
-  return {a.live.load(), a.peak.load()};
+  MemoryStats s{a.live.load(), a.peak.load(), 0, 0};
+  if (const DeviceAllocator* al = g_allocators[static_cast<size_t>(t)]) {
+    s.reserved_bytes = al->reserved_bytes();
+    s.peak_reserved_bytes = al->peak_reserved_bytes();
+  }
+  return s;
 }
 void reset_peak_memory(DeviceType t) {
   auto& a = g_acct[static_cast<size_t>(t)];
   a.peak.store(a.live.load());
+  if (DeviceAllocator* al = g_allocators[static_cast<size_t>(t)]) al->reset_peak_reserved();
+}
+void release_cached_memory(DeviceType t) {
+  if (DeviceAllocator* al = g_allocators[static_cast<size_t>(t)]) al->release_cached();
 }
 void register_device_allocator(DeviceType t, DeviceAllocator* a) {
   g_allocators[static_cast<size_t>(t)] = a;

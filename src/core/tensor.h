@@ -49,13 +49,19 @@ class Storage {
   std::shared_ptr<void> owner_;  // frees (or unmaps) when the last view goes
 };
 
-// Allocation accounting per device type: bytes live now and the peak.
+// Allocation accounting per device type: bytes live in tensors now and their peak (since the
+// start or reset_peak_memory), and bytes the device allocator holds from the driver (in tensors
+// plus its cache of free blocks; 0 for the CPU) and their peak.
 struct MemoryStats {
   int64_t live_bytes = 0;
   int64_t peak_bytes = 0;
+  int64_t reserved_bytes = 0;
+  int64_t peak_reserved_bytes = 0;
 };
 MemoryStats memory_stats(DeviceType t);
 void reset_peak_memory(DeviceType t);
+// Returns the device allocator's cached free blocks to the driver (no-op for the CPU).
+void release_cached_memory(DeviceType t);
 
 // A device allocator (the CUDA backend registers one); CPU uses aligned host memory.
 struct DeviceAllocator {
@@ -64,6 +70,11 @@ struct DeviceAllocator {
   virtual void deallocate(void* p, int device_index) = 0;
   virtual void memset_zero(void* p, size_t bytes, int device_index) = 0;
   virtual void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) = 0;
+  // Bytes held from the driver (all devices of this type), its peak, and dropping the cache.
+  virtual int64_t reserved_bytes() const { return 0; }
+  virtual int64_t peak_reserved_bytes() const { return 0; }
+  virtual void reset_peak_reserved() {}
+  virtual void release_cached() {}
 };
 void register_device_allocator(DeviceType t, DeviceAllocator* a);
 

@@ -269,10 +269,10 @@ StepLoss LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Te
   ops_.rms_norm_forward(x, base_.final_norm, static_cast<float>(spec_.rms_norm_eps), nf, rstdf);
   Tensor dnf;
   if (backward) dnf = Tensor::empty({N, H}, dt, dev);
-  const CrossEntropyResult ce = ops_.lm_head_cross_entropy(
-      nf, base_.lm_head, in.targets, grad_scale, backward ? &dnf : nullptr, logits,
-      opts_.ce_chunk_tokens);
-  StepLoss loss{ce.loss_sum, ce.count};
+  Tensor loss_dev = Tensor::zeros({1}, DType::F64, dev);
+  ops_.lm_head_cross_entropy(nf, base_.lm_head, in.targets, grad_scale, loss_dev,
+                             backward ? &dnf : nullptr, logits, opts_.ce_chunk_tokens);
+  StepLoss loss{loss_dev.to(Device::cpu()).data<double>()[0], count_trained_tokens(batch)};
   if (!backward) return loss;
 
   Tensor dx = Tensor::empty({N, H}, dt, dev);

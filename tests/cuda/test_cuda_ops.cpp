@@ -1,7 +1,11 @@
 // The CUDA backend against the CPU reference: every op of backend/ops.h on random inputs, run
-// on both backends and compared with fp32 tolerances (atol + rtol·|ref|, NaN positions must
-// match); packed documents with GQA for attention; a whole LlamaModel forward_backward (loss,
-// logits and every LoRA gradient) on CUDA vs CPU.
+// on both backends, in F32, BF16 and F16 activations. Inputs are drawn in fp32 and rounded to the
+// dtype; the CPU computes in fp32 on the rounded values (the reference); GPU outputs are
+// poisoned with NaN before the call, so an element the kernel forgets to write fails. Results
+// are compared with atol + rtol·|ref| (tolerances per dtype in act_tol below; atol scales with
+// the reference's largest magnitude), NaN positions must match. Packed documents with GQA for
+// attention; a whole LlamaModel forward_backward (loss, logits and every LoRA gradient) on CUDA
+// vs CPU; the caching allocator's reuse, accounting and out-of-memory error.
 //
 // Tests that need a GPU skip, saying why, when cudaGetDeviceCount fails or finds none. The
 // CudaHostOnly tests need no GPU: the dropout-hash port against the CPU hash, and the launchers'
@@ -18,6 +22,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_kernels.h"
+#include "core/error.h"
 #include "backend/cuda/device/dropout_hash.cuh"
 #include "backend/cuda_ops.h"
 #include "core/batch.h"
@@ -63,6 +68,30 @@ Tol tolerance(DType dt, int64_t terms = 1) {
     default:
       return {0.0f, 0.0f};
   }
+}
+
+// Tolerance for an op whose outputs are stored in `dt`: fp32 math on both sides, so beyond the
+// F32 case only the rounding of outputs (and of intermediates the kernel stores) differs:
+// BF16 keeps 8 mantissa bits (half an ulp = 2^-9 = 0.2%), F16 11 bits (2^-12 = 0.05%).
+//   F32:  rtol 1e-5·sqrt(terms), atol 1e-6·sqrt(terms)·max|ref|  (tolerance() above)
+//   BF16: rtol 1.6e-2,            atol 8e-3·max|ref|
+//   F16:  rtol 4e-3,              atol 2e-3·max|ref|
+Tol act_tol(DType dt, int64_t terms = 1) {
+  switch (dt) {
+    case DType::BF16:
+      return {1.6e-2f, 8e-3f};
+    case DType::F16:
+      return {4e-3f, 2e-3f};
+    default:
+      return tolerance(DType::F32, terms);
+  }
+}
+
+const DType kActDtypes[] = {DType::F32, DType::BF16, DType::F16};
+
+// A CPU F32 tensor whose values are exactly representable in dt (the inputs both backends see).
+Tensor rounded(const Tensor& t, DType dt) {
+  return dt == DType::F32 ? t.clone() : t.to_dtype(dt).to_dtype(DType::F32);
 }
 
 float max_abs(const std::vector<float>& v) {
@@ -132,6 +161,16 @@ class CudaVsCpu : public ::testing::Test {
   }
   static Device dev() { return Device::cuda(0); }
   static Tensor up(const Tensor& t) { return t.to(dev()); }
+  // A CPU F32 tensor converted to dt on the device (values already rounded: exact).
+  static Tensor up_as(const Tensor& t, DType dt) {
+    return dt == DType::F32 ? t.to(dev()) : t.to_dtype(dt).to(dev());
+  }
+  // A device tensor of dt filled with NaN: outputs the op must overwrite.
+  static Tensor poisoned(const Shape& s, DType dt) {
+    Tensor h = Tensor::empty(s);
+    h.fill_(std::numeric_limits<float>::quiet_NaN());
+    return up_as(h, dt);
+  }
   Ops& gpu() { return *gpu_; }
   Ops& cpu() { return *cpu_; }
 
@@ -178,8 +217,26 @@ TEST(CudaHostOnly, LaunchersRejectBadArgumentsBeforeTouchingTheDevice) {
                "gemm: op(a) is [3, 4] but op(b) is [5, 6]");
   EXPECT_ERROR(cuda::gemm(ctx, Tensor::zeros({3, 4}), false, fake({4, 6}), false, c, 1, 0),
                "gemm: a is on cpu, the CUDA backend of cuda:0 needs tensors on that device");
+  EXPECT_ERROR(cuda::gemm(ctx, fake({3, 4}, DType::I32), false, fake({4, 6}), false, c, 1, 0),
+               "gemm: a has dtype I32, expected F32, BF16 or F16");
   EXPECT_ERROR(cuda::gemm(ctx, fake({3, 4}, DType::BF16), false, fake({4, 6}), false, c, 1, 0),
-               "gemm: a has dtype BF16, expected F32");
+               "gemm: b has dtype F32, expected BF16");
+  Tensor c16 = fake({3, 6}, DType::F16);
+  EXPECT_ERROR(
+      cuda::gemm(ctx, fake({3, 4}, DType::BF16), false, fake({4, 6}, DType::BF16), false, c16, 1, 0),
+      "gemm: c has dtype F16, expected F32 or BF16 (a's dtype)");
+  Tensor y16 = fake({4, 8}, DType::BF16);
+  EXPECT_ERROR(cuda::rms_norm_forward(ctx, fake({4, 8}, DType::BF16), fake({8}), 1e-5f, y16, rstd),
+               "rms_norm_forward: w has dtype F32, expected BF16");
+  Tensor cast_dst = fake({3}, DType::I32);
+  EXPECT_ERROR(cuda::cast(ctx, fake({3}), cast_dst), "cast: F32 to I32 is not supported");
+  Tensor q = fake({4, 4, 8}), kk = fake({4, 2, 8}), vv = fake({4, 2, 8});
+  EXPECT_ERROR(cuda::qkv_rope_split_forward(ctx, fake({4, 63}), fake({4}, DType::I32),
+                                            fake({8, 4}), fake({8, 4}), q, kk, vv),
+               "qkv_rope_split_forward: qkv is [4, 63], expected [4, 64]");
+  Tensor sw_out = fake({4, 3});
+  EXPECT_ERROR(cuda::swiglu_fused_forward(ctx, fake({4, 8}), sw_out),
+               "swiglu_fused_forward: out is [4, 3], expected [4, 4]");
   Tensor y = fake({4, 8}), rstd = fake({4});
   EXPECT_ERROR(cuda::rms_norm_forward(ctx, fake({4, 8}), fake({6}), 1e-5f, y, rstd),
                "rms_norm_forward: x is [4, 8] but w is [6]");
@@ -206,10 +263,13 @@ TEST(CudaHostOnly, LaunchersRejectBadArgumentsBeforeTouchingTheDevice) {
   Tensor emb_out = fake({3, 5});
   EXPECT_ERROR(cuda::embedding_forward(ctx, fake({10, 4}), fake({3}, DType::I32), emb_out),
                "embedding_forward: out is [3, 5], expected [3, 4]");
-  Tensor dx = fake({4, 8});
+  Tensor dx = fake({4, 8}), loss = fake({1}, DType::F64), loss32 = fake({1});
   EXPECT_ERROR(cuda::lm_head_cross_entropy(ctx, fake({4, 8}), fake({11, 8}), fake({4}, DType::I32),
-                                           1.0f, &dx, nullptr, 0),
+                                           1.0f, loss, &dx, nullptr, 0),
                "lm_head_cross_entropy: chunk_tokens = 0 must be positive");
+  EXPECT_ERROR(cuda::lm_head_cross_entropy(ctx, fake({4, 8}), fake({11, 8}), fake({4}, DType::I32),
+                                           1.0f, loss32, &dx, nullptr, 4),
+               "lm_head_cross_entropy: loss_sum has dtype F32, expected F64");
   Tensor dbias = fake({7});
   EXPECT_ERROR(cuda::bias_backward(ctx, fake({4, 8}), dbias),
                "bias_backward: dy is [4, 8] but dbias is [7]");
@@ -234,6 +294,8 @@ TEST_F(CudaVsCpu, AllocatorRoundTripsAndAccounts) {
     Tensor d = up(h);
     EXPECT_EQ(d.device(), dev());
     EXPECT_EQ(memory_stats(DeviceType::CUDA).live_bytes, before + 37 * 11 * 4);
+    EXPECT_GE(memory_stats(DeviceType::CUDA).reserved_bytes,
+              memory_stats(DeviceType::CUDA).live_bytes);
     EXPECT_EQ(host_values(d), h.to_vector());
     Tensor c = d.clone();  // device to device
     EXPECT_EQ(host_values(c), h.to_vector());
@@ -252,26 +314,134 @@ TEST_F(CudaVsCpu, AllocatorRoundTripsAndAccounts) {
   EXPECT_EQ(memory_stats(DeviceType::CUDA).live_bytes, before);
 }
 
+TEST_F(CudaVsCpu, AllocatorReusesFreedBlocksAndReleasesTheCache) {
+  release_cached_memory(DeviceType::CUDA);  // no block of the size below is cached
+  const int64_t bytes = (int64_t{3} << 20) + 100;  // a large size class (2 MiB granules)
+  void* first = nullptr;
+  {
+    Tensor a = Tensor::empty({bytes}, DType::U8, dev());
+    first = a.raw();
+  }
+  const int64_t reserved = memory_stats(DeviceType::CUDA).reserved_bytes;
+  {
+    // Same size class: the cached block comes back, nothing new is reserved.
+    Tensor b = Tensor::empty({bytes - 1000}, DType::U8, dev());
+    EXPECT_EQ(b.raw(), first);
+    EXPECT_EQ(memory_stats(DeviceType::CUDA).reserved_bytes, reserved);
+    // A much smaller request does not take a large block.
+    Tensor small = Tensor::empty({1000}, DType::U8, dev());
+    EXPECT_NE(small.raw(), first);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(small.raw()) % 256, 0u);
+  }
+  EXPECT_GE(memory_stats(DeviceType::CUDA).peak_reserved_bytes, reserved);
+  release_cached_memory(DeviceType::CUDA);
+  EXPECT_LT(memory_stats(DeviceType::CUDA).reserved_bytes, reserved);
+  EXPECT_GE(memory_stats(DeviceType::CUDA).reserved_bytes,
+            memory_stats(DeviceType::CUDA).live_bytes);
+}
+
+TEST_F(CudaVsCpu, AllocatorOutOfMemoryIsATypedError) {
+  const int64_t huge = int64_t{1} << 50;  // 1 PiB: no GPU has it
+  try {
+    Tensor t = Tensor::empty({huge}, DType::U8, dev());
+    FAIL() << "no OutOfMemoryError";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_EQ(e.device, 0);
+    EXPECT_GE(e.requested_bytes, huge);
+    EXPECT_GT(e.total_bytes, 0);
+    EXPECT_GE(e.reserved_bytes, 0);
+    EXPECT_NE(std::string(e.what()).find("cuda:0: out of memory allocating"), std::string::npos)
+        << e.what();
+  }
+  // The allocator still works afterwards.
+  Tensor ok = Tensor::zeros({16}, DType::F32, dev());
+  EXPECT_EQ(host_values(ok), std::vector<float>(16, 0.0f));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cast
+
+TEST_F(CudaVsCpu, CastEveryPairMatchesCpuRounding) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  // Random values plus the edge cases: NaN, infinities, f16 overflow (65520 rounds to inf,
+  // 65519 to 65504), ties, f16 subnormals, f32 subnormals (bf16 keeps them), signed zero.
+  std::vector<float> v = test::random_tensor({1001}, 3, 100.0f).to_vector();
+  const std::vector<float> edge = {nan,     inf,   -inf,        65520.0f, 65519.0f, -70000.0f,
+                                   1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-9f,   1e-6f,    -3e-7f,
+                                   6e-8f,   1e-40f, -0.0f,      0.0f,     1.0f / 3.0f};
+  for (size_t i = 0; i < edge.size(); ++i) v[i * 7] = edge[i];
+  const Tensor src32 = Tensor::from_vector(v, {1001});
+  for (DType from : kActDtypes) {
+    for (DType to : kActDtypes) {
+      SCOPED_TRACE(std::string(dtype_name(from)) + " -> " + std::string(dtype_name(to)));
+      const Tensor src = from == DType::F32 ? src32 : src32.to_dtype(from);
+      Tensor want = Tensor::empty({1001}, to);
+      cpu().cast(src, want);
+      // Odd numel and a 1-element offset: the scalar path; 1000 elements: the vector path.
+      for (int64_t off : {0, 1}) {
+        const Tensor s = src.to(dev()).slice_rows(off, 1001);
+        Tensor got = poisoned({1001 - off}, to);
+        gpu().cast(s, got);
+        const std::vector<float> g = host_values(got), w = want.slice_rows(off, 1001).to_vector();
+        ASSERT_EQ(g.size(), w.size());
+        for (size_t i = 0; i < g.size(); ++i) {
+          if (std::isnan(w[i])) {
+            EXPECT_TRUE(std::isnan(g[i])) << i;
+          } else {
+            EXPECT_EQ(std::memcmp(&g[i], &w[i], 4), 0) << i << ": " << g[i] << " vs " << w[i];
+          }
+        }
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // GEMM and bias
 
-TEST_F(CudaVsCpu, GemmAllTransposesAlphaBeta) {
+TEST_F(CudaVsCpu, GemmAllDtypesTransposesAlphaBeta) {
   const int64_t M = 37, N = 29, K = 67;
   uint64_t seed = 10;
-  for (bool ta : {false, true}) {
-    for (bool tb : {false, true}) {
-      const Tensor a = test::random_tensor(ta ? Shape{K, M} : Shape{M, K}, ++seed);
-      const Tensor b = test::random_tensor(tb ? Shape{N, K} : Shape{K, N}, ++seed);
-      const Tensor c0 = test::random_tensor({M, N}, ++seed);
-      const std::pair<float, float> alpha_beta[] = {{1.0f, 0.0f}, {1.5f, 0.5f}, {-0.7f, 1.0f}};
-      for (auto [alpha, beta] : alpha_beta) {
-        Tensor want = c0.clone();
-        cpu().gemm(a, ta, b, tb, want, alpha, beta);
-        Tensor got = up(c0);
-        gpu().gemm(up(a), ta, up(b), tb, got, alpha, beta);
-        EXPECT_CLOSE(got, want, tolerance(DType::F32, K))
-            << " ta " << ta << " tb " << tb << " alpha " << alpha << " beta " << beta;
+  for (DType dt : kActDtypes) {
+    for (bool c_f32 : {true, false}) {
+      if (dt == DType::F32 && !c_f32) continue;
+      const DType ct = c_f32 ? DType::F32 : dt;
+      for (bool ta : {false, true}) {
+        for (bool tb : {false, true}) {
+          const Tensor a = rounded(test::random_tensor(ta ? Shape{K, M} : Shape{M, K}, ++seed), dt);
+          const Tensor b = rounded(test::random_tensor(tb ? Shape{N, K} : Shape{K, N}, ++seed), dt);
+          const Tensor c0 = rounded(test::random_tensor({M, N}, ++seed), ct);
+          const std::pair<float, float> alpha_beta[] = {{1.0f, 0.0f}, {1.5f, 0.5f}, {-0.7f, 1.0f}};
+          for (auto [alpha, beta] : alpha_beta) {
+            Tensor want = c0.clone();
+            cpu().gemm(a, ta, b, tb, want, alpha, beta);
+            Tensor got = beta == 0.0f ? poisoned({M, N}, ct) : up_as(c0, ct);
+            gpu().gemm(up_as(a, dt), ta, up_as(b, dt), tb, got, alpha, beta);
+            EXPECT_CLOSE(got, want, c_f32 ? tolerance(DType::F32, K) : act_tol(dt, K))
+                << dtype_name(dt) << " c " << dtype_name(ct) << " ta " << ta << " tb " << tb
+                << " alpha " << alpha << " beta " << beta;
+          }
+        }
       }
+    }
+  }
+}
+
+TEST_F(CudaVsCpu, GemmOnUnalignedViewsAndOddLeadingDimensions) {
+  // slice_rows views start 2 bytes into a buffer (bf16, odd K): plans keyed by alignment, or
+  // the cublasGemmEx fallback, must still be right. Repeated calls reuse the cached plans.
+  const int64_t M = 33, N = 17, K = 45;
+  for (DType dt : kActDtypes) {
+    const Tensor a = rounded(test::random_tensor({M + 1, K}, 1), dt);
+    const Tensor b = rounded(test::random_tensor({N, K}, 2), dt);
+    Tensor want = Tensor::empty({M, N});
+    cpu().gemm(a.slice_rows(1, M + 1), false, b, true, want, 1.0f, 0.0f);
+    const Tensor ga = up_as(a, dt), gb = up_as(b, dt);
+    for (int rep = 0; rep < 2; ++rep) {
+      Tensor got = poisoned({M, N}, DType::F32);
+      gpu().gemm(ga.slice_rows(1, M + 1), false, gb, true, got, 1.0f, 0.0f);
+      EXPECT_CLOSE(got, want, tolerance(DType::F32, K)) << dtype_name(dt) << " rep " << rep;
     }
   }
 }
@@ -288,26 +458,32 @@ TEST_F(CudaVsCpu, GemmBetaZeroIgnoresNaNInOutputAndHandlesEmptyK) {
   // K = 0: C = beta C.
   const Tensor a0 = Tensor::empty({5, 0}), b0 = Tensor::empty({0, 4});
   const Tensor c0 = test::random_tensor({5, 4}, 3);
-  for (float beta : {0.0f, 0.25f}) {
-    Tensor w = c0.clone();
-    cpu().gemm(a0, false, b0, false, w, 1.0f, beta);
-    Tensor g = up(c0);
-    gpu().gemm(up(a0), false, up(b0), false, g, 1.0f, beta);
-    EXPECT_CLOSE(g, w, tolerance(DType::F32)) << " beta " << beta;
+  for (DType dt : kActDtypes) {
+    for (float beta : {0.0f, 0.25f}) {
+      Tensor w = rounded(c0, dt);
+      cpu().gemm(a0, false, b0, false, w, 1.0f, beta);
+      Tensor g = up_as(rounded(c0, dt), dt);
+      gpu().gemm(up_as(a0, dt), false, up_as(b0, dt), false, g, 1.0f, beta);
+      EXPECT_CLOSE(g, w, act_tol(dt)) << dtype_name(dt) << " beta " << beta;
+    }
   }
 }
 
 TEST_F(CudaVsCpu, BiasAddAndBackward) {
-  const Tensor y0 = test::random_tensor({33, 70}, 1), bias = test::random_tensor({70}, 2);
-  Tensor want = y0.clone(), got = up(y0);
-  cpu().add_bias(want, bias);
-  gpu().add_bias(got, up(bias));
-  EXPECT_CLOSE(got, want, tolerance(DType::F32));
-  const Tensor db0 = test::random_tensor({70}, 3);
-  Tensor dwant = db0.clone(), dgot = up(db0);
-  cpu().bias_backward(y0, dwant);
-  gpu().bias_backward(up(y0), dgot);
-  EXPECT_CLOSE(dgot, dwant, tolerance(DType::F32, 33));
+  for (DType dt : kActDtypes) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor y0 = rounded(test::random_tensor({33, 70}, 1), dt);
+    const Tensor bias = rounded(test::random_tensor({70}, 2), dt);
+    Tensor want = y0.clone(), got = up_as(y0, dt);
+    cpu().add_bias(want, bias);
+    gpu().add_bias(got, up_as(bias, dt));
+    EXPECT_CLOSE(got, want, act_tol(dt));
+    const Tensor db0 = test::random_tensor({70}, 3);
+    Tensor dwant = db0.clone(), dgot = up(db0);
+    cpu().bias_backward(y0, dwant);
+    gpu().bias_backward(up_as(y0, dt), dgot);
+    EXPECT_CLOSE(dgot, dwant, tolerance(DType::F32, 33));  // dbias is F32
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,16 +491,25 @@ TEST_F(CudaVsCpu, BiasAddAndBackward) {
 
 TEST_F(CudaVsCpu, AxpyScaleSumSquares) {
   const int64_t n = (1 << 20) + 17;  // several blocks and a ragged tail
-  const Tensor x = test::random_tensor({n}, 1), y0 = test::random_tensor({n}, 2);
-  Tensor want = y0.clone(), got = up(y0);
-  cpu().axpy(-0.37f, x, want);
-  gpu().axpy(-0.37f, up(x), got);
-  EXPECT_CLOSE(got, want, tolerance(DType::F32));
-  cpu().scale(want, 3.5f);
-  gpu().scale(got, 3.5f);
-  EXPECT_CLOSE(got, want, tolerance(DType::F32));
-  const double ss_cpu = cpu().sum_squares(want);
-  const double ss_gpu = gpu().sum_squares(got);
+  for (DType dt : kActDtypes) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor x = rounded(test::random_tensor({n}, 1), dt);
+    const Tensor y0 = rounded(test::random_tensor({n}, 2), dt);
+    // n + 17 is odd (scalar path); the first 1 << 20 elements take the 16-byte path.
+    for (int64_t len : {n, int64_t{1} << 20}) {
+      Tensor want = y0.slice_rows(0, len).clone(), got = up_as(y0.slice_rows(0, len), dt);
+      cpu().axpy(-0.37f, x.slice_rows(0, len), want);
+      gpu().axpy(-0.37f, up_as(x.slice_rows(0, len), dt), got);
+      EXPECT_CLOSE(got, want, act_tol(dt)) << len;
+      Tensor swant = rounded(want, dt);  // scale what the GPU holds
+      cpu().scale(swant, 3.5f);
+      gpu().scale(got, 3.5f);
+      EXPECT_CLOSE(got, swant, act_tol(dt)) << len;
+    }
+  }
+  const Tensor x = test::random_tensor({n}, 1);
+  const double ss_cpu = cpu().sum_squares(x);
+  const double ss_gpu = gpu().sum_squares(up(x));
   EXPECT_NEAR(ss_gpu / ss_cpu, 1.0, 1e-6);
   // Exactly representable values: the double sums must agree exactly.
   Tensor small = Tensor::from_vector({1.0f, -2.0f, 0.5f, 3.0f, 0.0f}, {5});
@@ -362,12 +547,15 @@ TEST_F(CudaVsCpu, NaNsLandInTheSamePlaces) {
 
 TEST_F(CudaVsCpu, EmbeddingForwardBackwardWithRepeatedIds) {
   const int64_t V = 50, H = 300;
-  const Tensor table = test::random_tensor({V, H}, 1);
   const Tensor ids = Tensor::from_ints({3, 7, 3, 49, 0, 7, 7, 12, 3, 1, 49}, {11});
-  Tensor want = Tensor::empty({11, H}), got = Tensor::empty({11, H}, DType::F32, dev());
-  cpu().embedding_forward(table, ids, want);
-  gpu().embedding_forward(up(table), up(ids), got);
-  EXPECT_EQ(host_values(got), want.to_vector());  // a gather is exact
+  for (DType dt : kActDtypes) {
+    const Tensor table = rounded(test::random_tensor({V, H}, 1), dt);
+    Tensor want = Tensor::empty({11, H}), got = poisoned({11, H}, dt);
+    cpu().embedding_forward(table, ids, want);
+    gpu().embedding_forward(up_as(table, dt), up(ids), got);
+    EXPECT_EQ(host_values(got), want.to_vector()) << dtype_name(dt);  // a gather is exact
+  }
+  const Tensor table = test::random_tensor({V, H}, 1);
   const Tensor dy = test::random_tensor({11, H}, 2);
   const Tensor dt0 = test::random_tensor({V, H}, 3);
   Tensor dwant = dt0.clone(), dgot = up(dt0);
@@ -384,62 +572,177 @@ TEST_F(CudaVsCpu, EmbeddingForwardBackwardWithRepeatedIds) {
 // RMSNorm, RoPE, SwiGLU
 
 TEST_F(CudaVsCpu, RmsNormForwardBackward) {
-  for (int64_t H : {7, 300, 1030}) {
-    const int64_t N = 19;
-    const Tensor x = test::random_tensor({N, H}, 1), w = test::random_tensor({H}, 2);
-    Tensor y_want = Tensor::empty({N, H}), r_want = Tensor::empty({N});
-    Tensor y_got = Tensor::empty({N, H}, DType::F32, dev()),
-           r_got = Tensor::empty({N}, DType::F32, dev());
-    cpu().rms_norm_forward(x, w, 1e-6f, y_want, r_want);
-    gpu().rms_norm_forward(up(x), up(w), 1e-6f, y_got, r_got);
-    EXPECT_CLOSE(y_got, y_want, tolerance(DType::F32, H)) << " H " << H;
-    EXPECT_CLOSE(r_got, r_want, tolerance(DType::F32, H)) << " H " << H;
-    const Tensor dy = test::random_tensor({N, H}, 3), dw0 = test::random_tensor({H}, 4);
-    Tensor dx_want = Tensor::empty({N, H}), dw_want = dw0.clone();
-    Tensor dx_got = Tensor::empty({N, H}, DType::F32, dev()), dw_got = up(dw0);
-    cpu().rms_norm_backward(dy, x, w, r_want, dx_want, &dw_want);
-    gpu().rms_norm_backward(up(dy), up(x), up(w), up(r_want), dx_got, &dw_got);
-    EXPECT_CLOSE(dx_got, dx_want, tolerance(DType::F32, H)) << " H " << H;
-    EXPECT_CLOSE(dw_got, dw_want, tolerance(DType::F32, N)) << " H " << H;
-    Tensor dx_only = Tensor::empty({N, H}, DType::F32, dev());
-    gpu().rms_norm_backward(up(dy), up(x), up(w), up(r_want), dx_only, nullptr);
-    EXPECT_CLOSE(dx_only, dx_want, tolerance(DType::F32, H)) << " H " << H;
+  for (DType dt : kActDtypes) {
+    for (int64_t H : {7, 300, 1024}) {  // 1024: the 16-byte path in every dtype
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " H " + std::to_string(H));
+      const int64_t N = 19;
+      const Tensor x = rounded(test::random_tensor({N, H}, 1), dt);
+      const Tensor w = rounded(test::random_tensor({H}, 2), dt);
+      Tensor y_want = Tensor::empty({N, H}), r_want = Tensor::empty({N});
+      Tensor y_got = poisoned({N, H}, dt), r_got = poisoned({N}, DType::F32);
+      cpu().rms_norm_forward(x, w, 1e-6f, y_want, r_want);
+      gpu().rms_norm_forward(up_as(x, dt), up_as(w, dt), 1e-6f, y_got, r_got);
+      EXPECT_CLOSE(y_got, y_want, act_tol(dt, H));
+      EXPECT_CLOSE(r_got, r_want, tolerance(DType::F32, H));
+      const Tensor dy = rounded(test::random_tensor({N, H}, 3), dt);
+      const Tensor dw0 = test::random_tensor({H}, 4);
+      Tensor dx_want = Tensor::empty({N, H}), dw_want = dw0.clone();
+      Tensor dx_got = poisoned({N, H}, dt), dw_got = up(dw0);
+      cpu().rms_norm_backward(dy, x, w, r_want, dx_want, &dw_want);
+      gpu().rms_norm_backward(up_as(dy, dt), up_as(x, dt), up_as(w, dt), up(r_want), dx_got,
+                              &dw_got);
+      EXPECT_CLOSE(dx_got, dx_want, act_tol(dt, H));
+      EXPECT_CLOSE(dw_got, dw_want, tolerance(DType::F32, N));
+      Tensor dx_only = poisoned({N, H}, dt);
+      gpu().rms_norm_backward(up_as(dy, dt), up_as(x, dt), up_as(w, dt), up(r_want), dx_only,
+                              nullptr);
+      EXPECT_CLOSE(dx_only, dx_want, act_tol(dt, H));
+      // accumulate: dx += d/dx.
+      const Tensor acc0 = rounded(test::random_tensor({N, H}, 5), dt);
+      Tensor acc_want = acc0.clone();
+      cpu().rms_norm_backward(dy, x, w, r_want, acc_want, nullptr, true);
+      Tensor acc_got = up_as(acc0, dt);
+      gpu().rms_norm_backward(up_as(dy, dt), up_as(x, dt), up_as(w, dt), up(r_want), acc_got,
+                              nullptr, true);
+      EXPECT_CLOSE(acc_got, acc_want, act_tol(dt, H));
+    }
+  }
+}
+
+TEST_F(CudaVsCpu, AddRmsNormForward) {
+  for (DType dt : kActDtypes) {
+    for (int64_t H : {13, 512}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " H " + std::to_string(H));
+      const int64_t N = 21;
+      const Tensor a = rounded(test::random_tensor({N, H}, 1), dt);
+      const Tensor b = rounded(test::random_tensor({N, H}, 2), dt);
+      const Tensor w = rounded(test::random_tensor({H}, 3), dt);
+      Tensor s_want = Tensor::empty({N, H}), y_want = Tensor::empty({N, H});
+      Tensor r_want = Tensor::empty({N});
+      cpu().add_rms_norm_forward(a, b, w, 1e-5f, s_want, y_want, r_want);
+      Tensor s_got = poisoned({N, H}, dt), y_got = poisoned({N, H}, dt);
+      Tensor r_got = poisoned({N}, DType::F32);
+      gpu().add_rms_norm_forward(up_as(a, dt), up_as(b, dt), up_as(w, dt), 1e-5f, s_got, y_got,
+                                 r_got);
+      EXPECT_CLOSE(s_got, s_want, act_tol(dt));
+      EXPECT_CLOSE(y_got, y_want, act_tol(dt, H));
+      EXPECT_CLOSE(r_got, r_want, dt == DType::F32 ? tolerance(DType::F32, H) : act_tol(dt));
+      // In place over a (the residual stream updated where it lies).
+      Tensor a_inplace = up_as(a, dt);
+      Tensor y2 = poisoned({N, H}, dt), r2 = poisoned({N}, DType::F32);
+      gpu().add_rms_norm_forward(a_inplace, up_as(b, dt), up_as(w, dt), 1e-5f, a_inplace, y2, r2);
+      EXPECT_EQ(host_values(a_inplace), host_values(s_got));
+      EXPECT_EQ(host_values(y2), host_values(y_got));
+    }
   }
 }
 
 TEST_F(CudaVsCpu, RopeForwardBackward) {
   const int64_t N = 23, heads = 3, hd = 16, P = 40;
-  const Tensor x = test::random_tensor({N, heads, hd}, 1);
   const Tensor cos = test::random_tensor({P, hd / 2}, 2), sin = test::random_tensor({P, hd / 2}, 3);
   std::vector<int32_t> pos(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7) % P);
   const Tensor positions = Tensor::from_ints(pos, {N});
-  Tensor want = x.clone(), got = up(x);
-  cpu().rope_forward(want, positions, cos, sin);
-  gpu().rope_forward(got, up(positions), up(cos), up(sin));
-  EXPECT_CLOSE(got, want, tolerance(DType::F32, 2));
-  cpu().rope_backward(want, positions, cos, sin);
-  gpu().rope_backward(got, up(positions), up(cos), up(sin));
-  EXPECT_CLOSE(got, want, tolerance(DType::F32, 4));
+  for (DType dt : kActDtypes) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor x = rounded(test::random_tensor({N, heads, hd}, 1), dt);
+    Tensor want = x.clone(), got = up_as(x, dt);
+    cpu().rope_forward(want, positions, cos, sin);
+    gpu().rope_forward(got, up(positions), up(cos), up(sin));
+    EXPECT_CLOSE(got, want, act_tol(dt, 2));
+    Tensor bwant = rounded(want, dt);  // the backward from what the GPU holds
+    cpu().rope_backward(bwant, positions, cos, sin);
+    gpu().rope_backward(got, up(positions), up(cos), up(sin));
+    EXPECT_CLOSE(got, bwant, act_tol(dt, 4));
+  }
+  Tensor got = up(test::random_tensor({N, heads, hd}, 1));
   const Tensor bad = Tensor::from_ints(std::vector<int32_t>(static_cast<size_t>(N), P), {N});
   EXPECT_ERROR(gpu().rope_forward(got, up(bad), up(cos), up(sin)),
                "rope_forward: positions[0] = 40 is outside the rope table [0, 40)");
 }
 
+TEST_F(CudaVsCpu, QkvRopeSplitAndMerge) {
+  const int64_t N = 19, nh = 6, nkv = 2, hd = 24, P = 50;
+  const int64_t W = (nh + 2 * nkv) * hd;
+  const Tensor cos = test::random_tensor({P, hd / 2}, 2), sin = test::random_tensor({P, hd / 2}, 3);
+  std::vector<int32_t> pos(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>((i * 11) % P);
+  const Tensor positions = Tensor::from_ints(pos, {N});
+  for (DType dt : kActDtypes) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor qkv = rounded(test::random_tensor({N, W}, 1), dt);
+    Tensor q_want = Tensor::empty({N, nh, hd}), k_want = Tensor::empty({N, nkv, hd});
+    Tensor v_want = Tensor::empty({N, nkv, hd});
+    cpu().qkv_rope_split_forward(qkv, positions, cos, sin, q_want, k_want, v_want);
+    Tensor q_got = poisoned({N, nh, hd}, dt), k_got = poisoned({N, nkv, hd}, dt);
+    Tensor v_got = poisoned({N, nkv, hd}, dt);
+    gpu().qkv_rope_split_forward(up_as(qkv, dt), up(positions), up(cos), up(sin), q_got, k_got,
+                                 v_got);
+    EXPECT_CLOSE(q_got, q_want, act_tol(dt, 2));
+    EXPECT_CLOSE(k_got, k_want, act_tol(dt, 2));
+    EXPECT_EQ(host_values(v_got), v_want.to_vector());  // a copy
+    // Split equals rope_forward on the separated heads (CPU, the unfused reference).
+    Tensor q_ref = qkv.view({N, nh + 2 * nkv, hd}).clone();
+    Tensor q_sep = Tensor::empty({N, nh, hd});
+    for (int64_t t = 0; t < N; ++t)
+      std::memcpy(q_sep.f32() + t * nh * hd, q_ref.f32() + t * W, nh * hd * 4);
+    cpu().rope_forward(q_sep, positions, cos, sin);
+    EXPECT_EQ(test::compare(q_sep.to_vector(), q_want.to_vector(), 1e-6f, 1e-7f), "");
+
+    const Tensor dq = rounded(test::random_tensor({N, nh, hd}, 4), dt);
+    const Tensor dk = rounded(test::random_tensor({N, nkv, hd}, 5), dt);
+    const Tensor dv = rounded(test::random_tensor({N, nkv, hd}, 6), dt);
+    Tensor d_want = Tensor::empty({N, W});
+    cpu().qkv_rope_merge_backward(dq, dk, dv, positions, cos, sin, d_want);
+    Tensor d_got = poisoned({N, W}, dt);
+    gpu().qkv_rope_merge_backward(up_as(dq, dt), up_as(dk, dt), up_as(dv, dt), up(positions),
+                                  up(cos), up(sin), d_got);
+    EXPECT_CLOSE(d_got, d_want, act_tol(dt, 2));
+  }
+  // Out-of-table positions are not checked on the host: they poison their token with NaN.
+  const Tensor bad = Tensor::from_ints(std::vector<int32_t>(static_cast<size_t>(N), P), {N});
+  Tensor q = poisoned({N, nh, hd}, DType::F32), k = poisoned({N, nkv, hd}, DType::F32);
+  Tensor v = poisoned({N, nkv, hd}, DType::F32);
+  gpu().qkv_rope_split_forward(up(test::random_tensor({N, W}, 1)), up(bad), up(cos), up(sin), q,
+                               k, v);
+  for (float x : host_values(q)) EXPECT_TRUE(std::isnan(x));
+  for (float x : host_values(v)) EXPECT_FALSE(std::isnan(x));
+}
+
 TEST_F(CudaVsCpu, SwigluForwardBackward) {
-  const Tensor g = test::random_tensor({31, 77}, 1, 6.0f), u = test::random_tensor({31, 77}, 2);
-  Tensor want = Tensor::empty({31, 77}), got = Tensor::empty({31, 77}, DType::F32, dev());
-  cpu().swiglu_forward(g, u, want);
-  gpu().swiglu_forward(up(g), up(u), got);
-  EXPECT_CLOSE(got, want, tolerance(DType::F32, 4));
-  const Tensor dout = test::random_tensor({31, 77}, 3);
-  Tensor dg_want = Tensor::empty({31, 77}), du_want = Tensor::empty({31, 77});
-  Tensor dg_got = Tensor::empty({31, 77}, DType::F32, dev()),
-         du_got = Tensor::empty({31, 77}, DType::F32, dev());
-  cpu().swiglu_backward(dout, g, u, dg_want, du_want);
-  gpu().swiglu_backward(up(dout), up(g), up(u), dg_got, du_got);
-  EXPECT_CLOSE(dg_got, dg_want, tolerance(DType::F32, 4));
-  EXPECT_CLOSE(du_got, du_want, tolerance(DType::F32, 4));
+  for (DType dt : kActDtypes) {
+    for (int64_t F : {77, 64}) {  // 64: the 16-byte path
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " F " + std::to_string(F));
+      const Tensor g = rounded(test::random_tensor({31, F}, 1, 6.0f), dt);
+      const Tensor u = rounded(test::random_tensor({31, F}, 2), dt);
+      Tensor want = Tensor::empty({31, F}), got = poisoned({31, F}, dt);
+      cpu().swiglu_forward(g, u, want);
+      gpu().swiglu_forward(up_as(g, dt), up_as(u, dt), got);
+      EXPECT_CLOSE(got, want, act_tol(dt, 4));
+      const Tensor dout = rounded(test::random_tensor({31, F}, 3), dt);
+      Tensor dg_want = Tensor::empty({31, F}), du_want = Tensor::empty({31, F});
+      Tensor dg_got = poisoned({31, F}, dt), du_got = poisoned({31, F}, dt);
+      cpu().swiglu_backward(dout, g, u, dg_want, du_want);
+      gpu().swiglu_backward(up_as(dout, dt), up_as(g, dt), up_as(u, dt), dg_got, du_got);
+      EXPECT_CLOSE(dg_got, dg_want, act_tol(dt, 4));
+      EXPECT_CLOSE(du_got, du_want, act_tol(dt, 4));
+
+      // Fused gate/up buffer [N, 2F].
+      const Tensor gu = rounded(test::random_tensor({31, 2 * F}, 4, 4.0f), dt);
+      Tensor f_want = Tensor::empty({31, F}), f_got = poisoned({31, F}, dt);
+      cpu().swiglu_fused_forward(gu, f_want);
+      gpu().swiglu_fused_forward(up_as(gu, dt), f_got);
+      EXPECT_CLOSE(f_got, f_want, act_tol(dt, 4));
+      Tensor dgu_want = Tensor::empty({31, 2 * F}), dgu_got = poisoned({31, 2 * F}, dt);
+      cpu().swiglu_fused_backward(dout, gu, dgu_want);
+      gpu().swiglu_fused_backward(up_as(dout, dt), up_as(gu, dt), dgu_got);
+      EXPECT_CLOSE(dgu_got, dgu_want, act_tol(dt, 4));
+      // In place over gu.
+      Tensor inplace = up_as(gu, dt);
+      gpu().swiglu_fused_backward(up_as(dout, dt), inplace, inplace);
+      EXPECT_EQ(host_values(inplace), host_values(dgu_got));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -464,6 +767,21 @@ TEST_F(CudaVsCpu, DropoutMasksMatchCpuBitForBit) {
       EXPECT_EQ(host_values(dx_got), dx_want.to_vector()) << "p " << p;
     }
   }
+  for (DType dt : {DType::BF16, DType::F16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const Tensor xr = rounded(x, dt);
+    Tensor out_want = Tensor::empty(x.shape()), mask_want = Tensor::empty(x.shape(), DType::U8);
+    cpu().dropout_forward(xr, 0.25f, 5, out_want, mask_want);
+    Tensor out_got = poisoned(x.shape(), dt), mask_got = Tensor::empty(x.shape(), DType::U8, dev());
+    gpu().dropout_forward(up_as(xr, dt), 0.25f, 5, out_got, mask_got);
+    ASSERT_EQ(host_bytes(mask_got), host_bytes(mask_want));
+    EXPECT_CLOSE(out_got, out_want, act_tol(dt));
+    const Tensor dy = rounded(test::random_tensor(x.shape(), 2), dt);
+    Tensor dx_want = Tensor::empty(x.shape()), dx_got = poisoned(x.shape(), dt);
+    cpu().dropout_backward(dy, mask_want, 0.25f, dx_want);
+    gpu().dropout_backward(up_as(dy, dt), mask_got, 0.25f, dx_got);
+    EXPECT_CLOSE(dx_got, dx_want, act_tol(dt));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -482,41 +800,45 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
       {{1, 64, 3}, 4, 1, 128},     // MQA, a long document
       {{11, 2}, 2, 1, 200},        // the widest kernel variant
   };
-  uint64_t seed = 100;
-  for (const AttnCase& c : cases) {
-    const std::vector<int32_t> ds = doc_starts(c.docs);
-    const int64_t N = static_cast<int64_t>(ds.size());
-    const Tensor doc_start = Tensor::from_ints(ds, {N});
-    const Tensor q = test::random_tensor({N, c.nh, c.hd}, ++seed);
-    const Tensor k = test::random_tensor({N, c.nkv, c.hd}, ++seed);
-    const Tensor v = test::random_tensor({N, c.nkv, c.hd}, ++seed);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
-    const std::string what = "hd " + std::to_string(c.hd) + " nh " + std::to_string(c.nh) +
-                             " nkv " + std::to_string(c.nkv);
-    Tensor o_want = Tensor::empty(q.shape()), lse_want = Tensor::empty({N, c.nh});
-    Tensor o_got = Tensor::empty(q.shape(), DType::F32, dev());
-    Tensor lse_got = Tensor::empty({N, c.nh}, DType::F32, dev());
-    cpu().attention_forward(q, k, v, doc_start, scale, o_want, lse_want);
-    gpu().attention_forward(up(q), up(k), up(v), up(doc_start), scale, o_got, lse_got);
-    const int64_t longest = *std::max_element(c.docs.begin(), c.docs.end());
-    EXPECT_CLOSE(o_got, o_want, tolerance(DType::F32, c.hd * longest)) << what;
-    EXPECT_CLOSE(lse_got, lse_want, tolerance(DType::F32, c.hd)) << what;
+  for (DType dt : kActDtypes) {
+    uint64_t seed = 100;
+    for (const AttnCase& c : cases) {
+      const std::vector<int32_t> ds = doc_starts(c.docs);
+      const int64_t N = static_cast<int64_t>(ds.size());
+      const Tensor doc_start = Tensor::from_ints(ds, {N});
+      const Tensor q = rounded(test::random_tensor({N, c.nh, c.hd}, ++seed), dt);
+      const Tensor k = rounded(test::random_tensor({N, c.nkv, c.hd}, ++seed), dt);
+      const Tensor v = rounded(test::random_tensor({N, c.nkv, c.hd}, ++seed), dt);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+      const std::string what = std::string(dtype_name(dt)) + " hd " + std::to_string(c.hd) +
+                               " nh " + std::to_string(c.nh) + " nkv " + std::to_string(c.nkv);
+      Tensor o_want = Tensor::empty(q.shape()), lse_want = Tensor::empty({N, c.nh});
+      Tensor o_got = poisoned(q.shape(), dt), lse_got = poisoned({N, c.nh}, DType::F32);
+      cpu().attention_forward(q, k, v, doc_start, scale, o_want, lse_want);
+      gpu().attention_forward(up_as(q, dt), up_as(k, dt), up_as(v, dt), up(doc_start), scale,
+                              o_got, lse_got);
+      const int64_t longest = *std::max_element(c.docs.begin(), c.docs.end());
+      EXPECT_CLOSE(o_got, o_want, act_tol(dt, c.hd * longest)) << what;
+      EXPECT_CLOSE(lse_got, lse_want, tolerance(DType::F32, c.hd)) << what;
 
-    const Tensor d_o = test::random_tensor(q.shape(), ++seed);
-    Tensor dq_want = Tensor::empty(q.shape()), dk_want = Tensor::empty(k.shape());
-    Tensor dv_want = Tensor::empty(v.shape());
-    cpu().attention_backward(q, k, v, o_want, lse_want, d_o, doc_start, scale, dq_want, dk_want,
-                             dv_want);
-    Tensor dq_got = Tensor::empty(q.shape(), DType::F32, dev());
-    Tensor dk_got = Tensor::empty(k.shape(), DType::F32, dev());
-    Tensor dv_got = Tensor::empty(v.shape(), DType::F32, dev());
-    // The GPU backward consumes the GPU forward's outputs, as in training.
-    gpu().attention_backward(up(q), up(k), up(v), o_got, lse_got, up(d_o), up(doc_start), scale,
-                             dq_got, dk_got, dv_got);
-    const Tol bwd = tolerance(DType::F32, c.hd * longest * (c.nh / c.nkv));
-    EXPECT_CLOSE(dq_got, dq_want, bwd) << what;
-    EXPECT_CLOSE(dk_got, dk_want, bwd) << what;
-    EXPECT_CLOSE(dv_got, dv_want, bwd) << what;
+      // The backward from the GPU forward's outputs, as in training; the CPU reference gets the
+      // same (rounded) o and lse.
+      const Tensor o_used = Tensor::from_vector(host_values(o_got), q.shape());
+      const Tensor lse_used = Tensor::from_vector(host_values(lse_got), {N, c.nh});
+      const Tensor d_o = rounded(test::random_tensor(q.shape(), ++seed), dt);
+      Tensor dq_want = Tensor::empty(q.shape()), dk_want = Tensor::empty(k.shape());
+      Tensor dv_want = Tensor::empty(v.shape());
+      cpu().attention_backward(q, k, v, o_used, lse_used, d_o, doc_start, scale, dq_want,
+                               dk_want, dv_want);
+      Tensor dq_got = poisoned(q.shape(), dt), dk_got = poisoned(k.shape(), dt);
+      Tensor dv_got = poisoned(v.shape(), dt);
+      gpu().attention_backward(up_as(q, dt), up_as(k, dt), up_as(v, dt), o_got, lse_got,
+                               up_as(d_o, dt), up(doc_start), scale, dq_got, dk_got, dv_got);
+      const Tol bwd = act_tol(dt, c.hd * longest * (c.nh / c.nkv));
+      EXPECT_CLOSE(dq_got, dq_want, bwd) << what;
+      EXPECT_CLOSE(dk_got, dk_want, bwd) << what;
+      EXPECT_CLOSE(dv_got, dv_want, bwd) << what;
+    }
   }
 }
 
@@ -534,9 +856,18 @@ TEST_F(CudaVsCpu, AttentionRejectsBrokenDocuments) {
 // ---------------------------------------------------------------------------------------------
 // lm_head + cross-entropy
 
+namespace {
+// Runs the op into a fresh F64 loss on ops' device and returns the loss on the host.
+double run_ce(Ops& ops, const Tensor& x, const Tensor& w, const Tensor& targets, float grad_scale,
+              Tensor* dx, Tensor* logits, int64_t chunk) {
+  Tensor loss = Tensor::zeros({1}, DType::F64, ops.device());
+  ops.lm_head_cross_entropy(x, w, targets, grad_scale, loss, dx, logits, chunk);
+  return loss.to(Device::cpu()).data<double>()[0];
+}
+}  // namespace
+
 TEST_F(CudaVsCpu, LmHeadCrossEntropyChunkedWithIgnoredTargets) {
   const int64_t N = 45, H = 24, V = 301;
-  const Tensor x = test::random_tensor({N, H}, 1), w = test::random_tensor({V, H}, 2);
   std::vector<int32_t> tg(static_cast<size_t>(N));
   std::mt19937 rng(3);
   for (int64_t i = 0; i < N; ++i)
@@ -544,33 +875,46 @@ TEST_F(CudaVsCpu, LmHeadCrossEntropyChunkedWithIgnoredTargets) {
         (i < 7 || i % 3 == 0) ? kIgnoreIndex : static_cast<int32_t>(rng() % V);
   const Tensor targets = Tensor::from_ints(tg, {N});
   const float grad_scale = 1.0f / 25.0f;
-  for (int64_t chunk : {int64_t{7}, int64_t{16}, int64_t{45}, int64_t{1000}}) {
-    Tensor dx_want = Tensor::empty({N, H}), lg_want = Tensor::empty({N, V});
-    const CrossEntropyResult want =
-        cpu().lm_head_cross_entropy(x, w, targets, grad_scale, &dx_want, &lg_want, chunk);
-    Tensor dx_got = Tensor::empty({N, H}, DType::F32, dev());
-    Tensor lg_got = Tensor::empty({N, V}, DType::F32, dev());
-    const CrossEntropyResult got =
-        gpu().lm_head_cross_entropy(up(x), up(w), up(targets), grad_scale, &dx_got, &lg_got, chunk);
-    EXPECT_EQ(got.count, want.count) << "chunk " << chunk;
-    EXPECT_NEAR(got.loss_sum / want.loss_sum, 1.0, 1e-5) << "chunk " << chunk;
-    EXPECT_CLOSE(lg_got, lg_want, tolerance(DType::F32, H)) << " chunk " << chunk;
-    EXPECT_CLOSE(dx_got, dx_want, tolerance(DType::F32, V)) << " chunk " << chunk;
-    // Without logits (chunk 7 skips the first, fully ignored chunk) and without dx.
-    Tensor dx2 = Tensor::empty({N, H}, DType::F32, dev());
-    const CrossEntropyResult g2 =
-        gpu().lm_head_cross_entropy(up(x), up(w), up(targets), grad_scale, &dx2, nullptr, chunk);
-    EXPECT_EQ(g2.count, want.count);
-    EXPECT_NEAR(g2.loss_sum / want.loss_sum, 1.0, 1e-5);
-    EXPECT_CLOSE(dx2, dx_want, tolerance(DType::F32, V)) << " chunk " << chunk;
-    const CrossEntropyResult g3 =
-        gpu().lm_head_cross_entropy(up(x), up(w), up(targets), grad_scale, nullptr, nullptr, chunk);
-    EXPECT_NEAR(g3.loss_sum / want.loss_sum, 1.0, 1e-5);
+  for (DType dt : kActDtypes) {
+    const Tensor x = rounded(test::random_tensor({N, H}, 1), dt);
+    const Tensor w = rounded(test::random_tensor({V, H}, 2), dt);
+    const double loss_tol = dt == DType::F32 ? 1e-5 : 1e-4;
+    for (int64_t chunk : {int64_t{7}, int64_t{16}, int64_t{45}, int64_t{1000}}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " chunk " + std::to_string(chunk));
+      Tensor dx_want = Tensor::empty({N, H}), lg_want = Tensor::empty({N, V});
+      const double want =
+          run_ce(cpu(), x, w, targets, grad_scale, &dx_want, &lg_want, chunk);
+      Tensor dx_got = poisoned({N, H}, dt), lg_got = poisoned({N, V}, DType::F32);
+      const double got = run_ce(gpu(), up_as(x, dt), up_as(w, dt), up(targets), grad_scale,
+                                &dx_got, &lg_got, chunk);
+      EXPECT_NEAR(got / want, 1.0, loss_tol);
+      EXPECT_CLOSE(lg_got, lg_want, tolerance(DType::F32, H));  // fp32 logits from rounded inputs
+      EXPECT_CLOSE(dx_got, dx_want, act_tol(dt, V));
+      // Without logits, and without dx.
+      Tensor dx2 = poisoned({N, H}, dt);
+      EXPECT_NEAR(run_ce(gpu(), up_as(x, dt), up_as(w, dt), up(targets), grad_scale, &dx2,
+                         nullptr, chunk) / want, 1.0, loss_tol);
+      EXPECT_CLOSE(dx2, dx_want, act_tol(dt, V));
+      EXPECT_NEAR(run_ce(gpu(), up_as(x, dt), up_as(w, dt), up(targets), grad_scale, nullptr,
+                         nullptr, chunk) / want, 1.0, loss_tol);
+    }
   }
-  const Tensor bad = Tensor::from_ints(std::vector<int32_t>(static_cast<size_t>(N), V), {N});
-  EXPECT_ERROR(
-      gpu().lm_head_cross_entropy(up(x), up(w), up(bad), 1.0f, nullptr, nullptr, 8),
-      "lm_head_cross_entropy: targets[0] = 301 is outside the vocabulary [0, 301) and is not -100");
+  // loss_sum accumulates across calls (micro-batches) without leaving the device.
+  const Tensor x = test::random_tensor({N, H}, 1), w = test::random_tensor({V, H}, 2);
+  const double once = run_ce(cpu(), x, w, targets, 1.0f, nullptr, nullptr, 16);
+  Tensor acc = Tensor::zeros({1}, DType::F64, dev());
+  gpu().lm_head_cross_entropy(up(x), up(w), up(targets), 1.0f, acc, nullptr, nullptr, 16);
+  gpu().lm_head_cross_entropy(up(x), up(w), up(targets), 1.0f, acc, nullptr, nullptr, 7);
+  EXPECT_NEAR(acc.to(Device::cpu()).data<double>()[0] / (2 * once), 1.0, 1e-5);
+  // A target outside the vocabulary is not checked on the host: the loss becomes NaN and the
+  // row's gradient zero.
+  std::vector<int32_t> bad_tg = tg;
+  bad_tg[10] = static_cast<int32_t>(V);
+  const Tensor bad = Tensor::from_ints(bad_tg, {N});
+  Tensor dx_bad = poisoned({N, H}, DType::F32);
+  EXPECT_TRUE(std::isnan(run_ce(gpu(), up(x), up(w), up(bad), 1.0f, &dx_bad, nullptr, 8)));
+  const std::vector<float> dxv = host_values(dx_bad);
+  for (int64_t j = 0; j < H; ++j) EXPECT_EQ(dxv[static_cast<size_t>(10 * H + j)], 0.0f);
 }
 
 // ---------------------------------------------------------------------------------------------

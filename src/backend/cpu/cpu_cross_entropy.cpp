@@ -5,7 +5,7 @@
 //   dlogits = grad_scale * (softmax - onehot(target)) on counted rows, 0 on ignored rows;
 //   dx_c = dlogits w (sgemm).
 // Row losses are kept in double and summed in row order, so the total does not depend on the
-// chunk size or the thread count.
+// chunk size or the thread count; the total is added to loss_sum (F64 [1]).
 #include <cblas.h>
 
 #include <algorithm>
@@ -16,13 +16,14 @@
 
 namespace ftune::cpu {
 
-CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
-                                         float grad_scale, Tensor* dx, Tensor* logits,
-                                         int64_t chunk_tokens) {
+void lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
+                           float grad_scale, Tensor& loss_sum, Tensor* dx, Tensor* logits,
+                           int64_t chunk_tokens) {
   constexpr const char* op = "lm_head_cross_entropy";
   constexpr int32_t kIgnore = -100;
   const CrossEntropyDims d =
-      check_lm_head_cross_entropy(x, w, targets, dx, logits, chunk_tokens, Device::cpu());
+      check_lm_head_cross_entropy(x, w, targets, loss_sum, dx, logits, chunk_tokens,
+                                  Device::cpu());
   const int64_t n = d.n, h = d.h, vocab = d.vocab;
   FTUNE_CHECK(vocab <= INT32_MAX && h <= INT32_MAX, "{}: w {} exceeds the BLAS int range", op,
               shape_str(w.shape()));
@@ -34,12 +35,10 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const
   std::vector<double> row_loss(static_cast<size_t>(n), 0.0);
   const float* xp = x.f32();
   const float* wp = w.f32();
-  CrossEntropyResult result;
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t rows = std::min(chunk, n - r0);
     int64_t counted = 0;
     for (int64_t r = r0; r < r0 + rows; ++r) counted += tg[r] != kIgnore;
-    result.count += counted;
     if (counted == 0 && logits == nullptr) {  // nothing to learn from these rows
       if (dx != nullptr) std::fill_n(dx->f32() + r0 * h, rows * h, 0.0f);
       continue;
@@ -74,8 +73,9 @@ CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const
                   static_cast<int>(vocab), wp, static_cast<int>(h), 0.0f, dx->f32() + r0 * h,
                   static_cast<int>(h));
   }
-  for (double l : row_loss) result.loss_sum += l;
-  return result;
+  double total = 0.0;
+  for (double l : row_loss) total += l;
+  loss_sum.data<double>()[0] += total;
 }
 
 }  // namespace ftune::cpu

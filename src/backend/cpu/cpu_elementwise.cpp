@@ -1,5 +1,6 @@
-// Whole-tensor vector helpers used by the trainer: y += alpha*x, x *= alpha and the sum of
-// squares behind global gradient-norm clipping. sum_squares adds fixed-size blocks in index
+// Whole-tensor vector helpers used by the trainer: y += alpha*x, x *= alpha, the sum of
+// squares behind global gradient-norm clipping, and dtype conversion (cast, the one CPU op that
+// takes BF16/F16: the reference for the CUDA cast and the tests' rounding of inputs). sum_squares adds fixed-size blocks in index
 // order, so its value does not depend on the number of threads.
 #include <algorithm>
 #include <vector>
@@ -18,29 +19,15 @@ void axpy(float alpha, const Tensor& x, Tensor& y) {
 }
 
 void scale(Tensor& x, float alpha) {
-  require_tensor("scale", "x", x, DType::F32, Device::cpu());
+  check_scale(x, Device::cpu());
   const int64_t n = x.numel();
   float* xp = x.f32();
 #pragma omp parallel for schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) xp[i] *= alpha;
 }
 
-void cast(const Tensor& src, Tensor& dst) {
-  constexpr const char* op = "cast";
-  auto is_float = [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; };
-  FTUNE_CHECK(src.defined() && dst.defined() && src.device().is_cpu() && dst.device().is_cpu(),
-              "{}: src and dst must be defined host tensors", op);
-  FTUNE_CHECK(is_float(src.dtype()) && is_float(dst.dtype()),
-              "{}: {} -> {} is not a conversion between F32, BF16 and F16", op,
-              dtype_name(src.dtype()), dtype_name(dst.dtype()));
-  FTUNE_CHECK(src.numel() == dst.numel() && src.is_contiguous() && dst.is_contiguous(),
-              "{}: src {} and dst {} differ in size or are strided", op, shape_str(src.shape()),
-              shape_str(dst.shape()));
-  dst.copy_from(src.to_dtype(dst.dtype()));
-}
-
 double sum_squares(const Tensor& x) {
-  require_tensor("sum_squares", "x", x, DType::F32, Device::cpu());
+  check_sum_squares(x, Device::cpu());
   const int64_t n = x.numel();
   const float* xp = x.f32();
   constexpr int64_t kBlock = 4096;
@@ -56,6 +43,28 @@ double sum_squares(const Tensor& x) {
   double total = 0.0;
   for (double s : partial) total += s;
   return total;
+}
+
+void cast(const Tensor& src, Tensor& dst) {
+  check_cast(src, dst, Device::cpu());
+  const int64_t n = src.numel();
+  const DType st = src.dtype(), dt = dst.dtype();
+  const void* sp = src.raw();
+  void* dp = dst.raw();
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    float v;
+    switch (st) {
+      case DType::BF16: v = bf16_to_f32(static_cast<const uint16_t*>(sp)[i]); break;
+      case DType::F16: v = f16_to_f32(static_cast<const uint16_t*>(sp)[i]); break;
+      default: v = static_cast<const float*>(sp)[i]; break;
+    }
+    switch (dt) {
+      case DType::BF16: static_cast<uint16_t*>(dp)[i] = f32_to_bf16(v); break;
+      case DType::F16: static_cast<uint16_t*>(dp)[i] = f32_to_f16(v); break;
+      default: static_cast<float*>(dp)[i] = v; break;
+    }
+  }
 }
 
 }  // namespace ftune::cpu

@@ -25,8 +25,8 @@ void bias_backward(const Tensor& dy, Tensor& dbias);
 // ---- cpu_elementwise.cpp ----
 void axpy(float alpha, const Tensor& x, Tensor& y);
 void scale(Tensor& x, float alpha);
-void cast(const Tensor& src, Tensor& dst);
 double sum_squares(const Tensor& x);
+void cast(const Tensor& src, Tensor& dst);
 
 // ---- cpu_embedding.cpp ----
 void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out);
@@ -35,11 +35,18 @@ void embedding_backward(const Tensor& dy, const Tensor& ids, Tensor& dtable);
 // ---- cpu_norm.cpp ----
 void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd);
 void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                       Tensor& dx, Tensor* dw);
+                       Tensor& dx, Tensor* dw, bool accumulate);
+void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                          Tensor& sum, Tensor& y, Tensor& rstd);
 
 // ---- cpu_rope.cpp ----
 void rope_forward(Tensor& x, const Tensor& positions, const Tensor& cos, const Tensor& sin);
 void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& cos, const Tensor& sin);
+void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
+                            const Tensor& sin, Tensor& q, Tensor& k, Tensor& v);
+void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                             Tensor& dqkv);
 
 // ---- cpu_attention.cpp ----
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -52,15 +59,6 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,
                      Tensor& dup);
-
-// ---- cpu_fused.cpp ----
-void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
-                          Tensor& sum, Tensor& y, Tensor& rstd);
-void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
-                            const Tensor& sin, Tensor& q, Tensor& k, Tensor& v);
-void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                             const Tensor& positions, const Tensor& cos, const Tensor& sin,
-                             Tensor& dqkv);
 void swiglu_fused_forward(const Tensor& gu, Tensor& out);
 void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu);
 
@@ -69,9 +67,9 @@ void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out, Tenso
 void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx);
 
 // ---- cpu_cross_entropy.cpp ----
-CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
-                                         float grad_scale, Tensor* dx, Tensor* logits,
-                                         int64_t chunk_tokens);
+void lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
+                           float grad_scale, Tensor& loss_sum, Tensor* dx, Tensor* logits,
+                           int64_t chunk_tokens);
 
 // ---- cpu_adamw.cpp ----
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,

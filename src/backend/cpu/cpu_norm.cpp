@@ -3,6 +3,8 @@
 //   rstd = rsqrt(mean(x^2) + eps);  y = w * (x * rstd).
 // Backward, with g = w * dy:  dx = rstd * g - rstd^3 / H * x * sum(g * x);
 //   dw += sum over rows of dy * x * rstd.
+// add_rms_norm_forward: the residual add of the decoder layer and the next norm, sum = a + b,
+// then the forward above on sum.
 #include <algorithm>
 #include <cmath>
 
@@ -10,13 +12,9 @@
 
 namespace ftune::cpu {
 
-void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd) {
-  const MatrixDims d = check_rms_norm_forward(x, w, eps, y, rstd, Device::cpu());
-  const int64_t n = d.rows, h = d.cols;
-  const float* xp = x.f32();
-  const float* wp = w.f32();
-  float* yp = y.f32();
-  float* rp = rstd.f32();
+namespace {
+void rms_norm_rows(int64_t n, int64_t h, float eps, const float* xp, const float* wp, float* yp,
+                   float* rp) {
 #pragma omp parallel for schedule(static) if (n * h > kParallelGrain)
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = xp + r * h;
@@ -29,9 +27,27 @@ void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Te
     for (int64_t j = 0; j < h; ++j) yr[j] = wp[j] * (xr[j] * rs);
   }
 }
+}  // namespace
+
+void rms_norm_forward(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& rstd) {
+  const MatrixDims d = check_rms_norm_forward(x, w, eps, y, rstd, Device::cpu());
+  rms_norm_rows(d.rows, d.cols, eps, x.f32(), w.f32(), y.f32(), rstd.f32());
+}
+
+void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                          Tensor& sum, Tensor& y, Tensor& rstd) {
+  const MatrixDims d = check_add_rms_norm_forward(a, b, w, eps, sum, y, rstd, Device::cpu());
+  const int64_t total = d.rows * d.cols;
+  const float* ap = a.f32();
+  const float* bp = b.f32();
+  float* sp = sum.f32();
+#pragma omp parallel for schedule(static) if (total > kParallelGrain)
+  for (int64_t i = 0; i < total; ++i) sp[i] = ap[i] + bp[i];
+  rms_norm_rows(d.rows, d.cols, eps, sp, w.f32(), y.f32(), rstd.f32());
+}
 
 void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                       Tensor& dx, Tensor* dw) {
+                       Tensor& dx, Tensor* dw, bool accumulate) {
   const MatrixDims d = check_rms_norm_backward(dy, x, w, rstd, dx, dw, Device::cpu());
   const int64_t n = d.rows, h = d.cols;
   const float* g = dy.f32();
@@ -67,7 +83,11 @@ void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const
     for (int64_t j = 0; j < h; ++j) dot += static_cast<double>(wp[j]) * gr[j] * xr[j];
     const float c = static_cast<float>(dot * rs * rs * rs / static_cast<double>(h));
     float* dr = dxp + r * h;
-    for (int64_t j = 0; j < h; ++j) dr[j] = rs * (wp[j] * gr[j]) - c * xr[j];
+    if (accumulate) {
+      for (int64_t j = 0; j < h; ++j) dr[j] += rs * (wp[j] * gr[j]) - c * xr[j];
+    } else {
+      for (int64_t j = 0; j < h; ++j) dr[j] = rs * (wp[j] * gr[j]) - c * xr[j];
+    }
   }
 }
 

@@ -23,27 +23,8 @@ class CpuOps final : public Ops {
   void bias_backward(const Tensor& dy, Tensor& dbias) override { cpu::bias_backward(dy, dbias); }
   void axpy(float alpha, const Tensor& x, Tensor& y) override { cpu::axpy(alpha, x, y); }
   void scale(Tensor& x, float alpha) override { cpu::scale(x, alpha); }
-  void cast(const Tensor& src, Tensor& dst) override { cpu::cast(src, dst); }
-  void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
-                            Tensor& sum, Tensor& y, Tensor& rstd) override {
-    cpu::add_rms_norm_forward(a, b, w, eps, sum, y, rstd);
-  }
-  void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
-                              const Tensor& sin, Tensor& q, Tensor& k, Tensor& v) override {
-    cpu::qkv_rope_split_forward(qkv, positions, cos, sin, q, k, v);
-  }
-  void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                               const Tensor& positions, const Tensor& cos, const Tensor& sin,
-                               Tensor& dqkv) override {
-    cpu::qkv_rope_merge_backward(dq, dk, dv, positions, cos, sin, dqkv);
-  }
-  void swiglu_fused_forward(const Tensor& gu, Tensor& out) override {
-    cpu::swiglu_fused_forward(gu, out);
-  }
-  void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) override {
-    cpu::swiglu_fused_backward(dout, gu, dgu);
-  }
   double sum_squares(const Tensor& x) override { return cpu::sum_squares(x); }
+  void cast(const Tensor& src, Tensor& dst) override { cpu::cast(src, dst); }
 
   void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {
     cpu::embedding_forward(table, ids, out);
@@ -57,8 +38,12 @@ class CpuOps final : public Ops {
     cpu::rms_norm_forward(x, w, eps, y, rstd);
   }
   void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                         Tensor& dx, Tensor* dw) override {
-    cpu::rms_norm_backward(dy, x, w, rstd, dx, dw);
+                         Tensor& dx, Tensor* dw, bool accumulate) override {
+    cpu::rms_norm_backward(dy, x, w, rstd, dx, dw, accumulate);
+  }
+  void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                            Tensor& sum, Tensor& y, Tensor& rstd) override {
+    cpu::add_rms_norm_forward(a, b, w, eps, sum, y, rstd);
   }
 
   void rope_forward(Tensor& x, const Tensor& positions, const Tensor& cos,
@@ -68,6 +53,15 @@ class CpuOps final : public Ops {
   void rope_backward(Tensor& dx, const Tensor& positions, const Tensor& cos,
                      const Tensor& sin) override {
     cpu::rope_backward(dx, positions, cos, sin);
+  }
+  void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
+                              const Tensor& sin, Tensor& q, Tensor& k, Tensor& v) override {
+    cpu::qkv_rope_split_forward(qkv, positions, cos, sin, q, k, v);
+  }
+  void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                               Tensor& dqkv) override {
+    cpu::qkv_rope_merge_backward(dq, dk, dv, positions, cos, sin, dqkv);
   }
 
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -87,6 +81,12 @@ class CpuOps final : public Ops {
                        Tensor& dup) override {
     cpu::swiglu_backward(dout, gate, up, dgate, dup);
   }
+  void swiglu_fused_forward(const Tensor& gu, Tensor& out) override {
+    cpu::swiglu_fused_forward(gu, out);
+  }
+  void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) override {
+    cpu::swiglu_fused_backward(dout, gu, dgu);
+  }
 
   void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out,
                        Tensor& mask) override {
@@ -96,10 +96,10 @@ class CpuOps final : public Ops {
     cpu::dropout_backward(dy, mask, p, dx);
   }
 
-  CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w,
-                                           const Tensor& targets, float grad_scale, Tensor* dx,
-                                           Tensor* logits, int64_t chunk_tokens) override {
-    return cpu::lm_head_cross_entropy(x, w, targets, grad_scale, dx, logits, chunk_tokens);
+  void lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
+                             float grad_scale, Tensor& loss_sum, Tensor* dx, Tensor* logits,
+                             int64_t chunk_tokens) override {
+    cpu::lm_head_cross_entropy(x, w, targets, grad_scale, loss_sum, dx, logits, chunk_tokens);
   }
 
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,

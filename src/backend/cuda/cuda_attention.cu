@@ -12,15 +12,22 @@
 // Every output element is summed by one warp in a fixed order: no atomics, same result on
 // every run. Documents are contiguous (checked), so the tokens after j in its document are
 // exactly the following tokens whose doc_start equals doc_start[j].
+// Activations may be F32, BF16 or F16 (loaded to fp32, all math in fp32, outputs rounded once);
+// this is the simple fallback, the fast bf16 path is flash_attention*.
 #include <cmath>
 #include <type_traits>
 
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/device/float_types.cuh"
 #include "backend/cuda/device/reduce.cuh"
+#include "backend/cuda/dispatch.cuh"
 
 namespace ftune::cuda {
 
 namespace {
+
+using device::from_f32;
+using device::to_f32;
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int kMaxHeadDim = 256;
@@ -29,18 +36,20 @@ constexpr int kMaxHeadDim = 256;
 template <int K>
 struct LaneVec {
   float x[K];
-  __device__ void load(const float* p, int hd, int lane) {
+  template <typename T>
+  __device__ void load(const T* p, int hd, int lane) {
 #pragma unroll
     for (int e = 0; e < K; ++e) {
       const int c = lane + 32 * e;
-      x[e] = c < hd ? p[c] : 0.0f;
+      x[e] = c < hd ? to_f32(p[c]) : 0.0f;
     }
   }
-  __device__ void store(float* p, int hd, int lane) const {
+  template <typename T>
+  __device__ void store(T* p, int hd, int lane) const {
 #pragma unroll
     for (int e = 0; e < K; ++e) {
       const int c = lane + 32 * e;
-      if (c < hd) p[c] = x[e];
+      if (c < hd) p[c] = from_f32<T>(x[e]);
     }
   }
   __device__ void fill(float v) {
@@ -48,21 +57,23 @@ struct LaneVec {
     for (int e = 0; e < K; ++e) x[e] = v;
   }
   // Full dot product with a vector in global memory, reduced over the warp (all lanes get it).
-  __device__ float dot(const float* p, int hd, int lane) const {
+  template <typename T>
+  __device__ float dot(const T* p, int hd, int lane) const {
     float s = 0.0f;
 #pragma unroll
     for (int e = 0; e < K; ++e) {
       const int c = lane + 32 * e;
-      if (c < hd) s += x[e] * p[c];
+      if (c < hd) s += x[e] * to_f32(p[c]);
     }
     return device::warp_sum(s);
   }
   // this += a * p (p in global memory).
-  __device__ void add_scaled(float a, const float* p, int hd, int lane) {
+  template <typename T>
+  __device__ void add_scaled(float a, const T* p, int hd, int lane) {
 #pragma unroll
     for (int e = 0; e < K; ++e) {
       const int c = lane + 32 * e;
-      if (c < hd) x[e] += a * p[c];
+      if (c < hd) x[e] += a * to_f32(p[c]);
     }
   }
 };
@@ -72,10 +83,10 @@ struct AttnDims {
   int nh, nkv, hd, group;
 };
 
-template <int K>
-__global__ void attention_forward_kernel(AttnDims d, float scale, const float* __restrict__ q,
-                                         const float* __restrict__ k, const float* __restrict__ v,
-                                         const int32_t* __restrict__ ds, float* o, float* lse) {
+template <int K, typename T>
+__global__ void attention_forward_kernel(AttnDims d, float scale, const T* __restrict__ q,
+                                         const T* __restrict__ k, const T* __restrict__ v,
+                                         const int32_t* __restrict__ ds, T* o, float* lse) {
   const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;  // warp-uniform
   const int lane = threadIdx.x & 31;
   if (row >= d.n * d.nh) return;
@@ -107,11 +118,11 @@ __global__ void attention_forward_kernel(AttnDims d, float scale, const float* _
 }
 
 // dq for query row (i, h), and D_i = dO_i . O_i saved for the dk/dv kernel.
-template <int K>
+template <int K, typename T>
 __global__ void attention_backward_dq_kernel(
-    AttnDims d, float scale, const float* __restrict__ q, const float* __restrict__ k,
-    const float* __restrict__ v, const float* __restrict__ o, const float* __restrict__ lse,
-    const float* __restrict__ d_o, const int32_t* __restrict__ ds, float* dq, float* delta) {
+    AttnDims d, float scale, const T* __restrict__ q, const T* __restrict__ k,
+    const T* __restrict__ v, const T* __restrict__ o, const float* __restrict__ lse,
+    const T* __restrict__ d_o, const int32_t* __restrict__ ds, T* dq, float* delta) {
   const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   if (row >= d.n * d.nh) return;
@@ -134,11 +145,11 @@ __global__ void attention_backward_dq_kernel(
 }
 
 // dk, dv for key row (j, g): every later query of j's document, every head of group g.
-template <int K>
+template <int K, typename T>
 __global__ void attention_backward_dkv_kernel(
-    AttnDims d, float scale, const float* __restrict__ q, const float* __restrict__ k,
-    const float* __restrict__ v, const float* __restrict__ lse, const float* __restrict__ d_o,
-    const float* __restrict__ delta, const int32_t* __restrict__ ds, float* dk, float* dv) {
+    AttnDims d, float scale, const T* __restrict__ q, const T* __restrict__ k,
+    const T* __restrict__ v, const float* __restrict__ lse, const T* __restrict__ d_o,
+    const float* __restrict__ delta, const int32_t* __restrict__ ds, T* dk, T* dv) {
   const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
   if (row >= d.n * d.nkv) return;
@@ -153,8 +164,8 @@ __global__ void attention_backward_dkv_kernel(
   for (int64_t i = j; i < d.n && ds[i] == doc; ++i) {
     for (int h = g * d.group; h < (g + 1) * d.group; ++h) {
       const int64_t qrow = i * d.nh + h;
-      const float* qi = q + qrow * d.hd;
-      const float* gi = d_o + qrow * d.hd;
+      const T* qi = q + qrow * d.hd;
+      const T* gi = d_o + qrow * d.hd;
       const float p = expf(scale * kj.dot(qi, d.hd, lane) - lse[qrow]);
       const float dsc = scale * (p * (vj.dot(gi, d.hd, lane) - delta[qrow]));
       dkj.add_scaled(dsc, qi, d.hd, lane);
@@ -207,9 +218,14 @@ void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k,
       ctx, op, check_attention_forward(q, k, v, doc_start, o, lse, ctx.dev()), q, doc_start);
   if (d.n == 0) return;
   constexpr int block = 32 * kWarpsPerBlock;
-  dispatch_head_dim(d.hd, [&](auto kc) {
-    attention_forward_kernel<decltype(kc)::value><<<warp_grid(d.n * d.nh), block, 0, ctx.stream>>>(
-        d, scale, q.f32(), k.f32(), v.f32(), doc_start.i32(), o.f32(), lse.f32());
+  dispatch_float(q.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_head_dim(d.hd, [&](auto kc) {
+      attention_forward_kernel<decltype(kc)::value, T>
+          <<<warp_grid(d.n * d.nh), block, 0, ctx.stream>>>(d, scale, q.data<T>(), k.data<T>(),
+                                                            v.data<T>(), doc_start.i32(),
+                                                            o.data<T>(), lse.f32());
+    });
   });
   check_launch(ctx, op);
 }
@@ -224,16 +240,19 @@ void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k
   if (d.n == 0) return;
   Tensor delta = Tensor::empty({d.n, d.nh}, DType::F32, Device::cuda(ctx.device));
   constexpr int block = 32 * kWarpsPerBlock;
-  dispatch_head_dim(d.hd, [&](auto kc) {
-    constexpr int K = decltype(kc)::value;
-    attention_backward_dq_kernel<K><<<warp_grid(d.n * d.nh), block, 0, ctx.stream>>>(
-        d, scale, q.f32(), k.f32(), v.f32(), o.f32(), lse.f32(), d_o.f32(), doc_start.i32(),
-        dq.f32(), delta.f32());
-    check_launch(ctx, op);
-    attention_backward_dkv_kernel<K><<<warp_grid(d.n * d.nkv), block, 0, ctx.stream>>>(
-        d, scale, q.f32(), k.f32(), v.f32(), lse.f32(), d_o.f32(), delta.f32(), doc_start.i32(),
-        dk.f32(), dv.f32());
-    check_launch(ctx, op);
+  dispatch_float(q.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dispatch_head_dim(d.hd, [&](auto kc) {
+      constexpr int K = decltype(kc)::value;
+      attention_backward_dq_kernel<K, T><<<warp_grid(d.n * d.nh), block, 0, ctx.stream>>>(
+          d, scale, q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(), lse.f32(), d_o.data<T>(),
+          doc_start.i32(), dq.data<T>(), delta.f32());
+      check_launch(ctx, op);
+      attention_backward_dkv_kernel<K, T><<<warp_grid(d.n * d.nkv), block, 0, ctx.stream>>>(
+          d, scale, q.data<T>(), k.data<T>(), v.data<T>(), lse.f32(), d_o.data<T>(), delta.f32(),
+          doc_start.i32(), dk.data<T>(), dv.data<T>());
+      check_launch(ctx, op);
+    });
   });
 }
 

@@ -4,6 +4,8 @@
 // fp32 on the host exactly as the CPU backend does (cpu_dropout.cpp).
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/device/dropout_hash.cuh"
+#include "backend/cuda/device/float_types.cuh"
+#include "backend/cuda/dispatch.cuh"
 
 namespace ftune::cuda {
 
@@ -11,22 +13,27 @@ namespace {
 
 constexpr int kBlock = 256;
 
+using device::from_f32;
+using device::to_f32;
+
+template <typename T>
 __global__ void dropout_forward_kernel(int64_t n, uint64_t key, float p, float keep_scale,
-                                       const float* x, float* out, uint8_t* mask) {
+                                       const T* x, T* out, uint8_t* mask) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const bool keep = device::dropout_keep_from_key(key, static_cast<uint64_t>(i), p);
     mask[i] = keep ? 1 : 0;
-    out[i] = keep ? x[i] * keep_scale : 0.0f;
+    out[i] = from_f32<T>(keep ? to_f32(x[i]) * keep_scale : 0.0f);
   }
 }
 
 // dy and dx may be the same tensor (the LoRA backward applies it in place).
-__global__ void dropout_backward_kernel(int64_t n, float keep_scale, const float* dy,
-                                        const uint8_t* __restrict__ mask, float* dx) {
+template <typename T>
+__global__ void dropout_backward_kernel(int64_t n, float keep_scale, const T* dy,
+                                        const uint8_t* __restrict__ mask, T* dx) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    dx[i] = mask[i] ? dy[i] * keep_scale : 0.0f;
+    dx[i] = from_f32<T>(mask[i] ? to_f32(dy[i]) * keep_scale : 0.0f);
 }
 }  // namespace
 
@@ -37,8 +44,12 @@ void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t 
   const int64_t n = x.numel();
   if (n == 0) return;
   const float keep_scale = 1.0f / (1.0f - p);
-  dropout_forward_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(
-      n, device::dropout_key(seed), p, keep_scale, x.f32(), out.f32(), mask.data<uint8_t>());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dropout_forward_kernel<T><<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(
+        n, device::dropout_key(seed), p, keep_scale, x.data<T>(), out.data<T>(),
+        mask.data<uint8_t>());
+  });
   check_launch(ctx, op);
 }
 
@@ -49,8 +60,11 @@ void dropout_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& ma
   const int64_t n = dy.numel();
   if (n == 0) return;
   const float keep_scale = 1.0f / (1.0f - p);
-  dropout_backward_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(
-      n, keep_scale, dy.f32(), mask.data<uint8_t>(), dx.f32());
+  dispatch_float(dy.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dropout_backward_kernel<T><<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(
+        n, keep_scale, dy.data<T>(), mask.data<uint8_t>(), dx.data<T>());
+  });
   check_launch(ctx, op);
 }
 

@@ -1,31 +1,62 @@
 // Whole-tensor vector helpers and bias terms on the GPU: y += alpha x, x *= alpha, the sum of
-// squares behind gradient-norm clipping, the broadcast bias add and its column-sum backward.
-// Reductions run in a fixed order (fixed grid for a given size, fixed shuffle trees), so they
-// give the same value on every run; sums of squares and column sums accumulate in double like
-// the CPU reference (src/backend/cpu/cpu_elementwise.cpp, cpu_gemm.cpp).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
+// squares behind gradient-norm clipping, dtype casts, the broadcast bias add and its column-sum
+// backward. Elements are F32, BF16 or F16 (device/float_types.cuh): loaded to fp32, computed in
+// fp32, rounded once on store. axpy, scale and cast move 16 bytes per access when the pointers
+// allow it (dispatch.cuh). Reductions run in a fixed order (fixed grid for a given size, fixed
+// shuffle trees), so they give the same value on every run; sums of squares and column sums
+// accumulate in double like the CPU reference (src/backend/cpu/cpu_elementwise.cpp,
+// cpu_gemm.cpp).
 #include "backend/cuda/check.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/device/float_types.cuh"
 #include "backend/cuda/device/reduce.cuh"
+#include "backend/cuda/dispatch.cuh"
 
 namespace ftune::cuda {
 
 namespace {
 
+using device::Chunk;
+using device::from_f32;
+using device::to_f32;
+
 constexpr int kBlock = 256;
 
-__global__ void axpy_kernel(int64_t n, float alpha, const float* __restrict__ x, float* y) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    y[i] += alpha * x[i];
+// y[i] += alpha x[i] over n elements in chunks of W (n % W == 0, pointers W-aligned).
+template <typename T, int W>
+__global__ void axpy_kernel(int64_t chunks, float alpha, const T* x, T* y) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < chunks;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    const Chunk<T, W> xv = device::load_chunk<T, W>(x + c * W);
+    Chunk<T, W> yv = device::load_chunk<T, W>(y + c * W);
+#pragma unroll
+    for (int e = 0; e < W; ++e) yv.v[e] = from_f32<T>(to_f32(yv.v[e]) + alpha * to_f32(xv.v[e]));
+    device::store_chunk<T, W>(y + c * W, yv);
+  }
 }
 
-__global__ void scale_kernel(int64_t n, float alpha, float* x) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    x[i] *= alpha;
+template <typename T, int W>
+__global__ void scale_kernel(int64_t chunks, float alpha, T* x) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < chunks;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    Chunk<T, W> xv = device::load_chunk<T, W>(x + c * W);
+#pragma unroll
+    for (int e = 0; e < W; ++e) xv.v[e] = from_f32<T>(to_f32(xv.v[e]) * alpha);
+    device::store_chunk<T, W>(x + c * W, xv);
+  }
+}
+
+// dst[i] = src[i] converted, W elements per thread step (n % W == 0, pointers aligned for W).
+template <typename S, typename D, int W>
+__global__ void cast_kernel(int64_t chunks, const S* __restrict__ src, D* __restrict__ dst) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < chunks;
+       c += int64_t(gridDim.x) * blockDim.x) {
+    const Chunk<S, W> sv = device::load_chunk<S, W>(src + c * W);
+    Chunk<D, W> dv;
+#pragma unroll
+    for (int e = 0; e < W; ++e) dv.v[e] = from_f32<D>(to_f32(sv.v[e]));
+    device::store_chunk<D, W>(dst + c * W, dv);
+  }
 }
 
 // Stage 1: one double partial per block (grid-stride over x).
@@ -49,85 +80,96 @@ __global__ void sum_partials_kernel(int64_t n, const double* __restrict__ partia
   if (threadIdx.x == 0) *out = s;
 }
 
-__global__ void add_bias_kernel(int64_t rows, int64_t cols, float* y,
-                                const float* __restrict__ bias) {
+template <typename T>
+__global__ void add_bias_kernel(int64_t rows, int64_t cols, T* y, const T* __restrict__ bias) {
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    y[i] += bias[i % cols];
+    y[i] = from_f32<T>(to_f32(y[i]) + to_f32(bias[i % cols]));
 }
 
 // One thread per column sums its rows top to bottom (coalesced across the warp).
-__global__ void bias_backward_kernel(int64_t rows, int64_t cols, const float* __restrict__ dy,
+template <typename T>
+__global__ void bias_backward_kernel(int64_t rows, int64_t cols, const T* __restrict__ dy,
                                      float* dbias) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (j >= cols) return;
   double acc = 0.0;
-  for (int64_t r = 0; r < rows; ++r) acc += dy[r * cols + j];
+  for (int64_t r = 0; r < rows; ++r) acc += to_f32(dy[r * cols + j]);
   dbias[j] += static_cast<float>(acc);
 }
 
-template <typename From, typename To>
-__global__ void cast_kernel(int64_t n, const From* __restrict__ x, To* y) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = static_cast<To>(static_cast<float>(x[i]));
-}
-
-template <typename From>
-void cast_from(const CudaContext& ctx, int64_t n, const From* x, Tensor& dst) {
-  switch (dst.dtype()) {
-    case DType::F32: cast_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, x, dst.data<float>()); break;
-    case DType::BF16: cast_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, x, dst.data<__nv_bfloat16>()); break;
-    case DType::F16: cast_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, x, dst.data<__half>()); break;
-    default: break;
-  }
+// Launches an elementwise kernel over n elements: 16-byte chunks when n and every pointer allow
+// it, else one element per step. launch(W, chunks) must launch the kernel instantiated for W.
+template <typename T, typename L>
+void launch_chunked(int64_t n, std::initializer_list<const void*> ptrs, L&& launch) {
+  constexpr int kW = device::kVecWidth<T>;
+  if (n % kW == 0 && all_aligned(ptrs, 16))
+    launch(std::integral_constant<int, kW>{}, n / kW);
+  else
+    launch(std::integral_constant<int, 1>{}, n);
 }
 
 }  // namespace
-
-void cast(const CudaContext& ctx, const Tensor& src, Tensor& dst) {
-  constexpr const char* op = "cast";
-  auto is_float = [](DType d) { return d == DType::F32 || d == DType::BF16 || d == DType::F16; };
-  FTUNE_CHECK(src.defined() && dst.defined() && src.device() == ctx.dev() && dst.device() == ctx.dev(),
-              "{}: src and dst must be defined tensors on {}", op, ctx.dev().str());
-  FTUNE_CHECK(is_float(src.dtype()) && is_float(dst.dtype()),
-              "{}: {} -> {} is not a conversion between F32, BF16 and F16", op,
-              dtype_name(src.dtype()), dtype_name(dst.dtype()));
-  FTUNE_CHECK(src.numel() == dst.numel() && src.is_contiguous() && dst.is_contiguous(),
-              "{}: src {} and dst {} differ in size or are strided", op, shape_str(src.shape()),
-              shape_str(dst.shape()));
-  const int64_t n = src.numel();
-  if (n == 0) return;
-  switch (src.dtype()) {
-    case DType::F32: cast_from(ctx, n, src.data<float>(), dst); break;
-    case DType::BF16: cast_from(ctx, n, src.data<__nv_bfloat16>(), dst); break;
-    default: cast_from(ctx, n, src.data<__half>(), dst); break;
-  }
-  check_launch(ctx, op);
-}
 
 void axpy(const CudaContext& ctx, float alpha, const Tensor& x, Tensor& y) {
   constexpr const char* op = "axpy";
   check_axpy(x, y, ctx.dev());
   const int64_t n = x.numel();
   if (n == 0) return;
-  axpy_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, alpha, x.f32(), y.f32());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    launch_chunked<T>(n, {xp, yp}, [&](auto wc, int64_t chunks) {
+      axpy_kernel<T, decltype(wc)::value>
+          <<<grid_for(chunks, kBlock), kBlock, 0, ctx.stream>>>(chunks, alpha, xp, yp);
+    });
+  });
   check_launch(ctx, op);
 }
 
 void scale(const CudaContext& ctx, Tensor& x, float alpha) {
   constexpr const char* op = "scale";
-  require_tensor(op, "x", x, DType::F32, ctx.dev());
+  const DType dt = check_scale(x, ctx.dev());
   const int64_t n = x.numel();
   if (n == 0) return;
-  scale_kernel<<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, alpha, x.f32());
+  dispatch_float(dt, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* xp = x.data<T>();
+    launch_chunked<T>(n, {xp}, [&](auto wc, int64_t chunks) {
+      scale_kernel<T, decltype(wc)::value>
+          <<<grid_for(chunks, kBlock), kBlock, 0, ctx.stream>>>(chunks, alpha, xp);
+    });
+  });
+  check_launch(ctx, op);
+}
+
+void cast(const CudaContext& ctx, const Tensor& src, Tensor& dst) {
+  constexpr const char* op = "cast";
+  check_cast(src, dst, ctx.dev());
+  const int64_t n = src.numel();
+  if (n == 0) return;
+  dispatch_float(src.dtype(), op, [&](auto stag) {
+    using S = typename decltype(stag)::type;
+    dispatch_float(dst.dtype(), op, [&](auto dtag) {
+      using D = typename decltype(dtag)::type;
+      const S* sp = src.data<S>();
+      D* dp = dst.data<D>();
+      // 4 elements per step: at most 16 bytes of F32, 8 of BF16/F16 (aligned to 16 and 8).
+      constexpr int kW = 4;
+      if (n % kW == 0 && all_aligned({sp}, sizeof(S) * kW) && all_aligned({dp}, sizeof(D) * kW))
+        cast_kernel<S, D, kW><<<grid_for(n / kW, kBlock), kBlock, 0, ctx.stream>>>(n / kW, sp, dp);
+      else
+        cast_kernel<S, D, 1><<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(n, sp, dp);
+    });
+  });
   check_launch(ctx, op);
 }
 
 double sum_squares(const CudaContext& ctx, const Tensor& x) {
   constexpr const char* op = "sum_squares";
-  require_tensor(op, "x", x, DType::F32, ctx.dev());
+  check_sum_squares(x, ctx.dev());
   const int64_t n = x.numel();
   if (n == 0) return 0.0;
   const unsigned blocks = grid_for(n, kBlock);
@@ -150,8 +192,11 @@ void add_bias(const CudaContext& ctx, Tensor& y, const Tensor& bias) {
   const MatrixDims d = check_add_bias(y, bias, ctx.dev());
   const int64_t rows = d.rows, cols = d.cols;
   if (rows * cols == 0) return;
-  add_bias_kernel<<<grid_for(rows * cols, kBlock), kBlock, 0, ctx.stream>>>(rows, cols, y.f32(),
-                                                                            bias.f32());
+  dispatch_float(d.act, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    add_bias_kernel<T><<<grid_for(rows * cols, kBlock), kBlock, 0, ctx.stream>>>(
+        rows, cols, y.data<T>(), bias.data<T>());
+  });
   check_launch(ctx, op);
 }
 
@@ -162,8 +207,11 @@ void bias_backward(const CudaContext& ctx, const Tensor& dy, Tensor& dbias) {
   if (cols == 0) return;
   const int64_t blocks = (cols + kBlock - 1) / kBlock;
   FTUNE_CHECK(blocks <= INT32_MAX, "bias_backward: {} columns are too many", cols);
-  bias_backward_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, ctx.stream>>>(
-      rows, cols, dy.f32(), dbias.f32());
+  dispatch_float(d.act, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    bias_backward_kernel<T><<<static_cast<unsigned>(blocks), kBlock, 0, ctx.stream>>>(
+        rows, cols, dy.data<T>(), dbias.f32());
+  });
   check_launch(ctx, op);
 }
 

@@ -1,8 +1,10 @@
 // Token embedding lookup and its scatter-add backward (HF nn.Embedding), matching
 // src/backend/cpu/cpu_embedding.cpp. Ids are checked on a host copy first (out-of-range ids
 // throw, as the interface requires). The backward gives each thread one column and walks the
-// tokens in order, so repeated ids accumulate in a fixed order without atomics.
+// tokens in order, so repeated ids accumulate in a fixed order without atomics. The forward
+// copies rows of any activation dtype; the backward is F32.
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/dispatch.cuh"
 
 namespace ftune::cuda {
 
@@ -10,8 +12,9 @@ namespace {
 
 constexpr int kBlock = 256;
 
-__global__ void embedding_forward_kernel(int64_t n, int64_t h, const float* __restrict__ table,
-                                         const int32_t* __restrict__ ids, float* out) {
+template <typename T>
+__global__ void embedding_forward_kernel(int64_t n, int64_t h, const T* __restrict__ table,
+                                         const int32_t* __restrict__ ids, T* out) {
   const int64_t total = n * h;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -36,8 +39,11 @@ void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor
   const int64_t n = d.n, h = d.h;
   require_indices(ctx, op, "ids", ids, d.vocab, "the table");
   if (n * h == 0) return;
-  embedding_forward_kernel<<<grid_for(n * h, kBlock), kBlock, 0, ctx.stream>>>(
-      n, h, table.f32(), ids.i32(), out.f32());
+  dispatch_float(d.act, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    embedding_forward_kernel<T><<<grid_for(n * h, kBlock), kBlock, 0, ctx.stream>>>(
+        n, h, table.data<T>(), ids.i32(), out.data<T>());
+  });
   check_launch(ctx, op);
 }
 

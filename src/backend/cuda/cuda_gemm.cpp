@@ -1,24 +1,141 @@
-// Dense fp32 matrix product through cublasSgemm. ftune's tensors are row-major and cuBLAS is
-// column-major; a row-major [r, c] matrix read as column-major is its transpose, so
+// Dense matrix products through cuBLASLt: a and b F32, BF16 or F16, c F32 or a's dtype, always
+// CUBLAS_COMPUTE_32F with fp32 scalars (fp32 accumulation; for F32 inputs true fp32, no TF32,
+// so the F32 path matches the CPU reference).
+//
+// Layout. ftune's tensors are row-major and cuBLAS is column-major; a row-major [r, c] matrix
+// read as column-major is its transpose, so
 //   C = op(A) op(B)  (row-major)   <=>   C^T = op(B)^T op(A)^T  (column-major)
-// and the call passes B before A with the same transpose flags, m and n swapped and the
-// leading dimensions equal to the stored row lengths. No device code: a .cpp file.
-// The handle keeps cuBLAS's default math mode (true fp32, no TF32; set in cuda_ops.cpp).
+// and the call passes B as cuBLAS's "A" and A as its "B", with the same transpose flags, m and n
+// swapped, and leading dimensions equal to the row strides (the row length, or more for the
+// column slices of fused outputs: Tensor::col_slice). The stored (pre-op) matrices described
+// to cuBLASLt are then: B: rows = trans_b ? k : n, cols = trans_b ? n : k, ld = b's row stride;
+// A: rows = trans_a ? m : k, cols = trans_a ? k : m, ld = a's row stride; C: n x m, ld = c's.
+//
+// Plans. The matmul descriptor, the four layouts and the heuristic's algorithm depend only on
+// the shape, the dtypes, the leading dimensions and the pointers' alignment; they are built once
+// per distinct key and kept in CudaContext::ws (no allocation and no heuristic query per call).
+// The alignment is part of the key because the heuristic may pick a kernel that needs 16-byte
+// aligned operands, and views made by slice_rows can be less aligned than fresh tensors. When
+// the heuristic finds no algorithm (odd leading dimensions, say) the call falls back to
+// cublasGemmEx with the same compute type.
+//
+// beta == 0: cuBLAS(Lt) does not read C, so an uninitialised (even NaN) C is fine, as on the CPU.
+// No device code: a .cpp file.
+#include <algorithm>
 #include <climits>
+#include <vector>
 
 #include "backend/cuda/check.h"
 #include "backend/cuda/cuda_kernels.h"
 
 namespace ftune::cuda {
 
+struct GemmPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;  // cuBLAS's A (ours b), B, C
+  cublasLtMatmulAlgo_t algo{};
+  bool use_lt = false;  // false: no algorithm found, use cublasGemmEx
+  ~GemmPlan() {
+    if (c != nullptr) cublasLtMatrixLayoutDestroy(c);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+Workspaces::Workspaces() = default;
+Workspaces::~Workspaces() {
+  gemm_plans.clear();
+  if (lt != nullptr) cublasLtDestroy(lt);
+}
+
+Tensor workspace_view(Tensor& slot, const Shape& shape, DType dt, int device) {
+  const int64_t numel = shape_numel(shape);
+  if (!slot.defined() || slot.dtype() != dt || slot.numel() < numel)
+    slot = Tensor::empty({std::max<int64_t>(numel, 1)}, dt, Device::cuda(device));
+  return slot.slice_rows(0, numel).view(shape);
+}
+
+namespace {
+
+cudaDataType_t cuda_type(DType dt) {
+  switch (dt) {
+    case DType::BF16: return CUDA_R_16BF;
+    case DType::F16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+  }
+}
+
+// The largest power of two (up to 256) dividing the address.
+int64_t alignment_of(const void* p) {
+  const auto u = reinterpret_cast<uintptr_t>(p);
+  int64_t a = 1;
+  while (a < 256 && u % static_cast<uintptr_t>(a * 2) == 0) a *= 2;
+  return a;
+}
+
+std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, const GemmDims& d, bool trans_a,
+                                    bool trans_b, int64_t lda, int64_t ldb, int64_t ldc,
+                                    const std::vector<int64_t>& align) {
+  auto plan = std::make_unique<GemmPlan>();
+  const cudaDataType_t ab = cuda_type(d.ab), ct = cuda_type(d.c);
+  FTUNE_CUDA_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A = our b
+  const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B = our a
+  FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
+                                                  sizeof(op_a)));
+  FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
+                                                  sizeof(op_b)));
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+  FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->a, ab, u(trans_b ? d.k : d.n),
+                                              u(trans_b ? d.n : d.k), ldb));
+  FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->b, ab, u(trans_a ? d.m : d.k),
+                                              u(trans_a ? d.k : d.m), lda));
+  FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->c, ct, u(d.n), u(d.m), ldc));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  FTUNE_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws_bytes = kLtWorkspaceBytes;
+  const auto al = [](int64_t v) { return static_cast<uint32_t>(v); };
+  const uint32_t align_a = al(align[0]), align_b = al(align[1]), align_c = al(align[2]);
+  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                              &align_a, sizeof(align_a));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                              &align_b, sizeof(align_b));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                              &align_c, sizeof(align_c));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                              &align_c, sizeof(align_c));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulAlgoGetHeuristic(ctx.ws->lt, plan->desc, plan->a, plan->b, plan->c,
+                                        plan->c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  // No algorithm (CUBLAS_STATUS_NOT_SUPPORTED or zero results): the GemmEx fallback.
+  plan->use_lt = st == CUBLAS_STATUS_SUCCESS && found > 0;
+  if (plan->use_lt) plan->algo = result.algo;
+  return plan;
+}
+
+}  // namespace
+
 void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
           Tensor& c, float alpha, float beta) {
   const GemmDims d = check_gemm(a, trans_a, b, trans_b, c, ctx.dev());
   const int64_t m = d.m, n = d.n, k = d.k;
   FTUNE_CHECK(
-      m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && a.dim(1) <= INT_MAX && b.dim(1) <= INT_MAX,
+      m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && a.row_stride() <= INT_MAX &&
+          b.row_stride() <= INT_MAX && c.row_stride() <= INT_MAX,
       "gemm: dimensions [{}, {}, {}] exceed the cuBLAS int range", m, n, k);
-  FTUNE_CHECK(ctx.blas != nullptr, "gemm: no cuBLAS handle");
+  FTUNE_CHECK(ctx.blas != nullptr && ctx.ws != nullptr && ctx.ws->lt != nullptr,
+              "gemm: no cuBLAS handles");
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
     // C = beta C; with beta == 0 the old C (possibly NaN) must not leak through.
@@ -29,13 +146,39 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
       scale(ctx, c, beta);
     return;
   }
-  // cuBLAS does not read C when beta == 0 (cuBLAS docs, cublas<t>gemm), matching the CPU path.
-  FTUNE_CUDA_CHECK(cublasSgemm(ctx.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                               trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
-                               static_cast<int>(m), static_cast<int>(k), &alpha, b.f32(),
-                               static_cast<int>(b.row_stride()), a.f32(),
-                               static_cast<int>(a.row_stride()), &beta, c.f32(),
-                               static_cast<int>(c.row_stride())));
+  // Leading dimensions: the row strides (column slices of fused outputs are row-strided views).
+  const int64_t lda = a.row_stride(), ldb = b.row_stride(), ldc = c.row_stride();
+  // cuBLAS's A is our b, its B our a, its C/D our c.
+  const std::vector<int64_t> align = {alignment_of(b.raw()), alignment_of(a.raw()),
+                                      alignment_of(c.raw())};
+  const std::vector<int64_t> key = {m,
+                                    n,
+                                    k,
+                                    trans_a,
+                                    trans_b,
+                                    static_cast<int64_t>(d.ab),
+                                    static_cast<int64_t>(d.c),
+                                    lda,
+                                    ldb,
+                                    ldc,
+                                    align[0],
+                                    align[1],
+                                    align[2]};
+  auto& slot = ctx.ws->gemm_plans[key];
+  if (!slot) slot = make_plan(ctx, d, trans_a, trans_b, lda, ldb, ldc, align);
+  const GemmPlan& plan = *slot;
+  if (plan.use_lt) {
+    FTUNE_CUDA_CHECK(cublasLtMatmul(ctx.ws->lt, plan.desc, &alpha, b.raw(), plan.a, a.raw(),
+                                    plan.b, &beta, c.raw(), plan.c, c.raw(), plan.c, &plan.algo,
+                                    ctx.ws->lt_workspace.raw(), kLtWorkspaceBytes, ctx.stream));
+    return;
+  }
+  FTUNE_CUDA_CHECK(cublasGemmEx(ctx.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
+                                static_cast<int>(m), static_cast<int>(k), &alpha, b.raw(),
+                                cuda_type(d.ab), static_cast<int>(ldb), a.raw(), cuda_type(d.ab),
+                                static_cast<int>(lda), &beta, c.raw(), cuda_type(d.c),
+                                static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace ftune::cuda

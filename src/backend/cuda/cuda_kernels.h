@@ -6,10 +6,13 @@
 // the launch error.
 // Semantics are those of backend/ops.h; the CPU backend is the reference they are tested against.
 #pragma once
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <vector>
 
 #include "backend/op_checks.h"
@@ -18,15 +21,39 @@
 
 namespace ftune::cuda {
 
-// What a launcher needs: the device its tensors must live on, the stream to launch on and the
-// cuBLAS handle bound to that stream (null for launchers that do not use cuBLAS).
+struct GemmPlan;  // cuda_gemm.cpp: cuBLASLt descriptors and algorithm for one GEMM shape
+
+// Long-lived state owned by CudaOps and reused by every call, so that no op allocates in
+// steady state: the cuBLASLt handle, its workspace and the GEMM plans per shape, and the
+// lm_head + cross-entropy chunk buffers (grown when a larger chunk is asked for, never shrunk).
+struct Workspaces {
+  cublasLtHandle_t lt = nullptr;
+  Tensor lt_workspace;  // U8, kLtWorkspaceBytes
+  std::map<std::vector<int64_t>, std::unique_ptr<GemmPlan>> gemm_plans;
+  Tensor ce_logits;    // F32 [rows, V] logits of one chunk (then dlogits when act is F32)
+  Tensor ce_dlogits;   // act [rows, V] dlogits of one chunk (BF16/F16 only)
+  Tensor ce_row_loss;  // F64 [rows]
+  Workspaces();
+  ~Workspaces();
+  Workspaces(const Workspaces&) = delete;
+  Workspaces& operator=(const Workspaces&) = delete;
+};
+inline constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;  // NVIDIA's advice for Hopper
+
+// What a launcher needs: the device its tensors must live on, the stream to launch on, the
+// cuBLAS handle bound to that stream and the reused workspaces (null for launchers that use
+// neither).
 struct CudaContext {
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
+  Workspaces* ws = nullptr;
   // The device every tensor argument must live on.
   Device dev() const { return Device::cuda(device); }
 };
+// A device tensor of at least `numel` elements of dt held in `slot` (reallocated only to grow),
+// viewed as `shape` (numel = shape_numel(shape)).
+Tensor workspace_view(Tensor& slot, const Shape& shape, DType dt, int device);
 
 // ---- checks that read device data, and launch checks (cuda_checks.cpp) ----
 // Copies an I32 device tensor to the host (synchronous: waits for work queued on ctx.stream).
@@ -55,8 +82,8 @@ void add_bias(const CudaContext& ctx, Tensor& y, const Tensor& bias);
 void bias_backward(const CudaContext& ctx, const Tensor& dy, Tensor& dbias);
 void axpy(const CudaContext& ctx, float alpha, const Tensor& x, Tensor& y);
 void scale(const CudaContext& ctx, Tensor& x, float alpha);
-void cast(const CudaContext& ctx, const Tensor& src, Tensor& dst);
 double sum_squares(const CudaContext& ctx, const Tensor& x);
+void cast(const CudaContext& ctx, const Tensor& src, Tensor& dst);
 
 // ---- cuda_embedding.cu ----
 void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor& ids, Tensor& out);
@@ -67,13 +94,21 @@ void embedding_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& 
 void rms_norm_forward(const CudaContext& ctx, const Tensor& x, const Tensor& w, float eps,
                       Tensor& y, Tensor& rstd);
 void rms_norm_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& x, const Tensor& w,
-                       const Tensor& rstd, Tensor& dx, Tensor* dw);
+                       const Tensor& rstd, Tensor& dx, Tensor* dw, bool accumulate);
+void add_rms_norm_forward(const CudaContext& ctx, const Tensor& a, const Tensor& b,
+                          const Tensor& w, float eps, Tensor& sum, Tensor& y, Tensor& rstd);
 
 // ---- cuda_rope.cu ----
 void rope_forward(const CudaContext& ctx, Tensor& x, const Tensor& positions, const Tensor& cos,
                   const Tensor& sin);
 void rope_backward(const CudaContext& ctx, Tensor& dx, const Tensor& positions, const Tensor& cos,
                    const Tensor& sin);
+void qkv_rope_split_forward(const CudaContext& ctx, const Tensor& qkv, const Tensor& positions,
+                            const Tensor& cos, const Tensor& sin, Tensor& q, Tensor& k,
+                            Tensor& v);
+void qkv_rope_merge_backward(const CudaContext& ctx, const Tensor& dq, const Tensor& dk,
+                             const Tensor& dv, const Tensor& positions, const Tensor& cos,
+                             const Tensor& sin, Tensor& dqkv);
 
 // ---- cuda_attention.cu ----
 void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -86,15 +121,6 @@ void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k
 void swiglu_forward(const CudaContext& ctx, const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const CudaContext& ctx, const Tensor& dout, const Tensor& gate,
                      const Tensor& up, Tensor& dgate, Tensor& dup);
-
-// ---- cuda_fused.cu ----
-void add_rms_norm_forward(const CudaContext& ctx, const Tensor& a, const Tensor& b,
-                          const Tensor& w, float eps, Tensor& sum, Tensor& y, Tensor& rstd);
-void qkv_rope_split_forward(const CudaContext& ctx, const Tensor& qkv, const Tensor& positions,
-                            const Tensor& cos, const Tensor& sin, Tensor& q, Tensor& k, Tensor& v);
-void qkv_rope_merge_backward(const CudaContext& ctx, const Tensor& dq, const Tensor& dk,
-                             const Tensor& dv, const Tensor& positions, const Tensor& cos,
-                             const Tensor& sin, Tensor& dqkv);
 void swiglu_fused_forward(const CudaContext& ctx, const Tensor& gu, Tensor& out);
 void swiglu_fused_backward(const CudaContext& ctx, const Tensor& dout, const Tensor& gu,
                            Tensor& dgu);
@@ -106,9 +132,9 @@ void dropout_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& ma
                       Tensor& dx);
 
 // ---- cuda_cross_entropy.cu ----
-CrossEntropyResult lm_head_cross_entropy(const CudaContext& ctx, const Tensor& x, const Tensor& w,
-                                         const Tensor& targets, float grad_scale, Tensor* dx,
-                                         Tensor* logits, int64_t chunk_tokens);
+void lm_head_cross_entropy(const CudaContext& ctx, const Tensor& x, const Tensor& w,
+                           const Tensor& targets, float grad_scale, Tensor& loss_sum, Tensor* dx,
+                           Tensor* logits, int64_t chunk_tokens);
 
 // ---- cuda_adamw.cu ----
 void adamw_step(const CudaContext& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,

@@ -1,7 +1,9 @@
-// CudaOps: the fp32 CUDA backend. It owns one CUDA stream (a blocking stream, so the
-// allocator's default-stream copies and memsets stay ordered with its kernels) and one cuBLAS
-// handle bound to that stream, and forwards every op of backend/ops.h to the launchers listed in
-// cuda_kernels.h. Ops returning host values (sum_squares, lm_head_cross_entropy) synchronize.
+// CudaOps: the CUDA backend (F32, BF16 and F16 activations; backend/ops.h "Dtypes"). It owns one
+// CUDA stream (a blocking stream, so the allocator's default-stream copies and memsets stay
+// ordered with its kernels), one cuBLAS handle bound to that stream, the cuBLASLt handle and
+// the workspaces reused by every call (cuda_kernels.h: Workspaces), and forwards every op of
+// backend/ops.h to the launchers listed in cuda_kernels.h. Only sum_squares returns a host value
+// (and synchronizes).
 // Tested op by op against the CPU reference in tests/cuda/test_cuda_ops.cpp.
 #include "backend/cuda_ops.h"
 
@@ -36,6 +38,11 @@ class CudaOps final : public Ops {
       FTUNE_CUDA_CHECK(cublasSetStream(ctx_.blas, ctx_.stream));
       // Plain fp32 GEMMs (no TF32): this backend must match the fp32 CPU reference.
       FTUNE_CUDA_CHECK(cublasSetMathMode(ctx_.blas, CUBLAS_DEFAULT_MATH));
+      ws_ = std::make_unique<cuda::Workspaces>();
+      FTUNE_CUDA_CHECK(cublasLtCreate(&ws_->lt));
+      ws_->lt_workspace = Tensor::empty({static_cast<int64_t>(cuda::kLtWorkspaceBytes)},
+                                        DType::U8, Device::cuda(device));
+      ctx_.ws = ws_.get();
     } catch (...) {
       release();
       throw;
@@ -73,37 +80,13 @@ class CudaOps final : public Ops {
     cuda::DeviceGuard g(ctx_.device);
     cuda::scale(ctx_, x, alpha);
   }
-  void cast(const Tensor& src, Tensor& dst) override {
-    cuda::DeviceGuard g(ctx_.device);
-    cuda::cast(ctx_, src, dst);
-  }
-  void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
-                            Tensor& sum, Tensor& y, Tensor& rstd) override {
-    cuda::DeviceGuard g(ctx_.device);
-    cuda::add_rms_norm_forward(ctx_, a, b, w, eps, sum, y, rstd);
-  }
-  void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
-                              const Tensor& sin, Tensor& q, Tensor& k, Tensor& v) override {
-    cuda::DeviceGuard g(ctx_.device);
-    cuda::qkv_rope_split_forward(ctx_, qkv, positions, cos, sin, q, k, v);
-  }
-  void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
-                               const Tensor& positions, const Tensor& cos, const Tensor& sin,
-                               Tensor& dqkv) override {
-    cuda::DeviceGuard g(ctx_.device);
-    cuda::qkv_rope_merge_backward(ctx_, dq, dk, dv, positions, cos, sin, dqkv);
-  }
-  void swiglu_fused_forward(const Tensor& gu, Tensor& out) override {
-    cuda::DeviceGuard g(ctx_.device);
-    cuda::swiglu_fused_forward(ctx_, gu, out);
-  }
-  void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) override {
-    cuda::DeviceGuard g(ctx_.device);
-    cuda::swiglu_fused_backward(ctx_, dout, gu, dgu);
-  }
   double sum_squares(const Tensor& x) override {
     cuda::DeviceGuard g(ctx_.device);
     return cuda::sum_squares(ctx_, x);
+  }
+  void cast(const Tensor& src, Tensor& dst) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::cast(ctx_, src, dst);
   }
 
   void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {
@@ -121,9 +104,14 @@ class CudaOps final : public Ops {
     cuda::rms_norm_forward(ctx_, x, w, eps, y, rstd);
   }
   void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                         Tensor& dx, Tensor* dw) override {
+                         Tensor& dx, Tensor* dw, bool accumulate) override {
     cuda::DeviceGuard g(ctx_.device);
-    cuda::rms_norm_backward(ctx_, dy, x, w, rstd, dx, dw);
+    cuda::rms_norm_backward(ctx_, dy, x, w, rstd, dx, dw, accumulate);
+  }
+  void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
+                            Tensor& sum, Tensor& y, Tensor& rstd) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::add_rms_norm_forward(ctx_, a, b, w, eps, sum, y, rstd);
   }
 
   void rope_forward(Tensor& x, const Tensor& positions, const Tensor& cos,
@@ -135,6 +123,17 @@ class CudaOps final : public Ops {
                      const Tensor& sin) override {
     cuda::DeviceGuard g(ctx_.device);
     cuda::rope_backward(ctx_, dx, positions, cos, sin);
+  }
+  void qkv_rope_split_forward(const Tensor& qkv, const Tensor& positions, const Tensor& cos,
+                              const Tensor& sin, Tensor& q, Tensor& k, Tensor& v) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::qkv_rope_split_forward(ctx_, qkv, positions, cos, sin, q, k, v);
+  }
+  void qkv_rope_merge_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                               const Tensor& positions, const Tensor& cos, const Tensor& sin,
+                               Tensor& dqkv) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::qkv_rope_merge_backward(ctx_, dq, dk, dv, positions, cos, sin, dqkv);
   }
 
   void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& doc_start,
@@ -158,6 +157,14 @@ class CudaOps final : public Ops {
     cuda::DeviceGuard g(ctx_.device);
     cuda::swiglu_backward(ctx_, dout, gate, up, dgate, dup);
   }
+  void swiglu_fused_forward(const Tensor& gu, Tensor& out) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::swiglu_fused_forward(ctx_, gu, out);
+  }
+  void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::swiglu_fused_backward(ctx_, dout, gu, dgu);
+  }
 
   void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out,
                        Tensor& mask) override {
@@ -169,11 +176,12 @@ class CudaOps final : public Ops {
     cuda::dropout_backward(ctx_, dy, mask, p, dx);
   }
 
-  CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
-                                           float grad_scale, Tensor* dx, Tensor* logits,
-                                           int64_t chunk_tokens) override {
+  void lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,
+                             float grad_scale, Tensor& loss_sum, Tensor* dx, Tensor* logits,
+                             int64_t chunk_tokens) override {
     cuda::DeviceGuard g(ctx_.device);
-    return cuda::lm_head_cross_entropy(ctx_, x, w, targets, grad_scale, dx, logits, chunk_tokens);
+    cuda::lm_head_cross_entropy(ctx_, x, w, targets, grad_scale, loss_sum, dx, logits,
+                                chunk_tokens);
   }
 
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1,
@@ -190,6 +198,8 @@ class CudaOps final : public Ops {
     if (cudaGetDevice(&previous) == cudaSuccess && previous != ctx_.device)
       cudaSetDevice(ctx_.device);
     if (ctx_.stream != nullptr) cudaStreamSynchronize(ctx_.stream);
+    ws_.reset();  // plans, the Lt handle and the workspace buffers (back to the allocator's cache)
+    ctx_.ws = nullptr;
     if (ctx_.blas != nullptr) cublasDestroy(ctx_.blas);
     if (ctx_.stream != nullptr) cudaStreamDestroy(ctx_.stream);
     ctx_.blas = nullptr;
@@ -198,6 +208,7 @@ class CudaOps final : public Ops {
   }
 
   cuda::CudaContext ctx_;
+  std::unique_ptr<cuda::Workspaces> ws_;
 };
 
 }  // namespace
