@@ -64,7 +64,9 @@ inline int linear_tid() {
 inline int warp_id() { return linear_tid() / 32; }
 inline int lane_id() { return linear_tid() % 32; }
 
-inline void yield() { swapcontext(&cta().fibers[static_cast<size_t>(cta().current)].ctx, &cta().sched); }
+inline void yield() {
+  swapcontext(&cta().fibers[static_cast<size_t>(cta().current)].ctx, &cta().sched);
+}
 
 inline void arrive_and_wait(Barrier& b) {
   const int gen = b.gen;

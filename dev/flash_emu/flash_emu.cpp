@@ -5,14 +5,14 @@
 // NaN before each CTA, outputs are poisoned with NaN. Build (no GPU, no CUDA library needed):
 //   g++ -std=c++20 -O2 -I dev/flash_emu -I src -I /usr/local/cuda/include \
 //       dev/flash_emu/flash_emu.cpp -o /tmp/flash_emu && /tmp/flash_emu
-#include "emu.h"  // first: the CUDA keywords and builtins as host code
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "emu.h"  // first: the CUDA keywords and builtins as host code
 
 namespace ftune::device {
 alignas(16) uint4 smem_raw[232448 / 16];  // the kernels' extern __shared__ buffer
@@ -48,8 +48,8 @@ struct Ref {
 
 // The CPU backend's attention in double (inputs already rounded).
 Ref reference(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
-              const std::vector<float>& d_o, const std::vector<int32_t>& ds, int n, int nh,
-              int nkv, int hd, float scale) {
+              const std::vector<float>& d_o, const std::vector<int32_t>& ds, int n, int nh, int nkv,
+              int hd, float scale) {
   const int group = nh / nkv;
   Ref r;
   r.o.assign(static_cast<size_t>(n) * nh * hd, 0);
@@ -57,10 +57,18 @@ Ref reference(const std::vector<float>& q, const std::vector<float>& k, const st
   r.dq.assign(r.o.size(), 0);
   r.dk.assign(static_cast<size_t>(n) * nkv * hd, 0);
   r.dv.assign(r.dk.size(), 0);
-  auto Q = [&](int i, int h, int c) { return static_cast<double>(q[(static_cast<size_t>(i) * nh + h) * hd + c]); };
-  auto K = [&](int j, int g, int c) { return static_cast<double>(k[(static_cast<size_t>(j) * nkv + g) * hd + c]); };
-  auto V = [&](int j, int g, int c) { return static_cast<double>(v[(static_cast<size_t>(j) * nkv + g) * hd + c]); };
-  auto G = [&](int i, int h, int c) { return static_cast<double>(d_o[(static_cast<size_t>(i) * nh + h) * hd + c]); };
+  auto Q = [&](int i, int h, int c) {
+    return static_cast<double>(q[(static_cast<size_t>(i) * nh + h) * hd + c]);
+  };
+  auto K = [&](int j, int g, int c) {
+    return static_cast<double>(k[(static_cast<size_t>(j) * nkv + g) * hd + c]);
+  };
+  auto V = [&](int j, int g, int c) {
+    return static_cast<double>(v[(static_cast<size_t>(j) * nkv + g) * hd + c]);
+  };
+  auto G = [&](int i, int h, int c) {
+    return static_cast<double>(d_o[(static_cast<size_t>(i) * nh + h) * hd + c]);
+  };
   for (int i = 0; i < n; ++i) {
     for (int h = 0; h < nh; ++h) {
       const int g = h / group;
@@ -157,8 +165,8 @@ bool run(const Case& c, uint64_t seed, float mag) {
   // Forward, launched as flash_attention_fwd.cu does.
   {
     using Cfg = FwdConfig<HD>;
-    const FwdParams<T> p{q.data(), k.data(), v.data(), ds.data(), o.data(), lse.data(), n, nh, nkv,
-                         nh / nkv, scale * kFlashLog2e};
+    const FwdParams<T> p{q.data(), k.data(), v.data(), ds.data(), o.data(),           lse.data(),
+                         n,        nh,       nkv,      nh / nkv,  scale * kFlashLog2e};
     const dim3 grid((n + Cfg::kBM - 1) / Cfg::kBM, nh);
     const std::function<void()> body = [&] { flash_forward_kernel<T, HD>(p); };
     fill_smem_nan();
@@ -173,9 +181,10 @@ bool run(const Case& c, uint64_t seed, float mag) {
       flash_delta_kernel<T>(o.data(), d_o.data(), delta.data(), rows, HD);
     };
     emu::launch(dim3(3), dim3(64), dk_body);
-    const BwdParams<T> p{q.data(), k.data(), v.data(), d_o.data(), lse.data(), delta.data(),
-                         ds.data(), acc.data(), dk.data(), dv.data(), n, nh, nkv, nh / nkv, scale,
-                         scale * kFlashLog2e};
+    const BwdParams<T> p{q.data(),   k.data(),     v.data(),  d_o.data(),
+                         lse.data(), delta.data(), ds.data(), acc.data(),
+                         dk.data(),  dv.data(),    n,         nh,
+                         nkv,        nh / nkv,     scale,     scale * kFlashLog2e};
     const dim3 grid((n + Cfg::kBN - 1) / Cfg::kBN, nkv);
     const std::function<void()> body = [&] { flash_backward_kernel<T, HD>(p); };
     fill_smem_nan();
@@ -197,9 +206,11 @@ bool run(const Case& c, uint64_t seed, float mag) {
   const bool ok = eo < tol && edq < tol && edk < tol && edv < tol && lse_max < 1e-3;
   std::string docs;
   for (int d : c.docs) docs += std::to_string(d) + ",";
-  std::printf("%s %-4s hd %3d nh %2d nkv %2d n %4d docs [%s] mag %.0f: o %.2e lse %.1e dq %.2e dk %.2e dv %.2e\n",
-              ok ? "ok  " : "FAIL", bf16 ? "bf16" : "f16", HD, nh, nkv, n, docs.c_str(), mag, eo,
-              lse_max, edq, edk, edv);
+  std::printf(
+      "%s %-4s hd %3d nh %2d nkv %2d n %4d docs [%s] mag %.0f: o %.2e lse %.1e dq %.2e dk %.2e dv "
+      "%.2e\n",
+      ok ? "ok  " : "FAIL", bf16 ? "bf16" : "f16", HD, nh, nkv, n, docs.c_str(), mag, eo, lse_max,
+      edq, edk, edv);
   std::fflush(stdout);
   return ok;
 }
@@ -207,11 +218,16 @@ bool run(const Case& c, uint64_t seed, float mag) {
 template <typename T>
 bool run_any(const Case& c, uint64_t seed, float mag = 1.0f) {
   switch (c.hd) {
-    case 16: return run<T, 16>(c, seed, mag);
-    case 32: return run<T, 32>(c, seed, mag);
-    case 64: return run<T, 64>(c, seed, mag);
-    case 96: return run<T, 96>(c, seed, mag);
-    case 128: return run<T, 128>(c, seed, mag);
+    case 16:
+      return run<T, 16>(c, seed, mag);
+    case 32:
+      return run<T, 32>(c, seed, mag);
+    case 64:
+      return run<T, 64>(c, seed, mag);
+    case 96:
+      return run<T, 96>(c, seed, mag);
+    case 128:
+      return run<T, 128>(c, seed, mag);
   }
   return false;
 }
@@ -224,8 +240,8 @@ int main(int argc, char** argv) {
       {{1}, 2, 2, 16},
       {{17}, 4, 2, 16},
       {{9, 8}, 2, 2, 32},
-      {{1, 1, 1, 50, 3, 20, 59, 1}, 4, 2, 64},    // boundaries mid-block, length-1 docs
-      {{70, 1, 129}, 2, 1, 64},                    // several key and query blocks
+      {{1, 1, 1, 50, 3, 20, 59, 1}, 4, 2, 64},  // boundaries mid-block, length-1 docs
+      {{70, 1, 129}, 2, 1, 64},                 // several key and query blocks
       {{33, 40}, 4, 2, 96},
       {{150}, 2, 2, 128},
       {{5, 60, 1, 1, 64, 7}, 4, 1, 128},

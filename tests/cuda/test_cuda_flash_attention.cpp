@@ -160,7 +160,8 @@ std::string check(const std::vector<float>& got, const std::vector<float>& want,
   std::string msg = test::compare(got, want, tol.rtol, atol);
   if (!msg.empty()) return msg;
   const double l2 = test::rel_l2(got, want);
-  if (!(l2 <= tol.l2)) return "relative L2 error " + std::to_string(l2) + " > " + std::to_string(tol.l2);
+  if (!(l2 <= tol.l2))
+    return "relative L2 error " + std::to_string(l2) + " > " + std::to_string(tol.l2);
   return "";
 }
 
@@ -170,7 +171,9 @@ struct Case {
   int nh, nkv, hd;
 };
 
-std::vector<int> repeat(int len, int count) { return std::vector<int>(static_cast<size_t>(count), len); }
+std::vector<int> repeat(int len, int count) {
+  return std::vector<int>(static_cast<size_t>(count), len);
+}
 
 // Lengths 1..max_len from a fixed seed, summing to exactly n.
 std::vector<int> random_docs(int n, int max_len, uint64_t seed) {
@@ -205,8 +208,8 @@ std::vector<Case> cases() {
 template <typename T>
 void run_case(const Case& c, uint64_t seed, float qk_magnitude = 1.0f) {
   SCOPED_TRACE(std::string(dtype_label<T>()) + " " + c.name + " q,k magnitude " +
-               std::to_string(qk_magnitude) + " nh " + std::to_string(c.nh) +
-               " nkv " + std::to_string(c.nkv) + " hd " + std::to_string(c.hd));
+               std::to_string(qk_magnitude) + " nh " + std::to_string(c.nh) + " nkv " +
+               std::to_string(c.nkv) + " hd " + std::to_string(c.hd));
   ASSERT_TRUE(cuda::flash_attention_supported(c.hd));
   const std::vector<int32_t> ds = doc_starts(c.docs);
   const int64_t n = static_cast<int64_t>(ds.size());
@@ -238,8 +241,8 @@ void run_case(const Case& c, uint64_t seed, float qk_magnitude = 1.0f) {
   for (const DeviceBuffer* b : {&d_out, &d_lse, &d_dq, &d_dk, &d_dv, &ws}) poison(*b);
 
   cuda::flash_attention_forward<T>(dq_in.get<T>(), dk_in.get<T>(), dv_in.get<T>(),
-                                   dds.get<int32_t>(), n, c.nh, c.nkv, c.hd, scale,
-                                   d_out.get<T>(), d_lse.get<float>(), nullptr);
+                                   dds.get<int32_t>(), n, c.nh, c.nkv, c.hd, scale, d_out.get<T>(),
+                                   d_lse.get<float>(), nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   const bool bf16 = kIsBf16<T>;
   EXPECT_EQ(check(download_half<T>(d_out, nq), o_ref.to_vector(), forward_tol(bf16)), "") << "o";
@@ -252,8 +255,8 @@ void run_case(const Case& c, uint64_t seed, float qk_magnitude = 1.0f) {
   // The backward consumes the kernel's own o and lse, as in training.
   cuda::flash_attention_backward<T>(dq_in.get<T>(), dk_in.get<T>(), dv_in.get<T>(), d_out.get<T>(),
                                     d_lse.get<float>(), ddo.get<T>(), dds.get<int32_t>(), n, c.nh,
-                                    c.nkv, c.hd, scale, d_dq.get<T>(), d_dk.get<T>(),
-                                    d_dv.get<T>(), ws.get(), nullptr);
+                                    c.nkv, c.hd, scale, d_dq.get<T>(), d_dk.get<T>(), d_dv.get<T>(),
+                                    ws.get(), nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   EXPECT_EQ(check(download_half<T>(d_dq, nq), dq_ref.to_vector(), backward_tol(bf16)), "") << "dq";
   EXPECT_EQ(check(download_half<T>(d_dk, nkv), dk_ref.to_vector(), backward_tol(bf16)), "") << "dk";
@@ -274,7 +277,8 @@ class FlashAttention : public ::testing::Test {
 
 TEST(FlashAttentionHostOnly, SupportedHeadDimsAndWorkspace) {
   for (int hd : {16, 32, 64, 96, 128}) EXPECT_TRUE(cuda::flash_attention_supported(hd)) << hd;
-  for (int hd : {0, 8, 40, 80, 100, 192, 256}) EXPECT_FALSE(cuda::flash_attention_supported(hd)) << hd;
+  for (int hd : {0, 8, 40, 80, 100, 192, 256})
+    EXPECT_FALSE(cuda::flash_attention_supported(hd)) << hd;
   // dq accumulator [n, nh, hd] and D [n, nh] in fp32, each rounded up to 256 bytes.
   EXPECT_EQ(cuda::flash_attention_workspace_bytes(100, 8, 2, 64), 204800u + 3328u);
 }
@@ -286,9 +290,13 @@ TEST(FlashAttentionHostOnly, RejectsBadArgumentsBeforeLaunching) {
     cuda::flash_attention_forward<__nv_bfloat16>(none, none, none, nullptr, 4, nh, nkv, hd, 1.0f,
                                                  out, nullptr, nullptr);
   };
-  EXPECT_NE(test::error_of([&] { fwd(6, 4, 64); }).find("flash_attention_forward: 6 query heads are not a multiple of 4 kv heads"),
+  EXPECT_NE(test::error_of([&] {
+              fwd(6, 4, 64);
+            }).find("flash_attention_forward: 6 query heads are not a multiple of 4 kv heads"),
             std::string::npos);
-  EXPECT_NE(test::error_of([&] { fwd(4, 4, 80); }).find("flash_attention_forward: head_dim 80 is not supported"),
+  EXPECT_NE(test::error_of([&] {
+              fwd(4, 4, 80);
+            }).find("flash_attention_forward: head_dim 80 is not supported"),
             std::string::npos);
   const std::string bwd = test::error_of([&] {
     cuda::flash_attention_backward<__half>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
@@ -371,10 +379,11 @@ void bench(const char* label) {
   CUDA_OK(cudaDeviceSynchronize());
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  std::printf("[flash %s] n %lld (4 docs x 2048) nh %d nkv %d hd %d: forward %.3f ms %.1f TFLOP/s, "
-              "backward %.3f ms %.1f TFLOP/s\n",
-              label, static_cast<long long>(n), nh, nkv, hd, f_ms, fwd_flops / (f_ms * 1e9), b_ms,
-              bwd_flops / (b_ms * 1e9));
+  std::printf(
+      "[flash %s] n %lld (4 docs x 2048) nh %d nkv %d hd %d: forward %.3f ms %.1f TFLOP/s, "
+      "backward %.3f ms %.1f TFLOP/s\n",
+      label, static_cast<long long>(n), nh, nkv, hd, f_ms, fwd_flops / (f_ms * 1e9), b_ms,
+      bwd_flops / (b_ms * 1e9));
 }
 
 TEST_F(FlashAttention, DISABLED_Bench) {

@@ -53,16 +53,24 @@ void flash_attention_backward(const T* q, const T* k, const T* v, const T* o, co
   device::flash_delta_kernel<T><<<delta_blocks, kBlock, 0, stream>>>(o, d_o, delta, rows, hd);
   flash::check_launch_error(op);
 
-  const device::BwdParams<T> p{q,      k,   v,  d_o, lse, delta, doc_start, dq_acc, dk, dv,
-                       static_cast<int>(n), nh, nkv, nh / nkv, scale, scale * device::kFlashLog2e};
-  switch (hd) {
-    case 16: launch_backward<T, 16>(p, stream); break;
-    case 32: launch_backward<T, 32>(p, stream); break;
-    case 64: launch_backward<T, 64>(p, stream); break;
-    case 96: launch_backward<T, 96>(p, stream); break;
-    case 128: launch_backward<T, 128>(p, stream); break;
-    default: break;  // rejected by check_arguments
-  }
+  device::BwdParams<T> p;
+  p.q = q;
+  p.k = k;
+  p.v = v;
+  p.d_o = d_o;
+  p.lse = lse;
+  p.delta = delta;
+  p.doc_start = doc_start;
+  p.dq_acc = dq_acc;
+  p.dk = dk;
+  p.dv = dv;
+  p.n = static_cast<int>(n);
+  p.nh = nh;
+  p.nkv = nkv;
+  p.group = nh / nkv;
+  p.scale = scale;
+  p.scale_log2 = scale * device::kFlashLog2e;
+  flash::with_head_dim(hd, [&](auto head_dim) { launch_backward<T, head_dim()>(p, stream); });
   flash::check_launch_error(op);
 
   const int64_t count = rows * hd;
@@ -72,10 +80,12 @@ void flash_attention_backward(const T* q, const T* k, const T* v, const T* o, co
   flash::check_launch_error(op);
 }
 
-template void flash_attention_backward<__nv_bfloat16>(
-    const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
-    const float*, const __nv_bfloat16*, const int32_t*, int64_t, int, int, int, float,
-    __nv_bfloat16*, __nv_bfloat16*, __nv_bfloat16*, void*, cudaStream_t);
+template void flash_attention_backward<__nv_bfloat16>(const __nv_bfloat16*, const __nv_bfloat16*,
+                                                      const __nv_bfloat16*, const __nv_bfloat16*,
+                                                      const float*, const __nv_bfloat16*,
+                                                      const int32_t*, int64_t, int, int, int, float,
+                                                      __nv_bfloat16*, __nv_bfloat16*,
+                                                      __nv_bfloat16*, void*, cudaStream_t);
 template void flash_attention_backward<__half>(const __half*, const __half*, const __half*,
                                                const __half*, const float*, const __half*,
                                                const int32_t*, int64_t, int, int, int, float,

@@ -33,25 +33,19 @@ void flash_attention_forward(const T* q, const T* k, const T* v, const int32_t* 
   constexpr const char* op = "flash_attention_forward";
   flash::check_arguments(op, n, nh, nkv, hd);
   if (n == 0) return;
-  const device::FwdParams<T> p{q,
-                       k,
-                       v,
-                       doc_start,
-                       o,
-                       lse,
-                       static_cast<int>(n),
-                       nh,
-                       nkv,
-                       nh / nkv,
-                       scale * device::kFlashLog2e};
-  switch (hd) {
-    case 16: launch_forward<T, 16>(p, stream); break;
-    case 32: launch_forward<T, 32>(p, stream); break;
-    case 64: launch_forward<T, 64>(p, stream); break;
-    case 96: launch_forward<T, 96>(p, stream); break;
-    case 128: launch_forward<T, 128>(p, stream); break;
-    default: break;  // rejected by check_arguments
-  }
+  device::FwdParams<T> p;
+  p.q = q;
+  p.k = k;
+  p.v = v;
+  p.doc_start = doc_start;
+  p.o = o;
+  p.lse = lse;
+  p.n = static_cast<int>(n);
+  p.nh = nh;
+  p.nkv = nkv;
+  p.group = nh / nkv;
+  p.scale_log2 = scale * device::kFlashLog2e;
+  flash::with_head_dim(hd, [&](auto head_dim) { launch_forward<T, head_dim()>(p, stream); });
   flash::check_launch_error(op);
 }
 

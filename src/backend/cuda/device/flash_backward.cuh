@@ -1,5 +1,5 @@
-// Flash-attention backward kernels (FlashAttention-2, Dao 2023, Algorithm 2) for causal GQA over packed
-// documents, key-block-major:
+// Flash-attention backward kernels (FlashAttention-2, Dao 2023, Algorithm 2) for causal GQA over
+// packed documents, key-block-major:
 //  1. flash_delta_kernel: D_i = dO_i . O_i per (token, head), fp32, into the workspace.
 //  2. flash_backward_kernel: one CTA per (block of BN keys [j0, j1), kv head), each warp owning
 //     16 keys. The queries that can see those keys are [j0, doc_end(j1 - 1)) (documents are
@@ -47,8 +47,8 @@ struct BwdConfig {
   static constexpr int kWarps = 4;
   static constexpr int kBN = 16 * kWarps;
   static constexpr int kBM = HD >= 96 ? 32 : 64;
-  static constexpr int kLd = HD + 8;       // padded rows of the Q, dO, K, V tiles
-  static constexpr int kLdS = kBM + 8;     // padded rows of the dS^T tile
+  static constexpr int kLd = HD + 8;    // padded rows of the Q, dO, K, V tiles
+  static constexpr int kLdS = kBM + 8;  // padded rows of the dS^T tile
   // dQ step: warps tile the BM x HD output as (BM / 16) x (kWarps / (BM / 16)).
   static constexpr int kMw = kBM / 16;
   static constexpr int kDw = kWarps / kMw;
@@ -56,8 +56,8 @@ struct BwdConfig {
   static_assert(kWarps % kMw == 0 && kDch % 16 == 0, "dQ tiling");
   static constexpr int kSmemBytes =
       (2 * kBN * kLd + 4 * kBM * kLd + kBN * kLdS) * 2  // K, V, Q[2], dO[2], dS^T (16-bit)
-      + 2 * 3 * kBM * 4                                   // lse[2], D[2], doc_start[2]
-      + 16;                                               // the query range's end
+      + 2 * 3 * kBM * 4                                 // lse[2], D[2], doc_start[2]
+      + 16;                                             // the query range's end
 };
 
 // D_i = dO_i . O_i for every (token, head) row: one warp per row.
@@ -96,20 +96,20 @@ __global__ void __launch_bounds__(BwdConfig<HD>::kWarps * 32)
   using M = MmaTraits<T>;
   constexpr int kThreads = Cfg::kWarps * 32, BM = Cfg::kBM, BN = Cfg::kBN;
   constexpr int LD = Cfg::kLd, LDS = Cfg::kLdS;
-  constexpr int KQ = HD / 16;  // k-steps over the head dim
-  constexpr int NS = BM / 8;   // n-blocks (queries) of S^T per warp
-  constexpr int NO = HD / 8;   // n-blocks of dK, dV per warp
+  constexpr int KQ = HD / 16;        // k-steps over the head dim
+  constexpr int NS = BM / 8;         // n-blocks (queries) of S^T per warp
+  constexpr int NO = HD / 8;         // n-blocks of dK, dV per warp
   constexpr int NQ = Cfg::kDch / 8;  // n-blocks of the dQ step per warp
 
   extern __shared__ uint4 smem_raw[];
   T* k_s = reinterpret_cast<T*>(smem_raw);
   T* v_s = k_s + BN * LD;
-  T* q_s = v_s + BN * LD;      // two buffers of BM x LD
-  T* do_s = q_s + 2 * BM * LD;  // two buffers of BM x LD
-  T* dst_s = do_s + 2 * BM * LD;  // dS^T, BN x LDS
+  T* q_s = v_s + BN * LD;                                     // two buffers of BM x LD
+  T* do_s = q_s + 2 * BM * LD;                                // two buffers of BM x LD
+  T* dst_s = do_s + 2 * BM * LD;                              // dS^T, BN x LDS
   float* lse_s = reinterpret_cast<float*>(dst_s + BN * LDS);  // two buffers of BM
-  float* delta_s = lse_s + 2 * BM;                             // two buffers of BM
-  int* ds_s = reinterpret_cast<int*>(delta_s + 2 * BM);        // two buffers of BM
+  float* delta_s = lse_s + 2 * BM;                            // two buffers of BM
+  int* ds_s = reinterpret_cast<int*>(delta_s + 2 * BM);       // two buffers of BM
   int& qend_s = ds_s[2 * BM];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -145,10 +145,10 @@ __global__ void __launch_bounds__(BwdConfig<HD>::kWarps * 32)
   auto load_step = [&](int it, int buf) {
     const int h = kvh * p.group + it / nqb;
     const int q0 = j0 + (it % nqb) * BM;
-    flash_load_tile<HD, BM, kThreads>(q_s + buf * BM * LD, p.q + static_cast<int64_t>(h) * HD, q_stride,
-                                q0, qend);
+    flash_load_tile<HD, BM, kThreads>(q_s + buf * BM * LD, p.q + static_cast<int64_t>(h) * HD,
+                                      q_stride, q0, qend);
     flash_load_tile<HD, BM, kThreads>(do_s + buf * BM * LD, p.d_o + static_cast<int64_t>(h) * HD,
-                                q_stride, q0, qend);
+                                      q_stride, q0, qend);
     for (int c = tid; c < 3 * BM; c += kThreads) {
       const int which = c / BM, col = c % BM;
       const int i = q0 + col;
@@ -219,8 +219,7 @@ __global__ void __launch_bounds__(BwdConfig<HD>::kWarps * 32)
 
     // P^T and dS^T in place. Every pair is visible when all BN keys exist, precede the first
     // query, and follow every query's doc start; else mask per element (queries past qend too).
-    const bool full =
-        j1 == j0 + BN && q0 >= j0 + BN - 1 && q0 + BM <= qend && ds_c[BM - 1] <= j0;
+    const bool full = j1 == j0 + BN && q0 >= j0 + BN - 1 && q0 + BM <= qend && ds_c[BM - 1] <= j0;
 #pragma unroll
     for (int nb = 0; nb < NS; ++nb) {
 #pragma unroll
@@ -289,20 +288,23 @@ __global__ void __launch_bounds__(BwdConfig<HD>::kWarps * 32)
 #pragma unroll
         for (int dp = 0; dp < NQ / 2; ++dp) {
           uint32_t b[4];
-          ldmatrix_x4_trans(
-              b, k_s + a_frag_offset(lane, LD, kk * 16, dw * Cfg::kDch + dp * 16));
+          ldmatrix_x4_trans(b, k_s + a_frag_offset(lane, LD, kk * 16, dw * Cfg::kDch + dp * 16));
           M::mma(dq[2 * dp], a, b[0], b[1]);
           M::mma(dq[2 * dp + 1], a, b[2], b[3]);
         }
       }
       const int i_lo = q0 + mq * 16 + g, i_hi = i_lo + 8;
-      float* acc_lo = p.dq_acc + (static_cast<int64_t>(i_lo) * p.nh + h) * HD + dw * Cfg::kDch + 2 * t;
-      float* acc_hi = p.dq_acc + (static_cast<int64_t>(i_hi) * p.nh + h) * HD + dw * Cfg::kDch + 2 * t;
+      float* acc_lo =
+          p.dq_acc + (static_cast<int64_t>(i_lo) * p.nh + h) * HD + dw * Cfg::kDch + 2 * t;
+      float* acc_hi =
+          p.dq_acc + (static_cast<int64_t>(i_hi) * p.nh + h) * HD + dw * Cfg::kDch + 2 * t;
 #pragma unroll
       for (int nb = 0; nb < NQ; ++nb) {
 #if __CUDA_ARCH__ >= 900
-        if (i_lo < qend) atomicAdd(reinterpret_cast<float2*>(acc_lo + nb * 8), make_float2(dq[nb][0], dq[nb][1]));
-        if (i_hi < qend) atomicAdd(reinterpret_cast<float2*>(acc_hi + nb * 8), make_float2(dq[nb][2], dq[nb][3]));
+        if (i_lo < qend)
+          atomicAdd(reinterpret_cast<float2*>(acc_lo + nb * 8), make_float2(dq[nb][0], dq[nb][1]));
+        if (i_hi < qend)
+          atomicAdd(reinterpret_cast<float2*>(acc_hi + nb * 8), make_float2(dq[nb][2], dq[nb][3]));
 #else
         if (i_lo < qend) {
           atomicAdd(acc_lo + nb * 8, dq[nb][0]);
@@ -325,11 +327,13 @@ __global__ void __launch_bounds__(BwdConfig<HD>::kWarps * 32)
 #pragma unroll
   for (int nb = 0; nb < NO; ++nb) {
     if (key_lo < j1) {
-      *reinterpret_cast<uint32_t*>(dk_lo + nb * 8) = M::pack(dk[nb][0] * p.scale, dk[nb][1] * p.scale);
+      *reinterpret_cast<uint32_t*>(dk_lo + nb * 8) =
+          M::pack(dk[nb][0] * p.scale, dk[nb][1] * p.scale);
       *reinterpret_cast<uint32_t*>(dv_lo + nb * 8) = M::pack(dv[nb][0], dv[nb][1]);
     }
     if (key_hi < j1) {
-      *reinterpret_cast<uint32_t*>(dk_hi + nb * 8) = M::pack(dk[nb][2] * p.scale, dk[nb][3] * p.scale);
+      *reinterpret_cast<uint32_t*>(dk_hi + nb * 8) =
+          M::pack(dk[nb][2] * p.scale, dk[nb][3] * p.scale);
       *reinterpret_cast<uint32_t*>(dv_hi + nb * 8) = M::pack(dv[nb][2], dv[nb][3]);
     }
   }

@@ -211,9 +211,11 @@ __global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32)
 #pragma unroll
   for (int nb = 0; nb < NO; ++nb) {
     if (row_lo < i1)
-      *reinterpret_cast<uint32_t*>(o_lo + nb * 8) = M::pack(acc[nb][0] * inv_lo, acc[nb][1] * inv_lo);
+      *reinterpret_cast<uint32_t*>(o_lo + nb * 8) =
+          M::pack(acc[nb][0] * inv_lo, acc[nb][1] * inv_lo);
     if (row_hi < i1)
-      *reinterpret_cast<uint32_t*>(o_hi + nb * 8) = M::pack(acc[nb][2] * inv_hi, acc[nb][3] * inv_hi);
+      *reinterpret_cast<uint32_t*>(o_hi + nb * 8) =
+          M::pack(acc[nb][2] * inv_hi, acc[nb][3] * inv_hi);
   }
   if (t == 0) {
     if (row_lo < i1) p.lse[static_cast<int64_t>(row_lo) * p.nh + h] = m_lo * kFlashLn2 + logf(l_lo);

@@ -28,8 +28,8 @@ __device__ inline uint32_t smem_u32(const void* p) {
 // 16-byte global -> shared copy; when !valid nothing is read and the 16 bytes are zeroed.
 __device__ inline void cp_async_16(void* smem, const void* gmem, bool valid) {
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
-               "l"(gmem), "r"(src_bytes)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem),
+               "r"(src_bytes)
                : "memory");
 }
 

@@ -38,8 +38,10 @@ inline void cp_async_wait() {
   static_assert(N == 0, "the emulator lands every copy at a wait");
   auto& q = pending()[static_cast<size_t>(emu::linear_tid())];
   for (const PendingCopy& c : q) {
-    if (c.bytes) std::memcpy(c.dst, c.src, static_cast<size_t>(c.size));
-    else std::memset(c.dst, 0, static_cast<size_t>(c.size));
+    if (c.bytes)
+      std::memcpy(c.dst, c.src, static_cast<size_t>(c.size));
+    else
+      std::memset(c.dst, 0, static_cast<size_t>(c.size));
   }
   q.clear();
 }
@@ -72,8 +74,10 @@ template <typename T>
 inline float half_bits_to_float(uint16_t b) {
   T x;
   std::memcpy(&x, &b, 2);
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(x);
-  else return __half2float(x);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else
+    return __half2float(x);
 }
 
 // mma.m16n8k16.row.col, fragments per the PTX ISA (g = lane/4, t = lane%4):
@@ -90,8 +94,12 @@ inline void mma_emu(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t
   float A[16][16], B[16][8];
   for (int lane = 0; lane < 32; ++lane) {
     const int g = lane / 4, t = lane % 4;
-    auto lo = [&](int i) { return half_bits_to_float<T>(static_cast<uint16_t>(w[lane * 8 + i] & 0xffff)); };
-    auto hi = [&](int i) { return half_bits_to_float<T>(static_cast<uint16_t>(w[lane * 8 + i] >> 16)); };
+    auto lo = [&](int i) {
+      return half_bits_to_float<T>(static_cast<uint16_t>(w[lane * 8 + i] & 0xffff));
+    };
+    auto hi = [&](int i) {
+      return half_bits_to_float<T>(static_cast<uint16_t>(w[lane * 8 + i] >> 16));
+    };
     A[g][2 * t] = lo(0), A[g][2 * t + 1] = hi(0);
     A[g + 8][2 * t] = lo(1), A[g + 8][2 * t + 1] = hi(1);
     A[g][2 * t + 8] = lo(2), A[g][2 * t + 9] = hi(2);
