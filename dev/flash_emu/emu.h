@@ -119,44 +119,59 @@ inline float atomicAdd(float* p, float v) {
   return old;
 }
 
-inline void emu::launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+namespace emu {
+
+// One CTA: its threads as fibers, run round-robin until all have returned. Kept out of line so
+// that no caller variable lives across swapcontext.
+[[gnu::noinline]] inline void run_cta(uint3 block_idx, dim3 grid, dim3 block,
+                                      const std::function<void()>& body) {
   const int threads = static_cast<int>(block.x);
+  Cta c;
+  c.block_idx = block_idx;
+  c.grid = grid;
+  c.block = block;
+  c.body = &body;
+  c.block_barrier.count = threads;
+  const int warps = (threads + 31) / 32;
+  c.warp_barriers.resize(static_cast<size_t>(warps));
+  for (auto& b : c.warp_barriers) b.count = 32;
+  c.words.resize(static_cast<size_t>(warps));
+  c.ptrs.resize(static_cast<size_t>(warps));
+  c.fibers.resize(static_cast<size_t>(threads));
+  g_cta = &c;
+  for (int t = 0; t < threads; ++t) {
+    Fiber& f = c.fibers[static_cast<size_t>(t)];
+    f.tid.x = static_cast<unsigned>(t);
+    f.tid.y = f.tid.z = 0;
+    f.stack.resize(256 * 1024);
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack.data();
+    f.ctx.uc_stack.ss_size = f.stack.size();
+    f.ctx.uc_link = &c.sched;
+    makecontext(&f.ctx, fiber_entry, 0);
+  }
+  for (bool all_done = false; !all_done;) {
+    all_done = true;
+    for (int t = 0; t < threads; ++t) {
+      if (c.fibers[static_cast<size_t>(t)].done) continue;
+      c.current = t;
+      swapcontext(&c.sched, &c.fibers[static_cast<size_t>(t)].ctx);
+      all_done = all_done && c.fibers[static_cast<size_t>(t)].done;
+    }
+  }
+  g_cta = nullptr;
+}
+
+inline void launch(dim3 grid, dim3 block, const std::function<void()>& body) {
   for (unsigned by = 0; by < grid.y; ++by) {
     for (unsigned bx = 0; bx < grid.x; ++bx) {
-      Cta c;
-      c.block_idx = uint3{bx, by, 0};
-      c.grid = grid;
-      c.block = block;
-      c.body = &body;
-      c.block_barrier.count = threads;
-      const int warps = (threads + 31) / 32;
-      c.warp_barriers.resize(static_cast<size_t>(warps));
-      for (auto& b : c.warp_barriers) b.count = 32;
-      c.words.resize(static_cast<size_t>(warps));
-      c.ptrs.resize(static_cast<size_t>(warps));
-      c.fibers.resize(static_cast<size_t>(threads));
-      g_cta = &c;
-      for (int t = 0; t < threads; ++t) {
-        Fiber& f = c.fibers[static_cast<size_t>(t)];
-        f.tid = uint3{static_cast<unsigned>(t), 0, 0};
-        f.stack.resize(256 * 1024);
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack.data();
-        f.ctx.uc_stack.ss_size = f.stack.size();
-        f.ctx.uc_link = &c.sched;
-        makecontext(&f.ctx, fiber_entry, 0);
-      }
-      bool all_done = false;
-      while (!all_done) {
-        all_done = true;
-        for (int t = 0; t < threads; ++t) {
-          if (c.fibers[static_cast<size_t>(t)].done) continue;
-          c.current = t;
-          swapcontext(&c.sched, &c.fibers[static_cast<size_t>(t)].ctx);
-          all_done = all_done && c.fibers[static_cast<size_t>(t)].done;
-        }
-      }
-      g_cta = nullptr;
+      uint3 idx;
+      idx.x = bx;
+      idx.y = by;
+      idx.z = 0;
+      run_cta(idx, grid, block, body);
     }
   }
 }
+
+}  // namespace emu

@@ -2,9 +2,11 @@
 // reference of the CPU backend's semantics (src/backend/cpu/cpu_attention.cpp), on bf16/fp16
 // rounded inputs, for small shapes that cover every head dim, GQA, document boundaries inside
 // blocks, documents of length 1 and n not a multiple of any block. Shared memory is filled with
-// NaN before each CTA, outputs are poisoned with NaN. Build (no GPU, no CUDA library needed):
-//   g++ -std=c++20 -O2 -I dev/flash_emu -I src -I /usr/local/cuda/include \
-//       dev/flash_emu/flash_emu.cpp -o /tmp/flash_emu && /tmp/flash_emu
+// NaN before each CTA, outputs are poisoned with NaN. Exits 1 on any failure. Built by
+// tests/CMakeLists.txt as the host-only test flash_emu (needs the CUDA headers, not a GPU); by
+// hand, from the repository root:
+//   g++ -std=c++20 -O2 -I dev/flash_emu -I src -I /usr/local/cuda/include
+//       dev/flash_emu/flash_emu.cpp -o /tmp/flash_emu && /tmp/flash_emu [quick]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cuda/device/mma_fragments.cuh"
@@ -72,12 +73,15 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) { ldmatrix_emu(
 
 template <typename T>
 inline float half_bits_to_float(uint16_t b) {
-  T x;
-  std::memcpy(&x, &b, 2);
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __bfloat162float(x);
-  else
-    return __half2float(x);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    __nv_bfloat16_raw r;
+    r.x = b;
+    return __bfloat162float(__nv_bfloat16(r));
+  } else {
+    __half_raw r;
+    r.x = b;
+    return __half2float(__half(r));
+  }
 }
 
 // mma.m16n8k16.row.col, fragments per the PTX ISA (g = lane/4, t = lane%4):
