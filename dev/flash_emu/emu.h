@@ -113,6 +113,12 @@ inline T __shfl_xor_sync(unsigned /*mask*/, T v, int off) {
 
 inline int min(int a, int b) { return a < b ? a : b; }
 
+inline int atomicAdd(int* p, int v) {
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
+
 inline float atomicAdd(float* p, float v) {
   const float old = *p;
   *p = old + v;

@@ -169,7 +169,7 @@ bool run(const Case& c, uint64_t seed, float mag) {
     using Cfg = FwdConfig<HD>;
     const FwdParams<T> p{q.data(), k.data(), v.data(), ds.data(), o.data(),           lse.data(),
                          n,        nh,       nkv,      nh / nkv,  scale * kFlashLog2e};
-    const dim3 grid((n + Cfg::kBM - 1) / Cfg::kBM, nh);
+    const dim3 grid((n + Cfg::kBM - 1) / Cfg::kBM * nh);
     const std::function<void()> body = [&] { flash_forward_kernel<T, HD>(p); };
     fill_smem_nan();
     emu::launch(grid, dim3(Cfg::kWarps * 32), body);
@@ -183,14 +183,52 @@ bool run(const Case& c, uint64_t seed, float mag) {
       flash_delta_kernel<T>(o.data(), d_o.data(), delta.data(), rows, HD);
     };
     emu::launch(dim3(3), dim3(64), dk_body);
-    const BwdParams<T> p{q.data(),   k.data(),     v.data(),  d_o.data(),
-                         lse.data(), delta.data(), ds.data(), acc.data(),
-                         dk.data(),  dv.data(),    n,         nh,
-                         nkv,        nh / nkv,     scale,     scale * kFlashLog2e};
-    const dim3 grid((n + Cfg::kBN - 1) / Cfg::kBN, nkv);
+    const int nkb = (n + Cfg::kBN - 1) / Cfg::kBN;
+    std::vector<int> order(static_cast<size_t>(nkb), -1);
+    const std::function<void()> sched_body = [&] {
+      flash_schedule_kernel<Cfg::kBN, Cfg::kBM>(ds.data(), n, order.data());
+    };
+    fill_smem_nan();
+    emu::launch(dim3(1), dim3(96), sched_body);
+    std::vector<int> sorted = order;
+    std::sort(sorted.begin(), sorted.end());
+    for (int b = 0; b < nkb; ++b) {
+      if (sorted[static_cast<size_t>(b)] != b) {
+        std::printf("FAIL schedule: order is not a permutation of the key blocks\n");
+        return false;
+      }
+    }
+    for (int b = 1; b < nkb; ++b) {
+      const auto bin = [&](int i) {
+        return flash_schedule_bin<Cfg::kBN, Cfg::kBM>(ds.data(), n, order[static_cast<size_t>(i)]);
+      };
+      if (bin(b) > bin(b - 1)) {
+        std::printf("FAIL schedule: key block %d (bin %d) after a lighter one (bin %d)\n",
+                    order[static_cast<size_t>(b)], bin(b), bin(b - 1));
+        return false;
+      }
+    }
+    BwdParams<T> p;
+    p.q = q.data();
+    p.k = k.data();
+    p.v = v.data();
+    p.d_o = d_o.data();
+    p.lse = lse.data();
+    p.delta = delta.data();
+    p.doc_start = ds.data();
+    p.order = order.data();
+    p.dq_acc = acc.data();
+    p.dk = dk.data();
+    p.dv = dv.data();
+    p.n = n;
+    p.nh = nh;
+    p.nkv = nkv;
+    p.group = nh / nkv;
+    p.scale = scale;
+    p.scale_log2 = scale * kFlashLog2e;
     const std::function<void()> body = [&] { flash_backward_kernel<T, HD>(p); };
     fill_smem_nan();
-    emu::launch(grid, dim3(Cfg::kWarps * 32), body);
+    emu::launch(dim3(nkb * nkv), dim3(Cfg::kWarps * 32), body);
     const std::function<void()> cv_body = [&] {
       flash_convert_kernel<T>(acc.data(), dq.data(), static_cast<int64_t>(nq), scale);
     };

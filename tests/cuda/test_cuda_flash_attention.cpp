@@ -279,8 +279,9 @@ TEST(FlashAttentionHostOnly, SupportedHeadDimsAndWorkspace) {
   for (int hd : {16, 32, 64, 96, 128}) EXPECT_TRUE(cuda::flash_attention_supported(hd)) << hd;
   for (int hd : {0, 8, 40, 80, 100, 192, 256})
     EXPECT_FALSE(cuda::flash_attention_supported(hd)) << hd;
-  // dq accumulator [n, nh, hd] and D [n, nh] in fp32, each rounded up to 256 bytes.
-  EXPECT_EQ(cuda::flash_attention_workspace_bytes(100, 8, 2, 64), 204800u + 3328u);
+  // dq accumulator [n, nh, hd] and D [n, nh] in fp32, the order of ceil(n / 16) key blocks,
+  // each rounded up to 256 bytes.
+  EXPECT_EQ(cuda::flash_attention_workspace_bytes(100, 8, 2, 64), 204800u + 3328u + 256u);
 }
 
 TEST(FlashAttentionHostOnly, RejectsBadArgumentsBeforeLaunching) {

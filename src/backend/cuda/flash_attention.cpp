@@ -16,10 +16,13 @@ bool flash_attention_supported(int head_dim) {
 }
 
 size_t flash_attention_workspace_bytes(int64_t n_tokens, int nh, int nkv, int hd) {
-  // dq accumulator first (its size is a multiple of 32 bytes since hd % 8 == 0), then D.
+  // The dq accumulator, D, then the key-block order (at most one block per 16 tokens), each
+  // starting on a 256-byte boundary.
   auto round_up = [](size_t b) { return (b + 255) / 256 * 256; };
   const size_t rows = static_cast<size_t>(n_tokens) * static_cast<size_t>(nh);
-  return round_up(rows * static_cast<size_t>(hd) * sizeof(float)) + round_up(rows * sizeof(float));
+  const size_t key_blocks = (static_cast<size_t>(n_tokens) + 15) / 16;
+  return round_up(rows * static_cast<size_t>(hd) * sizeof(float)) + round_up(rows * sizeof(float)) +
+         round_up(key_blocks * sizeof(int));
 }
 
 namespace flash {
@@ -31,7 +34,6 @@ void check_arguments(const char* op, int64_t n, int nh, int nkv, int hd) {
   FTUNE_CHECK(nh % nkv == 0, "{}: {} query heads are not a multiple of {} kv heads", op, nh, nkv);
   FTUNE_CHECK(flash_attention_supported(hd),
               "{}: head_dim {} is not supported (16, 32, 64, 96 or 128)", op, hd);
-  FTUNE_CHECK(nh <= 65535 && nkv <= 65535, "{}: {} heads exceed the grid limit", op, nh);
 }
 
 void check_launch_error(const char* op) {

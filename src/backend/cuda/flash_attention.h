@@ -24,8 +24,8 @@ namespace ftune::cuda {
 // Head dims with a compiled kernel: 16, 32, 64, 96 and 128.
 bool flash_attention_supported(int head_dim);
 
-// Device workspace that flash_attention_backward needs (256-byte aligned): an fp32 dq
-// accumulator [n, nh, hd] and D = rowsum(dO * O) [n, nh].
+// Bytes of device workspace that flash_attention_backward needs: an fp32 dq accumulator
+// [n, nh, hd], D = rowsum(dO * O) [n, nh] and the order of its key blocks.
 size_t flash_attention_workspace_bytes(int64_t n_tokens, int nh, int nkv, int hd);
 
 // o and lse are fully written (every element, for every valid input).

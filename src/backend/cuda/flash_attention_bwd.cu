@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "backend/cuda/device/flash_backward.cuh"
 #include "backend/cuda/flash_attention.h"
@@ -15,15 +16,21 @@ namespace ftune::cuda {
 namespace {
 
 template <typename T, int HD>
-void launch_backward(const device::BwdParams<T>& p, cudaStream_t stream) {
+void launch_backward(const device::BwdParams<T>& p, int* order, cudaStream_t stream) {
   using Cfg = device::BwdConfig<HD>;
   auto kernel = device::flash_backward_kernel<T, HD>;
   FTUNE_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    Cfg::kSmemBytes) == cudaSuccess,
               "flash_attention_backward: cannot set {} bytes of shared memory", Cfg::kSmemBytes);
-  const dim3 grid(static_cast<unsigned>((p.n + Cfg::kBN - 1) / Cfg::kBN),
-                  static_cast<unsigned>(p.nkv));
-  kernel<<<grid, Cfg::kWarps * 32, Cfg::kSmemBytes, stream>>>(p);
+  // Key blocks heaviest first (into order = p.order), then one CTA per (key block, kv head).
+  const int nkb = (p.n + Cfg::kBN - 1) / Cfg::kBN;
+  device::flash_schedule_kernel<Cfg::kBN, Cfg::kBM>
+      <<<1, 1024, device::kFlashScheduleBins * sizeof(int), stream>>>(p.doc_start, p.n, order);
+  flash::check_launch_error("flash_attention_backward");
+  const int64_t blocks = static_cast<int64_t>(nkb) * p.nkv;
+  FTUNE_CHECK(blocks <= INT32_MAX, "flash_attention_backward: {} CTAs exceed the grid limit",
+              blocks);
+  kernel<<<static_cast<unsigned>(blocks), Cfg::kWarps * 32, Cfg::kSmemBytes, stream>>>(p);
 }
 
 }  // namespace
@@ -42,7 +49,9 @@ void flash_attention_backward(const T* q, const T* k, const T* v, const T* o, co
   const int64_t rows = n * nh;
   const size_t acc_bytes = (static_cast<size_t>(rows) * hd * sizeof(float) + 255) / 256 * 256;
   float* dq_acc = static_cast<float*>(workspace);
+  const size_t delta_bytes = (static_cast<size_t>(rows) * sizeof(float) + 255) / 256 * 256;
   float* delta = reinterpret_cast<float*>(static_cast<char*>(workspace) + acc_bytes);
+  int* order = reinterpret_cast<int*>(static_cast<char*>(workspace) + acc_bytes + delta_bytes);
 
   FTUNE_CHECK(cudaMemsetAsync(dq_acc, 0, static_cast<size_t>(rows) * hd * sizeof(float), stream) ==
                   cudaSuccess,
@@ -61,6 +70,7 @@ void flash_attention_backward(const T* q, const T* k, const T* v, const T* o, co
   p.lse = lse;
   p.delta = delta;
   p.doc_start = doc_start;
+  p.order = order;
   p.dq_acc = dq_acc;
   p.dk = dk;
   p.dv = dv;
@@ -70,7 +80,8 @@ void flash_attention_backward(const T* q, const T* k, const T* v, const T* o, co
   p.group = nh / nkv;
   p.scale = scale;
   p.scale_log2 = scale * device::kFlashLog2e;
-  flash::with_head_dim(hd, [&](auto head_dim) { launch_backward<T, head_dim()>(p, stream); });
+  flash::with_head_dim(hd,
+                       [&](auto head_dim) { launch_backward<T, head_dim()>(p, order, stream); });
   flash::check_launch_error(op);
 
   const int64_t count = rows * hd;

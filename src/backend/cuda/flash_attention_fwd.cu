@@ -3,6 +3,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+
 #include "backend/cuda/device/flash_forward.cuh"
 #include "backend/cuda/flash_attention.h"
 #include "backend/cuda/flash_attention_common.h"
@@ -19,9 +21,10 @@ void launch_forward(const device::FwdParams<T>& p, cudaStream_t stream) {
   FTUNE_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    Cfg::kSmemBytes) == cudaSuccess,
               "flash_attention_forward: cannot set {} bytes of shared memory", Cfg::kSmemBytes);
-  const dim3 grid(static_cast<unsigned>((p.n + Cfg::kBM - 1) / Cfg::kBM),
-                  static_cast<unsigned>(p.nh));
-  kernel<<<grid, Cfg::kWarps * 32, Cfg::kSmemBytes, stream>>>(p);
+  const int64_t blocks = (static_cast<int64_t>(p.n) + Cfg::kBM - 1) / Cfg::kBM * p.nh;
+  FTUNE_CHECK(blocks <= INT32_MAX, "flash_attention_forward: {} CTAs exceed the grid limit",
+              blocks);
+  kernel<<<static_cast<unsigned>(blocks), Cfg::kWarps * 32, Cfg::kSmemBytes, stream>>>(p);
 }
 
 }  // namespace

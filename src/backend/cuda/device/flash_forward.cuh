@@ -57,9 +57,11 @@ __global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32)
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int h = blockIdx.y, kvh = h / p.group;
-  // Late query blocks see the most keys: launch them first.
-  const int i0 = (gridDim.x - 1 - blockIdx.x) * BM;
+  // 1-D grid, heads fastest; late query blocks see the most keys, so they go first (a shorter
+  // last wave).
+  const int h = static_cast<int>(blockIdx.x % p.nh), kvh = h / p.group;
+  const int nqb = (p.n + BM - 1) / BM;
+  const int i0 = (nqb - 1 - static_cast<int>(blockIdx.x / p.nh)) * BM;
   const int i1 = min(i0 + BM, p.n);
   const int kstart = p.doc_start[i0];
   const int nkb = (i1 - kstart + BN - 1) / BN;
