@@ -1,7 +1,8 @@
 // Flash-attention backward kernels (FlashAttention-2, Dao 2023, Algorithm 2) for causal GQA over
 // packed documents, key-block-major:
 //  1. flash_delta_kernel: D_i = dO_i . O_i per (token, head), fp32, into the workspace.
-//  2. flash_backward_kernel: one CTA per (block of BN keys [j0, j1), kv head), each warp owning
+//  2. flash_schedule_kernel: the key blocks sorted by their work, heaviest first.
+//  3. flash_backward_kernel: one CTA per (block of BN keys [j0, j1), kv head), each warp owning
 //     16 keys. The queries that can see those keys are [j0, doc_end(j1 - 1)) (documents are
 //     contiguous); the CTA walks them in blocks of BM for every query head of the kv head's
 //     group, with Q/dO tiles (and lse, D, doc_start) double-buffered by cp.async. Per block,
@@ -10,7 +11,8 @@
 //       dP^T = V dO^T, dS^T = P^T (dP^T - D),
 //       dV += P^T dO, dK += dS^T Q   (fp32 registers, written once at the end),
 //       dQ += dS K                   (dS^T through shared memory; fp32 atomics into the workspace).
-//  3. flash_convert_kernel: dq = scale * workspace accumulator, in T.
+//  4. flash_convert_kernel: dq = scale * workspace accumulator, in T.
+// P^T and dS^T go into the tensor cores as 16-bit values, as in FlashAttention-2.
 // Semantics: flash_attention.h.
 #pragma once
 #include <cuda_runtime.h>
@@ -41,8 +43,9 @@ struct BwdParams {
   float scale, scale_log2;
 };
 
-// BN keys per CTA (16 per warp), BM queries per step. The fp32 dK and dV accumulators take
-// 2 * HD / 2 registers per thread, so large head dims use narrower query steps.
+// BN keys per CTA (16 per warp), BM queries per step. The fp32 dK and dV accumulators take HD
+// registers per thread (2 x 16 keys x HD over 32 lanes), so large head dims use narrower query
+// steps (S^T and dP^T take BM / 2 each).
 template <int HD>
 struct BwdConfig {
   static constexpr int kWarps = 4;
