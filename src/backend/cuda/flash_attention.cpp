@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <limits>
 
 #include "backend/cuda/flash_attention_common.h"
@@ -34,6 +35,10 @@ void check_arguments(const char* op, int64_t n, int nh, int nkv, int hd) {
   FTUNE_CHECK(nh % nkv == 0, "{}: {} query heads are not a multiple of {} kv heads", op, nh, nkv);
   FTUNE_CHECK(flash_attention_supported(hd),
               "{}: head_dim {} is not supported (16, 32, 64, 96 or 128)", op, hd);
+}
+
+void check_aligned(const char* op, const char* name, const void* p) {
+  FTUNE_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0, "{}: {} is not 16-byte aligned", op, name);
 }
 
 void check_launch_error(const char* op) {

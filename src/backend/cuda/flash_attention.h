@@ -11,8 +11,9 @@
 //   query heads of j's kv head too).
 // T is __nv_bfloat16 or __half (explicit instantiations in the .cu files). The launchers only
 // enqueue work on `stream`: no allocation, no host synchronisation. They throw ftune::Error
-// naming the op for unsupported arguments and launch failures. doc_start values are trusted
-// (the caller validates them, e.g. with check_doc_start).
+// naming the op for unsupported arguments and launch failures. The T arrays and the workspace
+// must be 16-byte aligned. doc_start values are trusted (the caller validates them, e.g. with
+// check_doc_start); lse is fp32 [n, nh].
 #pragma once
 #include <cuda_runtime_api.h>
 

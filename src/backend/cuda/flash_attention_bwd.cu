@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "backend/cuda/device/flash_backward.cuh"
 #include "backend/cuda/flash_attention.h"
@@ -44,8 +45,11 @@ void flash_attention_backward(const T* q, const T* k, const T* v, const T* o, co
   flash::check_arguments(op, n, nh, nkv, hd);
   if (n == 0) return;
   FTUNE_CHECK(workspace != nullptr, "{}: no workspace", op);
-  FTUNE_CHECK(reinterpret_cast<uintptr_t>(workspace) % 16 == 0,
-              "{}: workspace is not 16-byte aligned", op);
+  const std::pair<const char*, const void*> pointers[] = {
+      {"q", q},   {"k", k},     {"v", v},
+      {"o", o},   {"d_o", d_o}, {"dq", dq},
+      {"dk", dk}, {"dv", dv},   {"workspace", workspace}};
+  for (const auto& [name, ptr] : pointers) flash::check_aligned(op, name, ptr);
   const int64_t rows = n * nh;
   const size_t acc_bytes = (static_cast<size_t>(rows) * hd * sizeof(float) + 255) / 256 * 256;
   float* dq_acc = static_cast<float*>(workspace);

@@ -8,6 +8,8 @@ namespace ftune::cuda::flash {
 
 // Throws ftune::Error naming `op` unless the shapes are ones the kernels handle.
 void check_arguments(const char* op, int64_t n, int nh, int nkv, int hd);
+// Throws ftune::Error naming `op` unless p is 16-byte aligned (the kernels copy 16-byte chunks).
+void check_aligned(const char* op, const char* name, const void* p);
 // Throws ftune::Error naming `op` if the last launch failed.
 void check_launch_error(const char* op);
 

@@ -36,6 +36,10 @@ void flash_attention_forward(const T* q, const T* k, const T* v, const int32_t* 
   constexpr const char* op = "flash_attention_forward";
   flash::check_arguments(op, n, nh, nkv, hd);
   if (n == 0) return;
+  flash::check_aligned(op, "q", q);
+  flash::check_aligned(op, "k", k);
+  flash::check_aligned(op, "v", v);
+  flash::check_aligned(op, "o", o);
   device::FwdParams<T> p;
   p.q = q;
   p.k = k;
