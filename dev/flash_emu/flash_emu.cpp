@@ -133,14 +133,14 @@ std::vector<float> floats(const std::vector<T>& x) {
 void fill_smem_nan() { std::memset(smem_raw, 0xFF, sizeof(smem_raw)); }
 
 template <typename T, int HD>
-bool run(const Case& c, uint64_t seed, float mag) {
+bool run(const Case& c, uint64_t seed, float mag, float scale_sign) {
   std::vector<int32_t> ds;
   for (int len : c.docs) {
     const int start = static_cast<int>(ds.size());
     for (int i = 0; i < len; ++i) ds.push_back(start);
   }
   const int n = static_cast<int>(ds.size()), nh = c.nh, nkv = c.nkv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
+  const float scale = scale_sign / std::sqrt(static_cast<float>(HD));
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   auto make = [&](size_t count, float m, std::vector<T>& dev, std::vector<float>& host) {
@@ -247,27 +247,28 @@ bool run(const Case& c, uint64_t seed, float mag) {
   std::string docs;
   for (int d : c.docs) docs += std::to_string(d) + ",";
   std::printf(
-      "%s %-4s hd %3d nh %2d nkv %2d n %4d docs [%s] mag %.0f: o %.2e lse %.1e dq %.2e dk %.2e dv "
+      "%s %-4s hd %3d nh %2d nkv %2d n %4d docs [%s] mag %.0f scale %+.2f: o %.2e lse %.1e dq %.2e "
+      "dk %.2e dv "
       "%.2e\n",
-      ok ? "ok  " : "FAIL", bf16 ? "bf16" : "f16", HD, nh, nkv, n, docs.c_str(), mag, eo, lse_max,
-      edq, edk, edv);
+      ok ? "ok  " : "FAIL", bf16 ? "bf16" : "f16", HD, nh, nkv, n, docs.c_str(), mag, scale, eo,
+      lse_max, edq, edk, edv);
   std::fflush(stdout);
   return ok;
 }
 
 template <typename T>
-bool run_any(const Case& c, uint64_t seed, float mag = 1.0f) {
+bool run_any(const Case& c, uint64_t seed, float mag = 1.0f, float scale_sign = 1.0f) {
   switch (c.hd) {
     case 16:
-      return run<T, 16>(c, seed, mag);
+      return run<T, 16>(c, seed, mag, scale_sign);
     case 32:
-      return run<T, 32>(c, seed, mag);
+      return run<T, 32>(c, seed, mag, scale_sign);
     case 64:
-      return run<T, 64>(c, seed, mag);
+      return run<T, 64>(c, seed, mag, scale_sign);
     case 96:
-      return run<T, 96>(c, seed, mag);
+      return run<T, 96>(c, seed, mag, scale_sign);
     case 128:
-      return run<T, 128>(c, seed, mag);
+      return run<T, 128>(c, seed, mag, scale_sign);
   }
   return false;
 }
@@ -293,7 +294,10 @@ int main(int argc, char** argv) {
     ok &= run_any<__nv_bfloat16>(c, ++seed);
     ok &= run_any<__half>(c, ++seed);
   }
-  if (!quick) ok &= run_any<__nv_bfloat16>({{100, 1, 99}, 2, 1, 64}, ++seed, 3.0f);
+  if (!quick) {
+    ok &= run_any<__nv_bfloat16>({{100, 1, 99}, 2, 1, 64}, ++seed, 3.0f);
+    ok &= run_any<__half>({{30, 40}, 2, 1, 32}, ++seed, 1.0f, -1.0f);  // negative scale
+  }
   std::printf(ok ? "all ok\n" : "FAILURES\n");
   return ok ? 0 : 1;
 }

@@ -124,6 +124,14 @@ __global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32)
       }
     }
 
+    // Scores in the log2 domain: s * scale * log2(e) (before masking, so that any sign of the
+    // scale leaves masked scores at -inf).
+#pragma unroll
+    for (int nb = 0; nb < NS; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nb][e] *= p.scale_log2;
+    }
+
     // Mask unless every (row, key) pair of the block is visible: all keys j0..j0+BN-1 exist
     // (< i1), are <= the first row, and are >= every row's doc start.
     const bool full = j0 + BN - 1 <= i0 && ds_last <= j0;
@@ -140,13 +148,10 @@ __global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32)
       }
     }
 
-    // Online softmax in the log2 domain (s scaled by scale*log2e), rows g (lo) and g+8 (hi);
-    // the 4 threads of a quad share a row.
+    // Online softmax, rows g (lo) and g+8 (hi); the 4 threads of a quad share a row.
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
     for (int nb = 0; nb < NS; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[nb][e] *= p.scale_log2;
       mx_lo = fmaxf(mx_lo, fmaxf(s[nb][0], s[nb][1]));
       mx_hi = fmaxf(mx_hi, fmaxf(s[nb][2], s[nb][3]));
     }
