@@ -225,8 +225,8 @@ TEST(CudaHostOnly, LaunchersRejectBadArgumentsBeforeTouchingTheDevice) {
   EXPECT_ERROR(
       cuda::gemm(ctx, fake({3, 4}, DType::BF16), false, fake({4, 6}, DType::BF16), false, c16, 1, 0),
       "gemm: c has dtype F16, expected F32 or BF16 (a's dtype)");
-  Tensor y16 = fake({4, 8}, DType::BF16);
-  EXPECT_ERROR(cuda::rms_norm_forward(ctx, fake({4, 8}, DType::BF16), fake({8}), 1e-5f, y16, rstd),
+  Tensor y16 = fake({4, 8}, DType::BF16), rstd4 = fake({4});
+  EXPECT_ERROR(cuda::rms_norm_forward(ctx, fake({4, 8}, DType::BF16), fake({8}), 1e-5f, y16, rstd4),
                "rms_norm_forward: w has dtype F32, expected BF16");
   Tensor cast_dst = fake({3}, DType::I32);
   EXPECT_ERROR(cuda::cast(ctx, fake({3}), cast_dst), "cast: F32 to I32 is not supported");
