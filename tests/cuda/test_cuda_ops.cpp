@@ -378,12 +378,14 @@ TEST_F(CudaVsCpu, CastEveryPairMatchesCpuRounding) {
       const Tensor src = from == DType::F32 ? src32 : src32.to_dtype(from);
       Tensor want = Tensor::empty({1001}, to);
       cpu().cast(src, want);
-      // Odd numel and a 1-element offset: the scalar path; 1000 elements: the vector path.
-      for (int64_t off : {0, 1}) {
-        const Tensor s = src.to(dev()).slice_rows(off, 1001);
-        Tensor got = poisoned({1001 - off}, to);
+      // [0, 1000): the 4-element path; [1, 1001) starts one element in: the scalar path; all
+      // 1001: odd, the scalar path.
+      const std::pair<int64_t, int64_t> ranges[] = {{0, 1000}, {1, 1001}, {0, 1001}};
+      for (auto [lo, hi] : ranges) {
+        const Tensor s = src.to(dev()).slice_rows(lo, hi);
+        Tensor got = poisoned({hi - lo}, to);
         gpu().cast(s, got);
-        const std::vector<float> g = host_values(got), w = want.slice_rows(off, 1001).to_vector();
+        const std::vector<float> g = host_values(got), w = want.slice_rows(lo, hi).to_vector();
         ASSERT_EQ(g.size(), w.size());
         for (size_t i = 0; i < g.size(); ++i) {
           if (std::isnan(w[i])) {
