@@ -41,6 +41,9 @@ class Ops {
   virtual ~Ops() = default;
   virtual Device device() const = 0;
   virtual const char* name() const = 0;
+  // Waits until every op queued so far has finished (a no-op on the CPU, which runs each op to
+  // completion before returning). For timing and profiling only.
+  virtual void synchronize() {}
 
   // C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T. 2-D, row-major; a and b one
   // float dtype, c F32 or a's dtype; fp32 accumulation. beta == 0: c is not read (NaN is fine).

@@ -28,4 +28,19 @@ int cmd_eval(const EvalArgs& args);
 
 int cmd_doctor();
 
+struct BenchArgs {
+  std::string preset = "llama-3.2-1b";
+  int64_t batch = 4;
+  int64_t seq = 2048;
+  int64_t steps = 10;
+  int64_t warmup = 3;
+  int64_t lora_r = 16;
+  bool checkpointing = false;
+  bool profile = false;
+  std::string dtype = "auto";
+  std::string device = "auto";
+  double peak_tflops = 790.0;  // dense bf16 rate the MFU is relative to (H200, measured)
+};
+int cmd_bench(const BenchArgs& args);
+
 }  // namespace ftune

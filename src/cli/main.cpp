@@ -1,4 +1,4 @@
-// The ftune command line: train, eval, doctor. Library errors (ftune::Error) become one
+// The ftune command line: train, eval, doctor, bench. Library errors (ftune::Error) become one
 // "error: ..." line and exit code 1; usage errors exit 2.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -30,7 +30,21 @@ int main(int argc, char** argv) {
   e->add_option("--batch-size", ev.batch_size, "Rows per forward pass");
   e->add_option("--device", ev.device, "auto, cpu or cuda");
 
-  app.add_subcommand("doctor", "Build options, devices, and whether each part works");
+  auto* doc = app.add_subcommand("doctor", "Build options, devices, and whether each part works");
+
+  BenchArgs bench;
+  auto* b = app.add_subcommand("bench", "Training throughput of a model preset (random weights): tokens/s, TFLOP/s, MFU, peak memory, profile");
+  b->add_option("--preset", bench.preset, "llama-3.2-1b, llama-3.2-3b, llama-3-8b, mistral-7b, qwen2.5-7b");
+  b->add_option("--batch", bench.batch, "Rows per step")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  b->add_option("--seq", bench.seq, "Tokens per row")->check(CLI::Range(int64_t{2}, int64_t{1} << 24));
+  b->add_option("--steps", bench.steps, "Timed steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  b->add_option("--warmup", bench.warmup, "Untimed steps first")->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  b->add_option("--lora-r", bench.lora_r, "LoRA rank (all seven projections, alpha = r)")->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  b->add_flag("--checkpointing", bench.checkpointing, "Recompute each layer's forward during backward");
+  b->add_flag("--profile", bench.profile, "Also time one step op by op (GEMMs, attention, elementwise, loss, optimizer)");
+  b->add_option("--dtype", bench.dtype, "auto, bfloat16, float16 or float32");
+  b->add_option("--device", bench.device, "auto, cpu or cuda");
+  b->add_option("--peak-tflops", bench.peak_tflops, "Dense bf16 TFLOP/s of the device, for MFU")->check(CLI::PositiveNumber);
 
   try {
     app.parse(argc, argv);
@@ -47,6 +61,8 @@ int main(int argc, char** argv) {
       return cmd_train(train);
     }
     if (*e) return cmd_eval(ev);
+    if (*b) return cmd_bench(bench);
+    (void)doc;
     return cmd_doctor();
   } catch (const Error& err) {
     std::fprintf(stderr, "error: %s\n", err.what());

@@ -22,12 +22,12 @@ struct StepLoss {
 };
 
 struct ModelOptions {
+  bool gradient_checkpointing = false;
+  int64_t ce_chunk_tokens = 1024;  // rows of logits computed at once by lm_head + CE
   // Storage dtype of the frozen base weights and the activations (F32 on the CPU; BF16 or F16 on
   // GPUs). LoRA weights, their gradients and the optimizer state stay F32; every GEMM and
   // reduction accumulates in fp32.
   DType dtype = DType::F32;
-  bool gradient_checkpointing = false;
-  int64_t ce_chunk_tokens = 1024;  // rows of logits computed at once by lm_head + CE
 };
 
 class LlamaModel {

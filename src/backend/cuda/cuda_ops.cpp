@@ -49,6 +49,10 @@ class CudaOps final : public Ops {
     }
   }
   ~CudaOps() override { release(); }
+  void synchronize() override {
+    cuda::DeviceGuard g(ctx_.device);
+    FTUNE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+  }
   CudaOps(const CudaOps&) = delete;
   CudaOps& operator=(const CudaOps&) = delete;
 
