@@ -65,8 +65,9 @@ class ProfilingOps final : public Ops {
     timed(OpCategory::Elementwise, [&] { inner_.rms_norm_forward(x, w, eps, y, rstd); });
   }
   void rms_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd,
-                         Tensor& dx, Tensor* dw) override {
-    timed(OpCategory::Elementwise, [&] { inner_.rms_norm_backward(dy, x, w, rstd, dx, dw); });
+                         Tensor& dx, Tensor* dw, bool accumulate) override {
+    timed(OpCategory::Elementwise,
+          [&] { inner_.rms_norm_backward(dy, x, w, rstd, dx, dw, accumulate); });
   }
   void rope_forward(Tensor& x, const Tensor& pos, const Tensor& cos, const Tensor& sin) override {
     timed(OpCategory::Elementwise, [&] { inner_.rope_forward(x, pos, cos, sin); });
@@ -99,13 +100,11 @@ class ProfilingOps final : public Ops {
   void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) override {
     timed(OpCategory::Elementwise, [&] { inner_.dropout_backward(dy, mask, p, dx); });
   }
-  CrossEntropyResult lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& t,
-                                           float gs, Tensor* dx, Tensor* logits,
-                                           int64_t chunk) override {
-    CrossEntropyResult r;
+  void lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& t, float gs,
+                             Tensor& loss_sum, Tensor* dx, Tensor* logits,
+                             int64_t chunk) override {
     timed(OpCategory::Loss,
-          [&] { r = inner_.lm_head_cross_entropy(x, w, t, gs, dx, logits, chunk); });
-    return r;
+          [&] { inner_.lm_head_cross_entropy(x, w, t, gs, loss_sum, dx, logits, chunk); });
   }
   void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
                             Tensor& sum, Tensor& y, Tensor& rstd) override {

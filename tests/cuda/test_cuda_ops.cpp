@@ -821,7 +821,11 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
                               o_got, lse_got);
       const int64_t longest = *std::max_element(c.docs.begin(), c.docs.end());
       EXPECT_CLOSE(o_got, o_want, act_tol(dt, c.hd * longest)) << what;
-      EXPECT_CLOSE(lse_got, lse_want, tolerance(DType::F32, c.hd)) << what;
+      // BF16/F16 with hd 16/64/128 run the FlashAttention kernels (P rounded to the dtype for the
+      // P.V product, exp2-based softmax): looser on lse and the backward than the fallback.
+      const bool half = dt != DType::F32;
+      EXPECT_CLOSE(lse_got, lse_want, half ? Tol{1e-4f, 1e-4f} : tolerance(DType::F32, c.hd))
+          << what;
 
       // The backward from the GPU forward's outputs, as in training; the CPU reference gets the
       // same (rounded) o and lse.
@@ -836,7 +840,9 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
       Tensor dv_got = poisoned(v.shape(), dt);
       gpu().attention_backward(up_as(q, dt), up_as(k, dt), up_as(v, dt), o_got, lse_got,
                                up_as(d_o, dt), up(doc_start), scale, dq_got, dk_got, dv_got);
-      const Tol bwd = act_tol(dt, c.hd * longest * (c.nh / c.nkv));
+      const Tol bwd = dt == DType::BF16  ? Tol{3e-2f, 1.5e-2f}
+                      : dt == DType::F16 ? Tol{1e-2f, 5e-3f}
+                                         : tolerance(DType::F32, c.hd * longest * (c.nh / c.nkv));
       EXPECT_CLOSE(dq_got, dq_want, bwd) << what;
       EXPECT_CLOSE(dk_got, dk_want, bwd) << what;
       EXPECT_CLOSE(dv_got, dv_want, bwd) << what;
