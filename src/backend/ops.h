@@ -112,6 +112,9 @@ class Ops {
   // Causal grouped-query attention within documents (see doc_start above).
   // q [N,nh,hd], k/v [N,nkv,hd], nh % nkv == 0, query head h uses kv head h / (nh/nkv).
   // o [N,nh,hd]; lse [N,nh] = log-sum-exp of the scaled scores (saved for backward).
+  // CUDA runs BF16/F16 with head_dim 16/32/64/96/128 through FlashAttention-2 kernels, which
+  // trust doc_start (validated when the batch is built: no host copy inside a step); other calls
+  // take a simple fallback that checks doc_start on a host copy, as the CPU does.
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& doc_start, float scale, Tensor& o,
                                  Tensor& lse) = 0;

@@ -225,8 +225,8 @@ TEST(CudaHostOnly, LaunchersRejectBadArgumentsBeforeTouchingTheDevice) {
   EXPECT_ERROR(
       cuda::gemm(ctx, fake({3, 4}, DType::BF16), false, fake({4, 6}, DType::BF16), false, c16, 1, 0),
       "gemm: c has dtype F16, expected F32 or BF16 (a's dtype)");
-  Tensor y16 = fake({4, 8}, DType::BF16);
-  EXPECT_ERROR(cuda::rms_norm_forward(ctx, fake({4, 8}, DType::BF16), fake({8}), 1e-5f, y16, rstd),
+  Tensor y16 = fake({4, 8}, DType::BF16), rstd4 = fake({4});
+  EXPECT_ERROR(cuda::rms_norm_forward(ctx, fake({4, 8}, DType::BF16), fake({8}), 1e-5f, y16, rstd4),
                "rms_norm_forward: w has dtype F32, expected BF16");
   Tensor cast_dst = fake({3}, DType::I32);
   EXPECT_ERROR(cuda::cast(ctx, fake({3}), cast_dst), "cast: F32 to I32 is not supported");
@@ -378,12 +378,14 @@ TEST_F(CudaVsCpu, CastEveryPairMatchesCpuRounding) {
       const Tensor src = from == DType::F32 ? src32 : src32.to_dtype(from);
       Tensor want = Tensor::empty({1001}, to);
       cpu().cast(src, want);
-      // Odd numel and a 1-element offset: the scalar path; 1000 elements: the vector path.
-      for (int64_t off : {0, 1}) {
-        const Tensor s = src.to(dev()).slice_rows(off, 1001);
-        Tensor got = poisoned({1001 - off}, to);
+      // [0, 1000): the 4-element path; [1, 1001) starts one element in: the scalar path; all
+      // 1001: odd, the scalar path.
+      const std::pair<int64_t, int64_t> ranges[] = {{0, 1000}, {1, 1001}, {0, 1001}};
+      for (auto [lo, hi] : ranges) {
+        const Tensor s = src.to(dev()).slice_rows(lo, hi);
+        Tensor got = poisoned({hi - lo}, to);
         gpu().cast(s, got);
-        const std::vector<float> g = host_values(got), w = want.slice_rows(off, 1001).to_vector();
+        const std::vector<float> g = host_values(got), w = want.slice_rows(lo, hi).to_vector();
         ASSERT_EQ(g.size(), w.size());
         for (size_t i = 0; i < g.size(); ++i) {
           if (std::isnan(w[i])) {
@@ -819,7 +821,11 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
                               o_got, lse_got);
       const int64_t longest = *std::max_element(c.docs.begin(), c.docs.end());
       EXPECT_CLOSE(o_got, o_want, act_tol(dt, c.hd * longest)) << what;
-      EXPECT_CLOSE(lse_got, lse_want, tolerance(DType::F32, c.hd)) << what;
+      // BF16/F16 with hd 16/64/128 run the FlashAttention kernels (P rounded to the dtype for the
+      // P.V product, exp2-based softmax): looser on lse and the backward than the fallback.
+      const bool half = dt != DType::F32;
+      EXPECT_CLOSE(lse_got, lse_want, half ? Tol{1e-4f, 1e-4f} : tolerance(DType::F32, c.hd))
+          << what;
 
       // The backward from the GPU forward's outputs, as in training; the CPU reference gets the
       // same (rounded) o and lse.
@@ -834,7 +840,9 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
       Tensor dv_got = poisoned(v.shape(), dt);
       gpu().attention_backward(up_as(q, dt), up_as(k, dt), up_as(v, dt), o_got, lse_got,
                                up_as(d_o, dt), up(doc_start), scale, dq_got, dk_got, dv_got);
-      const Tol bwd = act_tol(dt, c.hd * longest * (c.nh / c.nkv));
+      const Tol bwd = dt == DType::BF16  ? Tol{3e-2f, 1.5e-2f}
+                      : dt == DType::F16 ? Tol{1e-2f, 5e-3f}
+                                         : tolerance(DType::F32, c.hd * longest * (c.nh / c.nkv));
       EXPECT_CLOSE(dq_got, dq_want, bwd) << what;
       EXPECT_CLOSE(dk_got, dk_want, bwd) << what;
       EXPECT_CLOSE(dv_got, dv_want, bwd) << what;

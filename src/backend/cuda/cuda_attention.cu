@@ -13,10 +13,14 @@
 // every run. Documents are contiguous (checked), so the tokens after j in its document are
 // exactly the following tokens whose doc_start equals doc_start[j].
 // Activations may be F32, BF16 or F16 (loaded to fp32, all math in fp32, outputs rounded once);
-// this is the simple fallback, the fast bf16 path is flash_attention*.
+// BF16/F16 inputs with a head_dim that flash_attention.h compiles (16, 32, 64, 96, 128) and
+// 16-byte aligned tensors go to the FlashAttention-2 kernels instead (tensor cores, O(N) memory,
+// doc_start values trusted: no host copy, so no synchronisation); the kernels below are the
+// fallback for everything else (F32, other head dims), which checks doc_start on a host copy.
 #include <cmath>
 #include <type_traits>
 
+#include "backend/cuda/flash_attention.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/device/float_types.cuh"
 #include "backend/cuda/device/reduce.cuh"
@@ -192,6 +196,13 @@ AttnDims check_cuda_attention(const CudaContext& ctx, const char* op, const Atte
                   static_cast<int>(a.group)};
 }
 
+// Whether the FlashAttention kernels take this call (see the header).
+bool use_flash(const AttentionDims& a, std::initializer_list<const void*> ptrs) {
+  return (a.act == DType::BF16 || a.act == DType::F16) && a.nh <= (1 << 16) &&
+         a.hd <= kMaxHeadDim && flash_attention_supported(static_cast<int>(a.hd)) &&
+         all_aligned(ptrs, 16);
+}
+
 unsigned warp_grid(int64_t warps) {
   return static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
 }
@@ -214,8 +225,21 @@ void dispatch_head_dim(int hd, F&& f) {
 void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& doc_start, float scale, Tensor& o, Tensor& lse) {
   constexpr const char* op = "attention_forward";
-  const AttnDims d = check_cuda_attention(
-      ctx, op, check_attention_forward(q, k, v, doc_start, o, lse, ctx.dev()), q, doc_start);
+  const AttentionDims a = check_attention_forward(q, k, v, doc_start, o, lse, ctx.dev());
+  if (use_flash(a, {q.raw(), k.raw(), v.raw(), o.raw()})) {
+    if (a.n == 0) return;
+    dispatch_float(a.act, op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (!std::is_same_v<T, float>)
+        flash_attention_forward<T>(q.data<T>(), k.data<T>(), v.data<T>(), doc_start.i32(), a.n,
+                                   static_cast<int>(a.nh), static_cast<int>(a.nkv),
+                                   static_cast<int>(a.hd), scale, o.data<T>(), lse.f32(),
+                                   ctx.stream);
+    });
+    check_launch(ctx, op);
+    return;
+  }
+  const AttnDims d = check_cuda_attention(ctx, op, a, q, doc_start);
   if (d.n == 0) return;
   constexpr int block = 32 * kWarpsPerBlock;
   dispatch_float(q.dtype(), op, [&](auto tag) {
@@ -234,9 +258,29 @@ void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k
                         const Tensor& o, const Tensor& lse, const Tensor& d_o,
                         const Tensor& doc_start, float scale, Tensor& dq, Tensor& dk, Tensor& dv) {
   constexpr const char* op = "attention_backward";
-  const AttnDims d = check_cuda_attention(
-      ctx, op, check_attention_backward(q, k, v, o, lse, d_o, doc_start, dq, dk, dv, ctx.dev()),
-      q, doc_start);
+  const AttentionDims a =
+      check_attention_backward(q, k, v, o, lse, d_o, doc_start, dq, dk, dv, ctx.dev());
+  if (use_flash(a, {q.raw(), k.raw(), v.raw(), o.raw(), d_o.raw(), dq.raw(), dk.raw(),
+                    dv.raw()})) {
+    if (a.n == 0) return;
+    FTUNE_CHECK(ctx.ws != nullptr, "{}: no workspaces", op);
+    const int nh = static_cast<int>(a.nh), nkv = static_cast<int>(a.nkv);
+    const int hd = static_cast<int>(a.hd);
+    const size_t bytes = flash_attention_workspace_bytes(a.n, nh, nkv, hd);
+    Tensor ws = workspace_view(ctx.ws->attn_workspace, {static_cast<int64_t>(bytes)}, DType::U8,
+                               ctx.device);
+    dispatch_float(a.act, op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (!std::is_same_v<T, float>)
+        flash_attention_backward<T>(q.data<T>(), k.data<T>(), v.data<T>(), o.data<T>(),
+                                    lse.f32(), d_o.data<T>(), doc_start.i32(), a.n, nh, nkv, hd,
+                                    scale, dq.data<T>(), dk.data<T>(), dv.data<T>(), ws.raw(),
+                                    ctx.stream);
+    });
+    check_launch(ctx, op);
+    return;
+  }
+  const AttnDims d = check_cuda_attention(ctx, op, a, q, doc_start);
   if (d.n == 0) return;
   Tensor delta = Tensor::empty({d.n, d.nh}, DType::F32, Device::cuda(ctx.device));
   constexpr int block = 32 * kWarpsPerBlock;

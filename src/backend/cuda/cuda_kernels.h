@@ -33,6 +33,7 @@ struct Workspaces {
   Tensor ce_logits;    // F32 [rows, V] logits of one chunk (then dlogits when act is F32)
   Tensor ce_dlogits;   // act [rows, V] dlogits of one chunk (BF16/F16 only)
   Tensor ce_row_loss;  // F64 [rows]
+  Tensor attn_workspace;  // U8: flash_attention_backward's workspace
   Workspaces();
   ~Workspaces();
   Workspaces(const Workspaces&) = delete;
