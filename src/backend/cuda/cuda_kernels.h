@@ -49,6 +49,10 @@ struct CudaContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   Workspaces* ws = nullptr;
+  // Whether ops copy index tensors (ids, positions, doc_start) to the host to check their values
+  // (a host synchronisation each). Ops::set_check_index_values turns it off for callers that
+  // validate every batch once on the host (LlamaModel::prepare).
+  bool check_values = true;
   // The device every tensor argument must live on.
   Device dev() const { return Device::cuda(device); }
 };
