@@ -15,12 +15,20 @@ PEER=${PEER:-../shared/peer/hf_lora_bench.py}
 [ -f "$PEER" ] || PEER=.peer/hf_lora_bench.py
 STEPS=${STEPS:-10}; WARMUP=${WARMUP:-3}
 LOG=${OUT:+$OUT/bench.jsonl}
+# ftune built against the carried libraries (scripts/make_carry.sh) needs them at run time; the
+# peer keeps the machine's own.
+FTUNE_LD=${LD_LIBRARY_PATH:-}
+if [ -d .carry/root/usr ]; then
+  ML=$PWD/.carry/root/usr/lib/x86_64-linux-gnu
+  FTUNE_LD="$ML:$ML/openblas-openmp${FTUNE_LD:+:$FTUNE_LD}"
+  ldconfig -p 2>/dev/null | grep -q 'libgfortran\.so\.5 ' || FTUNE_LD="$FTUNE_LD:$PWD/.carry/fallback/lib"
+fi
 record() { grep '^RESULT ' | sed 's/^RESULT //' | tee -a "${LOG:-/dev/null}"; }
 
 gcflag=(); peer_gc=(--no-gc)
 if [ "$GC" = gc ]; then gcflag=(--checkpointing); peer_gc=(); fi
 echo "== ftune bench --preset $SHAPE --batch $BATCH --seq $SEQ ${gcflag[*]} ${FTUNE_ARGS:-}"
-"$FTUNE" bench --preset "$SHAPE" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
+LD_LIBRARY_PATH=$FTUNE_LD "$FTUNE" bench --preset "$SHAPE" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
   --warmup "$WARMUP" "${gcflag[@]}" ${FTUNE_ARGS:-} 2>&1 | tee /dev/stderr | record
 for m in $MODES; do
   extra=(); [ "$m" = compile ] && extra=(--compile)
