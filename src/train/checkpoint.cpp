@@ -51,7 +51,7 @@ std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, co
   const json j = {{"global_step", st.global_step},
                   {"epoch", st.epoch},
                   {"batch_in_epoch", st.batch_in_epoch},
-                  {"forward_counter", st.forward_counter},
+                  {"world_size", st.world_size},
                   {"tokens_seen", st.tokens_seen},
                   {"elapsed_s", st.elapsed_s},
                   {"optimizer_steps", opt.steps_taken()},
@@ -103,7 +103,7 @@ TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& o
   st.global_step = j.at("global_step").get<int64_t>();
   st.epoch = j.at("epoch").get<int64_t>();
   st.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
-  st.forward_counter = j.at("forward_counter").get<uint64_t>();
+  st.world_size = j.value("world_size", int64_t{1});
   st.tokens_seen = j.value("tokens_seen", int64_t{0});
   st.elapsed_s = j.value("elapsed_s", 0.0);
   st.config_fingerprint = j.value("config_fingerprint", std::string());

@@ -16,8 +16,9 @@ namespace ftune {
 struct TrainerState {
   int64_t global_step = 0;     // optimizer steps done
   int64_t epoch = 0;           // current epoch (0-based)
-  int64_t batch_in_epoch = 0;  // micro-batches of that epoch already consumed
-  uint64_t forward_counter = 0;
+  int64_t batch_in_epoch = 0;  // micro-batches of that epoch's GLOBAL list already consumed
+                               // (by all ranks): a resume may use another process count
+  int64_t world_size = 1;      // processes of the run that wrote it (for information)
   int64_t tokens_seen = 0;
   double elapsed_s = 0;
   std::string config_fingerprint;  // refuses to resume a different job

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "data/shard.h"
 #include "train/checkpoint.h"
 #include "train/metrics_jsonl.h"
 #include "train/progress.h"
@@ -25,7 +26,11 @@ int64_t steps_per_epoch(int64_t batches, int64_t accum) { return (batches + accu
 TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const TrainData& data,
                           GradientSync* sync) {
   FTUNE_CHECK(opts.gradient_accumulation_steps >= 1, "train: gradient_accumulation_steps must be >= 1");
-  const int64_t accum = opts.gradient_accumulation_steps;
+  const int rank = sync ? sync->rank() : 0;
+  const int world = sync ? sync->world_size() : 1;
+  // A window of the global micro-batch list: accumulation steps x ranks (HF's global batch).
+  const int64_t accum = opts.gradient_accumulation_steps * world;
+  (void)split_by_weights(0, opts.shard_weights, world);  // checks the weights up front
   std::vector<Batch> epoch_batches = data.epoch_batches(0);
   FTUNE_CHECK(!epoch_batches.empty(), "train: the training set yields no batches");
   // Packing a new order each epoch may give a slightly different number of rows, so the plan
@@ -48,6 +53,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
 
   TrainerState state;
   state.config_fingerprint = opts.config_fingerprint;
+  state.world_size = world;
   if (opts.resume) {
     auto ck = latest_checkpoint(opts.output_dir);
     FTUNE_CHECK(ck.has_value(), "--resume: no checkpoint in {}/checkpoints", opts.output_dir);
@@ -57,7 +63,6 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
                 "batch settings changed)",
                 *ck);
     state = load_checkpoint(*ck, model.lora(), trainer.optimizer());
-    model.set_forward_counter(state.forward_counter);
     if (state.epoch != 0) epoch_batches = data.epoch_batches(state.epoch);
   }
 
@@ -79,7 +84,11 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   };
   auto run_eval = [&](int64_t step, double epoch) -> double {
     if (data.validation.empty()) return -1;
-    const StepLoss l = trainer.evaluate(data.validation);
+    const auto [vb, ve] = window_share(0, static_cast<int64_t>(data.validation.size()),
+                                       opts.shard_weights, rank, world);
+    const StepLoss l = trainer.evaluate(
+        std::vector<Batch>(data.validation.begin() + vb, data.validation.begin() + ve));
+    if (opts.on_progress) opts.on_progress(step);
     if (l.count == 0) return -1;
     const double loss = l.mean();
     if (main) {
@@ -95,7 +104,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   };
   auto checkpoint = [&] {
     if (!main) return;
-    state.forward_counter = model.forward_counter();
+    state.world_size = world;
     state.elapsed_s = elapsed();
     const std::string dir = save_checkpoint(opts.output_dir, model.lora(), trainer.optimizer(),
                                             state, opts.adapter_meta, opts.save_total_limit);
@@ -113,14 +122,19 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     }
     const int64_t begin = state.batch_in_epoch;
     const int64_t end = std::min<int64_t>(begin + accum, static_cast<int64_t>(epoch_batches.size()));
-    std::vector<Batch> window(epoch_batches.begin() + begin, epoch_batches.begin() + end);
+    const auto [mine_begin, mine_end] = window_share(begin, end, opts.shard_weights, rank, world);
+    std::vector<Batch> window(epoch_batches.begin() + mine_begin, epoch_batches.begin() + mine_end);
+    for (int64_t i = mine_begin; i < mine_end; ++i) {  // the dropout key (core/batch.h)
+      window[static_cast<size_t>(i - mine_begin)].step = state.global_step;
+      window[static_cast<size_t>(i - mine_begin)].global_index = i;
+    }
     const auto ts = std::chrono::steady_clock::now();
     const StepStats st = trainer.step(window);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     state.batch_in_epoch = end;
     state.global_step = st.step;
-    const int64_t tokens = sync ? static_cast<int64_t>(sync->all_reduce_sum(static_cast<double>(st.input_tokens)))
-                                : st.input_tokens;
+    if (opts.on_progress) opts.on_progress(st.step);
+    const int64_t tokens = st.input_tokens;
     state.tokens_seen += tokens;
     summary.trained_tokens += st.trained_tokens;
     if (summary.steps == 0) summary.first_loss = st.loss;
@@ -135,7 +149,8 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     if (main) {
       progress.update(st.step, st.loss, st.lr, st.grad_norm, tps);
       if (opts.logging_steps > 0 && (st.step % opts.logging_steps == 0 || st.step == total)) {
-        if (jsonl) jsonl->log_step({st.step, epoch_f, st.loss, st.lr, st.grad_norm, tokens, tps, elapsed()});
+        if (jsonl) jsonl->log_step({st.step, epoch_f, st.loss, st.lr, st.grad_norm, tokens, tps,
+                                    elapsed(), st.memory_mib, st.peak_memory_mib});
         if (tb) {
           tb->add_scalar("train/loss", static_cast<float>(st.loss), st.step);
           tb->add_scalar("train/learning_rate", static_cast<float>(st.lr), st.step);
