@@ -208,7 +208,9 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
       if (ri.launcher != "ftune") write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
       store.set("ftune/rank0_prepared", {'1'});
     } else {
+      send_heartbeat(ri.heartbeat_fd, true);  // waiting for rank 0 is not a hang
       (void)store.get("ftune/rank0_prepared");
+      send_heartbeat(ri.heartbeat_fd);
       in = prepare_inputs(cfg, false);
     }
     send_heartbeat(ri.heartbeat_fd);
@@ -221,7 +223,9 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
     CommOptions co;
     co.rank = ri.rank;
     co.world_size = ri.world_size;
-    co.timeout_s = static_cast<int>(cfg.distributed.timeout_s);
+    // Under ftune's launcher, which stops a rank quiet for timeout_s, collectives wait a little
+    // longer, so the report names the quiet rank rather than those waiting for it.
+    co.timeout_s = static_cast<int>(cfg.distributed.timeout_s) + (ri.launcher == "ftune" ? 10 : 0);
     co.local_addr = ri.master_addr == "127.0.0.1" || ri.master_addr == "localhost" ? "127.0.0.1" : "";
     if (co.local_addr.empty()) {
       char host[256] = {0};
@@ -229,6 +233,7 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
       co.local_addr = host;
     }
     co.cuda_device = ri.cuda_device;
+    co.on_wait = [fd = ri.heartbeat_fd](bool waiting) { send_heartbeat(fd, waiting); };
     std::unique_ptr<Communicator> comm =
         backend == "nccl" ? make_nccl_communicator(store, co) : make_gloo_communicator(store, co);
     if (main)

@@ -5,6 +5,7 @@
 // throw CommError, so a worker can tell "a peer died" from its own errors.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -49,6 +50,9 @@ struct CommOptions {
   // name); NCCL: unused.
   std::string local_addr;
   int cuda_device = 0;  // NCCL: the device ordinal this rank uses
+  // Called with true before a blocking collective and false after it (the launcher's
+  // heartbeat: a rank waiting for its peers is not hung).
+  std::function<void(bool)> on_wait;
 };
 
 // Gloo over TCP; rendezvous through `store` (rank 0's TCP key-value store).

@@ -41,7 +41,8 @@ class GlooStoreAdapter : public gloo::rendezvous::Store {
 
 class GlooCommunicator : public Communicator {
  public:
-  GlooCommunicator(KeyValueStore& store, const CommOptions& o) : rank_(o.rank), world_(o.world_size) {
+  GlooCommunicator(KeyValueStore& store, const CommOptions& o)
+      : rank_(o.rank), world_(o.world_size), on_wait_(o.on_wait) {
     gloo::transport::tcp::attr attr;
     attr.hostname = o.local_addr.empty() ? "127.0.0.1" : o.local_addr;
     try {
@@ -126,8 +127,10 @@ class GlooCommunicator : public Communicator {
 
   template <class F>
   void run(const char* what, F&& f) {
+    if (on_wait_) on_wait_(true);
     try {
       f();
+      if (on_wait_) on_wait_(false);
     } catch (const gloo::Exception& e) {
       throw CommError(fmt::format("gloo {} failed on rank {} (another rank stopped or timed "
                                   "out?): {}", what, rank_, e.what()));
@@ -135,6 +138,7 @@ class GlooCommunicator : public Communicator {
   }
 
   int rank_, world_;
+  std::function<void(bool)> on_wait_;
   uint32_t tag_ = 1;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> ctx_;

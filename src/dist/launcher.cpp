@@ -35,6 +35,7 @@ struct Worker {
   int err_fd = -1;  // read end of its stderr
   int hb_fd = -1;   // read end of its heartbeat pipe
   Clock::time_point last_beat;
+  bool waiting = false;  // inside a collective (waiting for peers is not a hang)
   std::string pending;     // partial stderr line
   std::string last_error;  // last "error: ..." line (without the prefix)
   std::string last_line;   // last other non-empty line
@@ -121,6 +122,7 @@ void stop_all(std::vector<Worker>& ws, pid_t pgid, int sig) {
   if (pgid > 0) ::kill(-pgid, sig);
   for (auto& w : ws)
     if (w.running) ::kill(w.pid, sig);
+  if (pgid > 0) ::kill(-pgid, SIGCONT);  // a stopped worker acts on the signal
   const auto deadline = Clock::now() + std::chrono::seconds(3);
   while (true) {
     bool any = false;
@@ -158,9 +160,9 @@ std::string describe_exit(const Worker& w) {
 
 }  // namespace
 
-void send_heartbeat(int fd) {
+void send_heartbeat(int fd, bool entering_collective) {
   if (fd < 0) return;
-  const char c = 'b';
+  const char c = entering_collective ? 'w' : 'b';
   (void)!::write(fd, &c, 1);
 }
 
@@ -248,7 +250,11 @@ void run_launcher(const LaunchPlan& plan) {
       char buf[256];
       while (w.hb_fd >= 0) {
         const ssize_t n = ::read(w.hb_fd, buf, sizeof buf);
-        if (n > 0) { w.last_beat = now; continue; }
+        if (n > 0) {
+          w.last_beat = now;
+          w.waiting = buf[n - 1] == 'w';
+          continue;
+        }
         if (n == 0) { ::close(w.hb_fd); w.hb_fd = -1; }
         break;
       }
@@ -297,6 +303,25 @@ void run_launcher(const LaunchPlan& plan) {
           ::usleep(50000);
         }
       }
+      // Still only an echo: the ranks timed out in a collective waiting for a rank that went
+      // quiet; that one is the cause.
+      if (WIFEXITED(failed->status) && WEXITSTATUS(failed->status) == kExitPeerLost) {
+        const Worker* quiet = nullptr;
+        for (auto& w : ws)
+          if (w.running && !w.waiting && (!quiet || w.last_beat < quiet->last_beat)) quiet = &w;
+        if (quiet && std::chrono::duration<double>(Clock::now() - quiet->last_beat).count() >
+                         0.5 * p.timeout_s) {
+          int others = 0;
+          for (auto& o : ws) others += o.running && &o != quiet;
+          failure = fmt::format("rank {} ({}, pid {}) hung: no progress for {:.0f} s "
+                                "(distributed.timeout_s={}); stopped it and the other {} worker(s)",
+                                quiet->spec.rank, quiet->spec.device, quiet->pid,
+                                std::chrono::duration<double>(Clock::now() - quiet->last_beat).count(),
+                                p.timeout_s, others);
+          stop_all(ws, pgid, SIGTERM);
+          break;
+        }
+      }
       int others = 0;
       for (auto& w : ws) others += w.running;
       failure = describe_exit(*failed);
@@ -305,7 +330,7 @@ void run_launcher(const LaunchPlan& plan) {
       break;
     }
     for (auto& w : ws) {
-      if (!w.running) continue;
+      if (!w.running || w.waiting) continue;
       const double quiet = std::chrono::duration<double>(now - w.last_beat).count();
       if (quiet > p.timeout_s) {
         int others = 0;

@@ -4,7 +4,7 @@
 //
 // Supervision: workers run in their own process group with PR_SET_PDEATHSIG, so none outlives
 // the launcher. When a worker dies (exit code != 0 or a signal) or sends no progress beat for
-// distributed.timeout_s, the others get SIGTERM, then SIGKILL 3 s later, and the launcher
+// distributed.timeout_s outside a collective, the others get SIGTERM, then SIGKILL 3 s later, and the launcher
 // fails with one line naming the rank, its device and the cause (exit code and the worker's
 // last error line, the signal, or the hang). Ctrl-C (SIGINT/SIGTERM to the launcher) stops all
 // workers the same way. Workers' stderr is forwarded (ranks other than 0 prefixed "[rank r]").
@@ -40,7 +40,10 @@ struct LaunchPlan {
 // failure line otherwise (after every worker is gone).
 void run_launcher(const LaunchPlan& plan);
 
-// Worker side: one progress beat to the launcher (no-op when fd < 0).
-void send_heartbeat(int fd);
+// Worker side: one progress beat to the launcher (no-op when fd < 0). A worker about to wait
+// in a collective says so (entering_collective): waiting for a slow peer is not a hang, and
+// when a rank stops making progress the launcher names that rank, not those waiting for it.
+// Any later beat ends the waiting state.
+void send_heartbeat(int fd, bool entering_collective = false);
 
 }  // namespace ftune

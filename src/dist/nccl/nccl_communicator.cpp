@@ -34,7 +34,7 @@ namespace {
 class NcclCommunicator : public Communicator {
  public:
   NcclCommunicator(KeyValueStore& store, const CommOptions& o)
-      : rank_(o.rank), world_(o.world_size), device_(o.cuda_device) {
+      : rank_(o.rank), world_(o.world_size), device_(o.cuda_device), on_wait_(o.on_wait) {
     FTUNE_CUDART_CHECK(cudaSetDevice(device_));
     ncclUniqueId id;
     if (rank_ == 0) {
@@ -80,7 +80,7 @@ class NcclCommunicator : public Communicator {
     FTUNE_CUDART_CHECK(cudaMemcpyAsync(scratch_, values.data(), bytes, cudaMemcpyHostToDevice, stream_));
     FTUNE_NCCL_CHECK(ncclAllReduce(scratch_, scratch_, values.size(), ncclDouble, ncclSum, comm_, stream_));
     FTUNE_CUDART_CHECK(cudaMemcpyAsync(values.data(), scratch_, bytes, cudaMemcpyDeviceToHost, stream_));
-    FTUNE_CUDART_CHECK(cudaStreamSynchronize(stream_));  // the host reads the result
+    wait_host();  // the host reads the result
   }
 
   void all_gather(const Tensor& in, Tensor& out) override {
@@ -104,7 +104,7 @@ class NcclCommunicator : public Communicator {
     FTUNE_NCCL_CHECK(ncclAllGather(dev + in.size() * static_cast<size_t>(rank_), dev, in.size(),
                                    ncclUint8, comm_, stream_));
     FTUNE_CUDART_CHECK(cudaMemcpyAsync(out.data(), dev, out.size(), cudaMemcpyDeviceToHost, stream_));
-    FTUNE_CUDART_CHECK(cudaStreamSynchronize(stream_));
+    wait_host();
   }
 
   void barrier() override {
@@ -120,6 +120,12 @@ class NcclCommunicator : public Communicator {
     FTUNE_CUDART_CHECK(cudaEventRecord(ready_, cudaStreamLegacy));
     FTUNE_CUDART_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
   }
+  // The host waits for the collective (peers included): the launcher is told.
+  void wait_host() {
+    if (on_wait_) on_wait_(true);
+    FTUNE_CUDART_CHECK(cudaStreamSynchronize(stream_));
+    if (on_wait_) on_wait_(false);
+  }
   // Compute queued from now on waits for the collective.
   void end() {
     FTUNE_CUDART_CHECK(cudaEventRecord(done_, stream_));
@@ -127,6 +133,7 @@ class NcclCommunicator : public Communicator {
   }
 
   int rank_, world_, device_;
+  std::function<void(bool)> on_wait_;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr, done_ = nullptr;
