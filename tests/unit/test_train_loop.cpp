@@ -172,3 +172,23 @@ TEST(TrainLoop, EpochsPlanCountsEveryEpochsBatches) {
   EXPECT_EQ(s.steps, 3 + 4);
   EXPECT_GE(calls_epoch1, 1);
 }
+
+// Dropout masks are keyed by (step, global micro-batch index), so evaluating between steps
+// does not change what is trained (it used to advance a forward counter).
+TEST(TrainLoop, EvaluationDoesNotChangeTraining) {
+  auto ops = make_cpu_ops();
+  auto a = make_model(*ops);
+  auto b = make_model(*ops);
+  auto c = make_model(*ops);
+  TrainLoopOptions oa = options(test::temp_dir("noeval"));
+  oa.eval_steps = 0;
+  TrainLoopOptions ob = options(test::temp_dir("evalevery2"));
+  ob.eval_steps = 2;
+  run_training(*a, oa, make_data());
+  run_training(*b, ob, make_data());
+  EXPECT_EQ(weights(*a), weights(*b));
+  // ... while dropout does act: no dropout trains other weights.
+  c->lora().spec.dropout = 0.0;
+  run_training(*c, options(test::temp_dir("nodropout")), make_data());
+  EXPECT_NE(weights(*a), weights(*c));
+}
