@@ -18,6 +18,7 @@
 #include "cli/commands.h"
 #include "cli/embedded_assets.h"
 #include "cli/job_setup.h"
+#include "cli/train_job.h"
 #include "core/error.h"
 #include "data/packing.h"
 #include "dist/communicator.h"
@@ -192,7 +193,8 @@ void print_done(const TrainSummary& s) {
 
 // ---- worker --------------------------------------------------------------------------------
 
-int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri) {
+int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri,
+               TrainSummary* summary) {
   size_worker_threads(ri.local_world_size);
   send_heartbeat(ri.heartbeat_fd);
   const bool main = ri.rank == 0;
@@ -262,6 +264,7 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
                                          step = st;
                                          send_heartbeat(ri.heartbeat_fd);
                                        });
+    *summary = s;
     if (main) {
       if (s.steps == 0)
         std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
@@ -286,7 +289,11 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
 }  // namespace
 
 int cmd_train(const TrainArgs& args) {
-  const TrainConfig cfg = load_job_config(args);
+  return run_train_job(load_job_config(args), args).exit_code;
+}
+
+TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
+  TrainOutcome outcome;
   check_supported(cfg);
   const DistributedConfig& dc = cfg.distributed;
   const bool want_gpus = dc.gpus != "1";
@@ -300,7 +307,13 @@ int cmd_train(const TrainArgs& args) {
     gpu = cfg.train.device == "cuda" || (g.built_with_cuda && !g.devices.empty());
   }
 
-  if (auto ri = rank_info_from_env(process_env(), dc, gpu)) return run_worker(cfg, args, *ri);
+  if (auto ri = rank_info_from_env(process_env(), dc, gpu)) {
+    outcome.role = "worker";
+    outcome.rank = ri->rank;
+    outcome.world_size = ri->world_size;
+    outcome.exit_code = run_worker(cfg, args, *ri, &outcome.summary);
+    return outcome;
+  }
 
   // Not started by a launcher: this process trains alone or becomes the launcher.
   std::vector<WorkerSpec> workers;
@@ -328,12 +341,14 @@ int cmd_train(const TrainArgs& args) {
     fs::create_directories(cfg.train.output_dir);
     write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
     const TrainSummary s = train_model(cfg, in, *ops, args.resume, true, 1, nullptr, nullptr);
+    outcome.role = "single";
+    outcome.summary = s;
     if (s.steps == 0) {
       std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
-      return 0;
+      return outcome;
     }
     print_done(s);
-    return 0;
+    return outcome;
   }
 
   // Launcher: what must happen once, then the workers.
@@ -359,6 +374,7 @@ int cmd_train(const TrainArgs& args) {
   plan.timeout_s = static_cast<int>(dc.timeout_s);
   plan.threads_per_worker = threads_per_worker(local);
   plan.argv = args.argv;
+  plan.exe = args.worker_exe;
   if (dc.node_rank == 0) {
     check_output_dir(cfg, args.resume);
     (void)prepare_inputs(cfg, true);  // fills the token cache; errors before any worker starts
@@ -369,7 +385,10 @@ int cmd_train(const TrainArgs& args) {
                plan.workers.size(), plan.workers.front().device == "cpu" ? "cpu" : "gpus",
                plan.threads_per_worker, plan.world_size);
   run_launcher(plan);
-  return 0;
+  outcome.role = "launcher";
+  outcome.world_size = plan.world_size;
+  outcome.summary.adapter_dir = cfg.train.output_dir + "/adapter";
+  return outcome;
 }
 
 }  // namespace ftune

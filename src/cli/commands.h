@@ -17,6 +17,7 @@ struct TrainArgs {
   std::string master_addr;             // --master-addr
   int master_port = -1;                // --master-port
   std::vector<std::string> argv;       // the whole command line (workers re-run it)
+  std::string worker_exe;              // binary the workers exec ("" = this program)
 };
 int cmd_train(const TrainArgs& args);
 

@@ -169,9 +169,15 @@ void send_heartbeat(int fd, bool entering_collective) {
 void run_launcher(const LaunchPlan& plan) {
   FTUNE_CHECK(!plan.workers.empty(), "launcher: no workers to start");
   char exe[4096];
-  const ssize_t len = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  FTUNE_CHECK(len > 0, "launcher: cannot find the ftune binary (/proc/self/exe)");
-  exe[len] = '\0';
+  if (plan.exe.empty()) {
+    const ssize_t len = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    FTUNE_CHECK(len > 0, "launcher: cannot find the ftune binary (/proc/self/exe)");
+    exe[len] = '\0';
+  } else {
+    FTUNE_CHECK(plan.exe.size() < sizeof exe && ::access(plan.exe.c_str(), X_OK) == 0,
+                "launcher: worker binary '{}' is not an executable file", plan.exe);
+    std::strcpy(exe, plan.exe.c_str());
+  }
 
   LaunchPlan p = plan;
   int store_fd = -1;
