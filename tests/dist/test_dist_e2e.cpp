@@ -212,7 +212,7 @@ TEST(DistE2E, OneTwoThreeProcessesAndUnevenSharesTrainTheSame) {
   expect_same_run(dir + "/two", dir + "/one", "2 processes");
 
   auto three = job(dir + "/three", 2);
-  three.insert(three.end(), {"--nproc", "3"});
+  three.insert(three.end(), {"--nproc", "3", "distributed.verify_every=1"});  // replicas checked
   Result r3 = run(three, dir + "/three");
   ASSERT_EQ(r3.code, 0) << r3.err;
   expect_same_run(dir + "/three", dir + "/one", "3 processes");

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -375,4 +376,22 @@ TEST(Consistency, MismatchesNameTheRankAndTheTensor) {
     check_same_job(comm, {{"config", 1}});
   });
   for (const auto& e : ok) EXPECT_EQ(e, "");
+}
+
+TEST(ExampleConfigs, EveryExampleYamlIsValid) {
+  namespace fs = std::filesystem;
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(test::data_path("../examples/configs"))) {
+    if (e.path().extension() != ".yaml") continue;
+    ++n;
+    // The model and data folders of the examples are the user's; everything else must load.
+    const TrainConfig c = load_config(e.path().string(), {"model.path=\"\"", "data.train=\"\""});
+    if (c.distributed.gpus != "1") EXPECT_FALSE(parse_gpu_selection(c.distributed.gpus, -1).empty());
+    if (!c.distributed.shard_weights.empty()) {
+      const int world = static_cast<int>(parse_gpu_selection(c.distributed.gpus, -1).size());
+      EXPECT_EQ(split_by_weights(12, c.distributed.shard_weights, world),
+                (std::vector<int64_t>{2, 2, 4, 4}));
+    }
+  }
+  EXPECT_GE(n, 5);
 }
