@@ -193,6 +193,23 @@ void print_done(const TrainSummary& s) {
 
 // ---- worker --------------------------------------------------------------------------------
 
+// Memory in use on a rank's device, for out-of-memory messages.
+struct MemoryNote {
+  std::string text;
+};
+MemoryNote memory_note(const RankInfo& ri) {
+  if (ri.cuda_device >= 0) {
+    const GpuRuntimeInfo g = query_gpus();
+    for (const auto& d : g.devices)
+      if (d.index == ri.cuda_device)
+        return {fmt::format("{:.0f} of {:.0f} MiB in use on the GPU",
+                            static_cast<double>(d.total_bytes - d.free_bytes) / 1048576.0,
+                            static_cast<double>(d.total_bytes) / 1048576.0)};
+  }
+  const auto [mem, peak] = host_memory_mib();
+  return {fmt::format("host memory in use {:.0f} MiB, peak {:.0f} MiB", mem, peak)};
+}
+
 int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri,
                TrainSummary* summary) {
   size_worker_threads(ri.local_world_size);
@@ -275,6 +292,18 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
   } catch (const CommError& e) {
     std::fprintf(stderr, "error: rank %d (%s): %s\n", ri.rank, ri.device.c_str(), e.what());
     return kExitPeerLost;
+  } catch (const Error& e) {
+    // A device allocation failure (the CUDA allocator's error) gets the same rank, step and
+    // advice as a host one; other errors pass through as they are.
+    const std::string what = e.what();
+    if (what.find("out of memory") == std::string::npos &&
+        what.find("out of host memory") == std::string::npos)
+      throw;
+    const MemoryNote note = memory_note(ri);
+    throw Error(fmt::format("rank {} ({}): out of memory at step {} ({}); lower "
+                            "train.micro_batch_size or data.max_seq_length, turn on "
+                            "train.gradient_checkpointing, or use fewer processes per device: {}",
+                            ri.rank, ri.device, step + 1, note.text, what));
   } catch (const std::bad_alloc&) {
     const auto [mem, peak] = host_memory_mib();
     std::fprintf(stderr,
@@ -323,10 +352,10 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
     for (int i = 0; i < dc.nproc; ++i) workers.push_back({i, i, "cpu", ""});
   } else if (want_gpus) {
     const GpuRuntimeInfo g = query_gpus();
+    const int visible = g.built_with_cuda ? count_visible_gpus(process_env()) : -1;
+    const std::vector<int> ids = parse_gpu_selection(dc.gpus, visible);  // syntax first
     FTUNE_CHECK(g.built_with_cuda, "--gpus {}: this ftune was built without CUDA; use --nproc N "
                 "for CPU worker processes", dc.gpus);
-    const int visible = count_visible_gpus(process_env());
-    const std::vector<int> ids = parse_gpu_selection(dc.gpus, visible);
     for (size_t i = 0; i < ids.size(); ++i)
       workers.push_back({static_cast<int>(i), static_cast<int>(i), fmt::format("cuda:{}", ids[i]),
                          std::to_string(ids[i])});

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,7 +55,7 @@ struct Proc {
 
 // Starts ftune with `args` (plus `env` on top of this environment); stderr to a file.
 Proc spawn(std::vector<std::string> args, const std::vector<std::string>& env,
-           const std::string& err_file) {
+           const std::string& err_file, size_t address_space_limit = 0) {
   const std::string bin = std::string(FTUNE_BINARY_DIR) + "/ftune";
   args.insert(args.begin(), bin);
   std::vector<std::string> envs;
@@ -64,6 +65,10 @@ Proc spawn(std::vector<std::string> args, const std::vector<std::string>& env,
   p.err_file = err_file;
   p.pid = fork();
   if (p.pid == 0) {
+    if (address_space_limit > 0) {
+      const rlimit lim{address_space_limit, address_space_limit};
+      setrlimit(RLIMIT_AS, &lim);
+    }
     const int fd = open(err_file.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
     dup2(fd, 2);
     const int devnull = open("/dev/null", O_WRONLY);
@@ -389,4 +394,18 @@ TEST(DistE2E, RanksWithDifferentConfigsAreRefused) {
         << res.err;
   }
   EXPECT_FALSE(fs::exists(dir + "/out/metrics.jsonl"));
+}
+
+TEST(DistE2E, OutOfMemoryNamesTheRankAndStep) {
+  const std::string dir = test::temp_dir("dist_oom");
+  // One micro-batch of 256 rows per step does not fit in 1.5 GB of address space; it is rank
+  // 0's (the window of 2 micro-batches holds only one).
+  auto args = job(dir + "/out", 1);
+  args.insert(args.end(), {"--nproc", "2", "train.micro_batch_size=256", "data.max_seq_length=512"});
+  const Result r = wait_for(spawn(args, {}, dir + "/run.stderr", size_t{1500} << 20));
+  EXPECT_EQ(r.code, 1);
+  const std::string line = last_line(r.err);
+  EXPECT_EQ(line.rfind("error: rank 0 (cpu, pid ", 0), 0u) << r.err;
+  EXPECT_NE(line.find("exited with code 1: rank 0 (cpu): out of memory at step 1 ("), std::string::npos) << r.err;
+  EXPECT_NE(line.find("lower train.micro_batch_size"), std::string::npos) << r.err;
 }
