@@ -263,8 +263,14 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
     std::unique_ptr<DataParallelSync> sync;
     auto make_sync = [&](LlamaModel& model) -> GradientSync* {
       if (cfg.distributed.check_consistency) {
+        // Keys that name this machine's place may differ between nodes; the rest may not.
+        TrainConfig same = cfg;
+        same.distributed.node_rank = 0;
+        same.distributed.gpus = "";
+        same.distributed.master_addr = "";
+        same.distributed.master_port = 0;
         Fnv1a64 ch;
-        ch.field(to_resolved_yaml(cfg));
+        ch.field(to_resolved_yaml(same));
         check_same_job(*comm, {{"config", ch.value()},
                                {"model", model_folder_hash(in.model_dir)},
                                {"data", examples_hash(in.data.train) ^ (examples_hash(in.data.validation) * 31)}});

@@ -409,3 +409,27 @@ TEST(DistE2E, OutOfMemoryNamesTheRankAndStep) {
   EXPECT_NE(line.find("exited with code 1: rank 0 (cpu): out of memory at step 1 ("), std::string::npos) << r.err;
   EXPECT_NE(line.find("lower train.micro_batch_size"), std::string::npos) << r.err;
 }
+
+TEST(DistE2E, TwoNodeLaunchersFormOneJob) {
+  const std::string dir = test::temp_dir("dist_nodes");
+  // Two launchers as two machines (both on localhost): 2 x 2 ranks, window 4 x 1.
+  const std::string port = std::to_string(free_port());
+  std::vector<Proc> nodes;
+  for (int n = 0; n < 2; ++n) {
+    auto args = job(dir + "/out", 1);
+    args.insert(args.end(), {"--nproc", "2", "--nnodes", "2", "--node-rank", std::to_string(n),
+                             "--master-addr", "127.0.0.1", "--master-port", port});
+    nodes.push_back(spawn(args, {}, dir + "/node" + std::to_string(n) + ".stderr"));
+  }
+  for (int n = 0; n < 2; ++n) {
+    const Result r = wait_for(nodes[static_cast<size_t>(n)]);
+    EXPECT_EQ(r.code, 0) << "node " << n << ": " << r.err;
+  }
+  EXPECT_NE(read_text(dir + "/node0.stderr").find("distributed: 4 ranks"), std::string::npos);
+  // The same window of 4 on one machine: 2 processes x 2.
+  auto two = job(dir + "/two", 2);
+  two.insert(two.end(), {"--nproc", "2"});
+  const Result r2 = run(two, dir + "/two");
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  expect_same_run(dir + "/out", dir + "/two", "2 nodes x 2 processes");
+}
