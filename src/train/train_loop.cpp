@@ -1,5 +1,6 @@
 #include "train/train_loop.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -147,7 +148,11 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
       fail("train: loss is {} at step {} (learning rate too high?); last checkpoint kept",
            st.loss, st.step);
     if (main) {
-      progress.update(st.step, st.loss, st.lr, st.grad_norm, tps);
+      const double mem = st.memory_mib.empty() ? -1 : *std::max_element(st.memory_mib.begin(), st.memory_mib.end());
+      const double peak = st.peak_memory_mib.empty()
+                              ? -1
+                              : *std::max_element(st.peak_memory_mib.begin(), st.peak_memory_mib.end());
+      progress.update(st.step, st.loss, st.lr, st.grad_norm, tps, mem, peak);
       if (opts.logging_steps > 0 && (st.step % opts.logging_steps == 0 || st.step == total)) {
         if (jsonl) jsonl->log_step({st.step, epoch_f, st.loss, st.lr, st.grad_norm, tokens, tps,
                                     elapsed(), st.memory_mib, st.peak_memory_mib});
