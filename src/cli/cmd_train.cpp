@@ -19,6 +19,7 @@
 #include "cli/embedded_assets.h"
 #include "cli/job_setup.h"
 #include "cli/train_job.h"
+#include "train/checkpoint.h"
 #include "core/error.h"
 #include "data/packing.h"
 #include "dist/communicator.h"
@@ -412,6 +413,16 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
   plan.exe = args.worker_exe;
   if (dc.node_rank == 0) {
     check_output_dir(cfg, args.resume);
+    if (args.resume) {  // refused here, before any worker starts, when the run cannot resume
+      const auto ck = latest_checkpoint(cfg.train.output_dir);
+      FTUNE_CHECK(ck.has_value(), "--resume: no checkpoint in {}/checkpoints", cfg.train.output_dir);
+      const std::string fp = checkpoint_fingerprint(*ck);
+      FTUNE_CHECK(fp.empty() || fp == config_fingerprint(cfg, plan.world_size),
+                  "--resume: {} was written by a different configuration (model, data, LoRA or "
+                  "batch settings changed; it ran {} process(es), this run {}: with another "
+                  "process count keep train.gradient_accumulation_steps x processes the same)",
+                  *ck, checkpoint_world_size(*ck), plan.world_size);
+    }
     (void)prepare_inputs(cfg, true);  // fills the token cache; errors before any worker starts
     fs::create_directories(cfg.train.output_dir);
     write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");

@@ -50,7 +50,9 @@ class GlooCommunicator : public Communicator {
       auto ctx = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world_size);
       ctx->setTimeout(std::chrono::seconds(o.timeout_s));
       GlooStoreAdapter adapter(store);
+      if (on_wait_) on_wait_(true);  // connecting waits for every peer
       ctx->connectFullMesh(adapter, device_);
+      if (on_wait_) on_wait_(false);
       ctx_ = ctx;
     } catch (const gloo::Exception& e) {
       throw CommError(fmt::format("gloo: rank {} could not connect to the other ranks: {}",

@@ -83,6 +83,10 @@ std::string checkpoint_fingerprint(const std::string& dir) {
   return read_json_file(dir + "/trainer_state.json").value("config_fingerprint", std::string());
 }
 
+int64_t checkpoint_world_size(const std::string& dir) {
+  return read_json_file(dir + "/trainer_state.json").value("world_size", int64_t{1});
+}
+
 TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt) {
   const json j = read_json_file(dir + "/trainer_state.json");
   SafetensorsFile adapter = SafetensorsFile::open(dir + "/adapter_model.safetensors");

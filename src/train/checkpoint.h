@@ -33,6 +33,8 @@ std::optional<std::string> latest_checkpoint(const std::string& output_dir);
 
 // The config fingerprint a checkpoint was written with ("" when none).
 std::string checkpoint_fingerprint(const std::string& dir);
+// The number of processes of the run that wrote it (1 for checkpoints that do not say).
+int64_t checkpoint_world_size(const std::string& dir);
 
 // Loads adapter weights, optimizer moments and state from a checkpoint folder into `lora`/`opt`.
 TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt);

@@ -61,8 +61,9 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     const std::string fp = checkpoint_fingerprint(*ck);
     FTUNE_CHECK(opts.config_fingerprint.empty() || fp.empty() || fp == opts.config_fingerprint,
                 "--resume: {} was written by a different configuration (model, data, LoRA or "
-                "batch settings changed)",
-                *ck);
+                "batch settings changed; it ran {} process(es), this run {}: with another process "
+                "count keep train.gradient_accumulation_steps x processes the same)",
+                *ck, checkpoint_world_size(*ck), world);
     state = load_checkpoint(*ck, model.lora(), trainer.optimizer());
     if (state.epoch != 0) epoch_batches = data.epoch_batches(state.epoch);
   }
