@@ -166,8 +166,9 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
   const DataOptions& dopts = in.dopts;
   // The epoch's GLOBAL micro-batch list (rank 0 of 1); each rank trains its share of every
   // window (data/shard.h), so the list is the same for any number of processes.
-  td.epoch_batches = [&](int64_t epoch) {
-    return make_batches(data.train, batch_options(dopts, data, epoch, 0, 1));
+  td.epoch = [&](int64_t epoch) {
+    auto plan = std::make_shared<BatchPlan>(plan_batches(data.train, batch_options(dopts, data, epoch, 0, 1)));
+    return EpochBatches{plan->size(), [plan, &data](int64_t i) { return build_batch(data.train, *plan, i); }};
   };
   if (!data.validation.empty()) {
     BatchOptions vb = batch_options(dopts, data, 0, 0, 1);

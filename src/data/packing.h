@@ -53,4 +53,17 @@ std::vector<std::vector<int64_t>> shard_rows(const std::vector<int64_t>& row_tok
 std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
                                 const BatchOptions& opt);
 
+// The same in two parts, so that a caller builds only the micro-batches it needs (a
+// data-parallel rank builds its share of the epoch's global list, not the whole list):
+// the plan (steps 1-4 as indices), then micro-batch `index` of it.
+struct BatchPlan {
+  BatchOptions options;
+  std::vector<std::vector<int64_t>> row_examples;  // per row: example indices
+  std::vector<std::vector<int64_t>> micro_batches; // per micro-batch: row indices (-1 = padding)
+  int64_t size() const { return static_cast<int64_t>(micro_batches.size()); }
+};
+BatchPlan plan_batches(const std::vector<TokenizedExample>& examples, const BatchOptions& opt);
+Batch build_batch(const std::vector<TokenizedExample>& examples, const BatchPlan& plan,
+                  int64_t index);
+
 }  // namespace ftune

@@ -22,6 +22,13 @@ namespace {
 
 int64_t steps_per_epoch(int64_t batches, int64_t accum) { return (batches + accum - 1) / accum; }
 
+EpochBatches epoch_of(const TrainData& data, int64_t epoch) {
+  if (data.epoch) return data.epoch(epoch);
+  FTUNE_CHECK(static_cast<bool>(data.epoch_batches), "train: TrainData has no batches");
+  auto all = std::make_shared<std::vector<Batch>>(data.epoch_batches(epoch));
+  return {static_cast<int64_t>(all->size()), [all](int64_t i) { return (*all)[static_cast<size_t>(i)]; }};
+}
+
 }  // namespace
 
 TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const TrainData& data,
@@ -32,15 +39,14 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   // A window of the global micro-batch list: accumulation steps x ranks (HF's global batch).
   const int64_t accum = opts.gradient_accumulation_steps * world;
   (void)split_by_weights(0, opts.shard_weights, world);  // checks the weights up front
-  std::vector<Batch> epoch_batches = data.epoch_batches(0);
-  FTUNE_CHECK(!epoch_batches.empty(), "train: the training set yields no batches");
+  EpochBatches epoch_batches = epoch_of(data, 0);
+  FTUNE_CHECK(epoch_batches.size > 0, "train: the training set yields no batches");
   // Packing a new order each epoch may give a slightly different number of rows, so the plan
   // counts every epoch's windows.
   int64_t total = opts.max_steps;
   if (total <= 0) {
-    total = steps_per_epoch(static_cast<int64_t>(epoch_batches.size()), accum);
-    for (int64_t e = 1; e < opts.num_epochs; ++e)
-      total += steps_per_epoch(static_cast<int64_t>(data.epoch_batches(e).size()), accum);
+    total = steps_per_epoch(epoch_batches.size, accum);
+    for (int64_t e = 1; e < opts.num_epochs; ++e) total += steps_per_epoch(epoch_of(data, e).size, accum);
   }
   FTUNE_CHECK(total >= 1, "train: nothing to do (max_steps {}, num_epochs {})", opts.max_steps,
               opts.num_epochs);
@@ -65,7 +71,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
                 "count keep train.gradient_accumulation_steps x processes the same)",
                 *ck, checkpoint_world_size(*ck), world);
     state = load_checkpoint(*ck, model.lora(), trainer.optimizer());
-    if (state.epoch != 0) epoch_batches = data.epoch_batches(state.epoch);
+    if (state.epoch != 0) epoch_batches = epoch_of(data, state.epoch);
   }
 
   const bool main = opts.is_main_process;
@@ -117,18 +123,19 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   double eval_loss = -1;
   bool evaluated_last = false, saved_last = false;
   while (state.global_step < total) {
-    if (state.batch_in_epoch >= static_cast<int64_t>(epoch_batches.size())) {
+    if (state.batch_in_epoch >= epoch_batches.size) {
       ++state.epoch;
       state.batch_in_epoch = 0;
-      epoch_batches = data.epoch_batches(state.epoch);
+      epoch_batches = epoch_of(data, state.epoch);
     }
     const int64_t begin = state.batch_in_epoch;
-    const int64_t end = std::min<int64_t>(begin + accum, static_cast<int64_t>(epoch_batches.size()));
+    const int64_t end = std::min<int64_t>(begin + accum, epoch_batches.size);
     const auto [mine_begin, mine_end] = window_share(begin, end, opts.shard_weights, rank, world);
-    std::vector<Batch> window(epoch_batches.begin() + mine_begin, epoch_batches.begin() + mine_end);
-    for (int64_t i = mine_begin; i < mine_end; ++i) {  // the dropout key (core/batch.h)
-      window[static_cast<size_t>(i - mine_begin)].step = state.global_step;
-      window[static_cast<size_t>(i - mine_begin)].global_index = i;
+    std::vector<Batch> window;
+    for (int64_t i = mine_begin; i < mine_end; ++i) {
+      window.push_back(epoch_batches.at(i));
+      window.back().step = state.global_step;  // the dropout key (core/batch.h)
+      window.back().global_index = i;
     }
     const auto ts = std::chrono::steady_clock::now();
     const StepStats st = trainer.step(window);
@@ -143,7 +150,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     summary.final_loss = st.loss;
     ++summary.steps;
     const double epoch_f = static_cast<double>(state.epoch) +
-                           static_cast<double>(state.batch_in_epoch) / static_cast<double>(epoch_batches.size());
+                           static_cast<double>(state.batch_in_epoch) / static_cast<double>(epoch_batches.size);
     const double tps = dt > 0 ? static_cast<double>(tokens) / dt : 0;
     if (!std::isfinite(st.loss))
       fail("train: loss is {} at step {} (learning rate too high?); last checkpoint kept",

@@ -38,10 +38,18 @@ struct TrainLoopOptions {
   std::function<void(int64_t step)> on_progress;
 };
 
+// One epoch's GLOBAL micro-batches, built on demand: a rank builds only those it trains.
+struct EpochBatches {
+  int64_t size = 0;
+  std::function<Batch(int64_t index)> at;
+};
+
 struct TrainData {
   // The GLOBAL micro-batches of one epoch (deterministic in the epoch number, the same on every
   // rank); with a GradientSync each rank trains its share of every window (data/shard.h):
-  // windows hold gradient_accumulation_steps x world micro-batches.
+  // windows hold gradient_accumulation_steps x world micro-batches. Set `epoch` (lazy), or
+  // `epoch_batches` (the whole list, for small data and tests); `epoch` wins.
+  std::function<EpochBatches(int64_t epoch)> epoch;
   std::function<std::vector<Batch>(int64_t epoch)> epoch_batches;
   std::vector<Batch> validation;  // global as well; each rank evaluates its share
 };

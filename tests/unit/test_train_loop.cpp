@@ -192,3 +192,26 @@ TEST(TrainLoop, EvaluationDoesNotChangeTraining) {
   run_training(*c, options(test::temp_dir("nodropout")), make_data());
   EXPECT_NE(weights(*a), weights(*c));
 }
+
+// The lazy epoch (TrainData::epoch) trains exactly what the whole list does, and builds each
+// micro-batch once.
+TEST(TrainLoop, LazyEpochMatchesTheWholeList) {
+  auto ops = make_cpu_ops();
+  auto a = make_model(*ops);
+  auto b = make_model(*ops);
+  run_training(*a, options(test::temp_dir("whole")), make_data());
+  TrainData lazy = make_data();
+  auto whole = lazy.epoch_batches;
+  lazy.epoch_batches = nullptr;
+  int built = 0;
+  lazy.epoch = [&](int64_t e) {
+    auto v = std::make_shared<std::vector<Batch>>(whole(e));
+    return EpochBatches{static_cast<int64_t>(v->size()), [v, &built](int64_t i) {
+                          ++built;
+                          return (*v)[static_cast<size_t>(i)];
+                        }};
+  };
+  run_training(*b, options(test::temp_dir("lazy")), lazy);
+  EXPECT_EQ(weights(*a), weights(*b));
+  EXPECT_EQ(built, 5 + 5 + 2);  // epochs of 5 micro-batches, windows of 2: 7 steps
+}
