@@ -180,6 +180,7 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
   lopts.resume = resume;
   lopts.is_main_process = main;
   lopts.shard_weights = cfg.distributed.shard_weights;
+  lopts.auto_shard_steps = cfg.distributed.auto_shard_steps;
   lopts.on_progress = on_progress;
   lopts.adapter_meta.base_model_name_or_path = fs::absolute(in.model_dir).string();
   return run_training(model, lopts, td, sync);
@@ -333,6 +334,9 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
   TrainOutcome outcome;
   check_supported(cfg);
   const DistributedConfig& dc = cfg.distributed;
+  FTUNE_CHECK(dc.auto_shard_steps == 0 || dc.aggregation == "token_mean",
+              "distributed.auto_shard_steps needs aggregation token_mean (with {} the shares "
+              "change the result)", dc.aggregation);
   const bool want_gpus = dc.gpus != "1";
   FTUNE_CHECK(!(dc.nproc > 1 && want_gpus),
               "--nproc {} (CPU workers) and --gpus {} both given; choose one", dc.nproc, dc.gpus);

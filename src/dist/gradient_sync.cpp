@@ -77,9 +77,10 @@ double DataParallelSync::backward_scale(int64_t n) {
 
 GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
   const int W = world_size(), r = rank();
-  // The step's one scalar reduction: totals, then per-rank slots (trained tokens, memory).
+  // The step's one scalar reduction: totals, then per-rank slots (trained tokens, memory,
+  // micro-batches and compute seconds for auto shard weights).
   enum { kTrained, kLoss, kInput, kFixed };
-  std::vector<double> v(kFixed + 3 * static_cast<size_t>(W), 0.0);
+  std::vector<double> v(kFixed + 5 * static_cast<size_t>(W), 0.0);
   v[kTrained] = static_cast<double>(local.trained_tokens);
   v[kLoss] = local.loss_sum;
   v[kInput] = static_cast<double>(local.input_tokens);
@@ -87,6 +88,8 @@ GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
   v[kFixed + r] = static_cast<double>(local.trained_tokens);
   v[kFixed + W + r] = mem;
   v[kFixed + 2 * W + r] = peak;
+  v[kFixed + 3 * W + r] = static_cast<double>(local.micro_batches);
+  v[kFixed + 4 * W + r] = local.compute_s;
   comm_.all_reduce_sum(v);
 
   GlobalWindow g;
@@ -95,7 +98,9 @@ GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
   g.input_tokens = static_cast<int64_t>(v[kInput]);
   std::vector<double> counts(v.begin() + kFixed, v.begin() + kFixed + W);
   g.memory_mib.assign(v.begin() + kFixed + W, v.begin() + kFixed + 2 * W);
-  g.peak_memory_mib.assign(v.begin() + kFixed + 2 * W, v.end());
+  g.peak_memory_mib.assign(v.begin() + kFixed + 2 * W, v.begin() + kFixed + 3 * W);
+  g.micro_batches.assign(v.begin() + kFixed + 3 * W, v.begin() + kFixed + 4 * W);
+  g.compute_s.assign(v.begin() + kFixed + 4 * W, v.end());
   if (g.trained_tokens == 0) return g;  // the trainer reports it
 
   double post = 1.0;

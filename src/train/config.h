@@ -89,6 +89,7 @@ struct DistributedConfig {
   std::string aggregation;            // token_mean|mean|weighted|median
   std::vector<double> rank_weights;   // weighted: one weight per rank
   std::vector<double> shard_weights;  // share of each window per rank; empty = equal
+  int64_t auto_shard_steps = 0;       // > 0: shares from measured throughput after that many steps
   std::string backend;                // auto|nccl|gloo
   std::string master_addr;            // "" = MASTER_ADDR from the environment, else 127.0.0.1
   int64_t master_port = 0;            // 0 = MASTER_PORT(+1) from the environment, else a free port

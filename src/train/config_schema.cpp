@@ -169,6 +169,10 @@ constexpr std::array kSchema = {
     ConfigKey{"distributed.shard_weights", T::Numbers, "[]", 0, kInf, false, "",
               "share of each step's micro-batches per rank, e.g. [1, 1, 2, 2]; empty = equal",
               FTUNE_FIELD(distributed, shard_weights)},
+    ConfigKey{"distributed.auto_shard_steps", T::Int, "0", 0, kInf, false, "",
+              "shard weights from measured throughput: after this many steps each rank's share "
+              "follows its micro-batches per second (token_mean only); 0 = off",
+              FTUNE_FIELD(distributed, auto_shard_steps)},
     ConfigKey{"distributed.backend", T::Choice, "auto", 0, 0, false, "auto|nccl|gloo",
               "communication library; auto = nccl on GPU, gloo on CPU",
               FTUNE_FIELD(distributed, backend)},
@@ -220,7 +224,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 62, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 63, "update the schema count when adding a config key");
 
 }  // namespace
 

@@ -39,6 +39,11 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   // A window of the global micro-batch list: accumulation steps x ranks (HF's global batch).
   const int64_t accum = opts.gradient_accumulation_steps * world;
   (void)split_by_weights(0, opts.shard_weights, world);  // checks the weights up front
+  std::vector<double> shard_weights = opts.shard_weights;
+  // Auto shard weights: micro-batches and compute seconds per rank over the first steps.
+  std::vector<double> measured_batches(static_cast<size_t>(world), 0.0),
+      measured_s(static_cast<size_t>(world), 0.0);
+  int64_t measured_steps = 0;
   EpochBatches epoch_batches = epoch_of(data, 0);
   FTUNE_CHECK(epoch_batches.size > 0, "train: the training set yields no batches");
   // Packing a new order each epoch may give a slightly different number of rows, so the plan
@@ -93,7 +98,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   auto run_eval = [&](int64_t step, double epoch) -> double {
     if (data.validation.empty()) return -1;
     const auto [vb, ve] = window_share(0, static_cast<int64_t>(data.validation.size()),
-                                       opts.shard_weights, rank, world);
+                                       shard_weights, rank, world);
     const StepLoss l = trainer.evaluate(
         std::vector<Batch>(data.validation.begin() + vb, data.validation.begin() + ve));
     if (opts.on_progress) opts.on_progress(step);
@@ -130,7 +135,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     }
     const int64_t begin = state.batch_in_epoch;
     const int64_t end = std::min<int64_t>(begin + accum, epoch_batches.size);
-    const auto [mine_begin, mine_end] = window_share(begin, end, opts.shard_weights, rank, world);
+    const auto [mine_begin, mine_end] = window_share(begin, end, shard_weights, rank, world);
     std::vector<Batch> window;
     for (int64_t i = mine_begin; i < mine_end; ++i) {
       window.push_back(epoch_batches.at(i));
@@ -143,6 +148,35 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     state.batch_in_epoch = end;
     state.global_step = st.step;
     if (opts.on_progress) opts.on_progress(st.step);
+    if (opts.auto_shard_steps > 0 && measured_steps < opts.auto_shard_steps &&
+        st.compute_s.size() == static_cast<size_t>(world)) {
+      for (size_t r = 0; r < measured_s.size(); ++r) {
+        measured_batches[r] += st.micro_batches[r];
+        measured_s[r] += st.compute_s[r];
+      }
+      if (++measured_steps == opts.auto_shard_steps) {
+        // Every rank computes the same weights from the same reduced numbers. A rank that got
+        // no micro-batch keeps the mean throughput of the others.
+        std::vector<double> w(static_cast<size_t>(world), 0.0);
+        double sum = 0;
+        int known = 0;
+        for (size_t r = 0; r < w.size(); ++r)
+          if (measured_batches[r] > 0 && measured_s[r] > 0) {
+            w[r] = measured_batches[r] / measured_s[r];
+            sum += w[r];
+            ++known;
+          }
+        if (known > 0) {
+          for (double& x : w)
+            if (x == 0) x = sum / known;
+          shard_weights = w;
+          if (main)
+            progress.message(fmt::format("auto shard weights after {} steps (micro-batches/s per "
+                                         "rank): [{:.3g}]",
+                                         measured_steps, fmt::join(w, ", ")));
+        }
+      }
+    }
     const int64_t tokens = st.input_tokens;
     state.tokens_seen += tokens;
     summary.trained_tokens += st.trained_tokens;

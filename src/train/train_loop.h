@@ -34,6 +34,8 @@ struct TrainLoopOptions {
   bool is_main_process = true;  // rank 0 writes logs, checkpoints and the adapter
   // Distributed runs: share of each global window per rank (empty = equal; data/shard.h).
   std::vector<double> shard_weights;
+  // > 0: after this many steps, shard weights = each rank's measured micro-batches per second.
+  int64_t auto_shard_steps = 0;
   // Called after every step and evaluation (the worker's heartbeat to its launcher).
   std::function<void(int64_t step)> on_progress;
 };

@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <chrono>
+
 #include "core/error.h"
 
 namespace ftune {
@@ -29,13 +31,16 @@ StepStats Trainer::step(const std::vector<Batch>& window) {
             : 1.0 / static_cast<double>(local.trained_tokens));
 
   model_.lora().zero_grad();
+  const auto t0 = std::chrono::steady_clock::now();
   for (const Batch& b : window) {
     const StepLoss l = model_.forward_backward(b, grad_scale);
     local.loss_sum += l.loss_sum;
     local.input_tokens += b.tokens();
   }
+  local.micro_batches = static_cast<int64_t>(window.size());
+  local.compute_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   StepStats st;
-  GlobalWindow global{local.trained_tokens, local.loss_sum, local.input_tokens, {}, {}};
+  GlobalWindow global{local.trained_tokens, local.loss_sum, local.input_tokens, {}, {}, {}, {}};
   if (sync_) {
     global = sync_->finish_window(local);
     FTUNE_CHECK(global.trained_tokens > 0, "trainer: the accumulation window has no trained "
@@ -50,6 +55,8 @@ StepStats Trainer::step(const std::vector<Batch>& window) {
   st.input_tokens = global.input_tokens;
   st.memory_mib = std::move(global.memory_mib);
   st.peak_memory_mib = std::move(global.peak_memory_mib);
+  st.micro_batches = std::move(global.micro_batches);
+  st.compute_s = std::move(global.compute_s);
   if (sync_) sync_->after_step(st.step, optimizer_);
   return st;
 }

@@ -18,6 +18,8 @@ struct LocalWindow {
   int64_t trained_tokens = 0;  // targets that are not -100, this rank's micro-batches
   double loss_sum = 0.0;       // sum of their token losses
   int64_t input_tokens = 0;    // tokens fed through the model
+  int64_t micro_batches = 0;   // micro-batches trained
+  double compute_s = 0.0;      // seconds spent in forward/backward
 };
 
 // The step over all ranks: the result of the step's one scalar reduction.
@@ -27,6 +29,8 @@ struct GlobalWindow {
   int64_t input_tokens = 0;
   std::vector<double> memory_mib;       // per rank: memory in use at the end of backward
   std::vector<double> peak_memory_mib;  // per rank: peak so far
+  std::vector<double> micro_batches;    // per rank: micro-batches of this step
+  std::vector<double> compute_s;        // per rank: forward/backward seconds of this step
 };
 
 // Implemented by the distributed layer (src/dist/gradient_sync.h); the single-process trainer
@@ -62,6 +66,7 @@ struct StepStats {
   int64_t trained_tokens = 0;   // over the window, all ranks
   int64_t input_tokens = 0;     // tokens fed through the model, all ranks
   std::vector<double> memory_mib, peak_memory_mib;  // per rank (distributed runs only)
+  std::vector<double> micro_batches, compute_s;     // per rank (distributed runs only)
 };
 
 class Trainer {

@@ -228,6 +228,14 @@ TEST(DistE2E, OneTwoThreeProcessesAndUnevenSharesTrainTheSame) {
   ASSERT_EQ(ru.code, 0) << ru.err;
   expect_same_run(dir + "/uneven", dir + "/one", "2 processes, shard_weights [1, 2]");
 
+  // Shares from measured throughput after the first step: the result does not move.
+  auto automatic = job(dir + "/auto", 3);
+  automatic.insert(automatic.end(), {"--nproc", "2", "distributed.auto_shard_steps=1"});
+  Result ra = run(automatic, dir + "/auto");
+  ASSERT_EQ(ra.code, 0) << ra.err;
+  EXPECT_NE(ra.err.find("auto shard weights after 1 steps"), std::string::npos) << ra.err;
+  expect_same_run(dir + "/auto", dir + "/one", "2 processes, auto shard weights");
+
   // Per-rank memory is in metrics.jsonl, one entry per rank.
   std::ifstream f(dir + "/three/metrics.jsonl");
   std::string first;

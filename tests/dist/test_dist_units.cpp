@@ -386,7 +386,9 @@ TEST(ExampleConfigs, EveryExampleYamlIsValid) {
     ++n;
     // The model and data folders of the examples are the user's; everything else must load.
     const TrainConfig c = load_config(e.path().string(), {"model.path=\"\"", "data.train=\"\""});
-    if (c.distributed.gpus != "1") EXPECT_FALSE(parse_gpu_selection(c.distributed.gpus, -1).empty());
+    if (c.distributed.gpus != "1") {
+      EXPECT_FALSE(parse_gpu_selection(c.distributed.gpus, -1).empty());
+    }
     if (!c.distributed.shard_weights.empty()) {
       const int world = static_cast<int>(parse_gpu_selection(c.distributed.gpus, -1).size());
       EXPECT_EQ(split_by_weights(12, c.distributed.shard_weights, world),
