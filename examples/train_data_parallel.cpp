@@ -1,8 +1,10 @@
 // Embedding ftune: the built-in tiny job trained by two CPU worker processes with one call to
 // enable data parallelism, then the metrics read back. CI builds and runs this program
-// (argv[1]: the ftune binary the workers run, argv[2]: an output folder).
+// (argv[1]: the ftune binary the workers run, argv[2]: an output folder), both as the launcher
+// of its workers and as the two ranks of a torchrun-style environment.
 //
 //   ./train_data_parallel ./build/ftune /tmp/ftune-example
+//   torchrun --no-python --nproc_per_node=2 ./train_data_parallel ./build/ftune /tmp/ftune-example
 #include <cstdio>
 #include <exception>
 
@@ -21,6 +23,9 @@ int main(int argc, char** argv) {
                               .aggregation = "token_mean", .rank_weights = {}, .shard_weights = {}});
     job.worker_binary(argv[1]);
     const ftune::api::TrainResult r = job.train();
+    // Started by torchrun/srun/mpirun, this program runs once per rank and train() returns in
+    // each; rank 0 reports.
+    if (!ftune::api::is_main_process()) return 0;
 
     std::printf("steps %lld, loss %.4f -> %.4f, validation loss %.4f, adapter in %s\n",
                 static_cast<long long>(r.steps), r.first_loss, r.final_loss, r.eval_loss,
