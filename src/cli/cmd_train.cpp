@@ -282,7 +282,19 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
       so.aggregation = parse_aggregation(cfg.distributed.aggregation);
       so.rank_weights = cfg.distributed.rank_weights;
       so.verify_every = cfg.distributed.verify_every;
-      sync = std::make_unique<DataParallelSync>(*comm, model.ops(), model.lora(), so);
+      MemoryProbe probe = host_memory_mib;
+      if (gpu) {  // memory in use on this rank's GPU; the peak is the largest value seen
+        probe = [dev = ri.cuda_device, peak = 0.0]() mutable -> std::pair<double, double> {
+          for (const auto& d : query_gpus().devices)
+            if (d.index == dev) {
+              const double used = static_cast<double>(d.total_bytes - d.free_bytes) / 1048576.0;
+              peak = std::max(peak, used);
+              return {used, peak};
+            }
+          return host_memory_mib();
+        };
+      }
+      sync = std::make_unique<DataParallelSync>(*comm, model.ops(), model.lora(), so, probe);
       return sync.get();
     };
     const TrainSummary s = train_model(cfg, in, *ops, args.resume, main, ri.world_size, make_sync,
