@@ -287,6 +287,10 @@ void run_launcher(const LaunchPlan& plan) {
       int n = 0;
       for (auto& w : ws) n += w.running;
       stop_all(ws, pgid, SIGTERM);
+      for (auto& w : ws) {
+        if (w.err_fd >= 0) ::close(w.err_fd);
+        if (w.hb_fd >= 0) ::close(w.hb_fd);
+      }
       ::sigaction(SIGINT, &old_int, nullptr);
       ::sigaction(SIGTERM, &old_term, nullptr);
       fail("interrupted ({}): stopped {} running worker(s)", signal_text(g_interrupted), n);
