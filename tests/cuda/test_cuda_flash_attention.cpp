@@ -230,37 +230,41 @@ void run_case(const Case& c, uint64_t seed, float qk_magnitude = 1.0f) {
                           scale, dq_ref, dk_ref, dv_ref);
 
   const auto nq = static_cast<size_t>(n * c.nh * c.hd), nkv = static_cast<size_t>(n * c.nkv * c.hd);
-  DeviceBuffer dq_in(nq * 2), dk_in(nkv * 2), dv_in(nkv * 2), ddo(nq * 2), dds(n * 4);
-  DeviceBuffer d_out(nq * 2), d_lse(n * c.nh * 4), d_dq(nq * 2), d_dk(nkv * 2), d_dv(nkv * 2);
+  DeviceBuffer q_dev(nq * 2), k_dev(nkv * 2), v_dev(nkv * 2), do_dev(nq * 2), ds_dev(n * 4);
+  DeviceBuffer o_dev(nq * 2), lse_dev(n * c.nh * 4), dq_dev(nq * 2), dk_dev(nkv * 2),
+      dv_dev(nkv * 2);
   DeviceBuffer ws(cuda::flash_attention_workspace_bytes(n, c.nh, c.nkv, c.hd));
-  upload(dq_in, q.bits);
-  upload(dk_in, k.bits);
-  upload(dv_in, v.bits);
-  upload(ddo, d_o.bits);
-  upload(dds, ds);
-  for (const DeviceBuffer* b : {&d_out, &d_lse, &d_dq, &d_dk, &d_dv, &ws}) poison(*b);
+  upload(q_dev, q.bits);
+  upload(k_dev, k.bits);
+  upload(v_dev, v.bits);
+  upload(do_dev, d_o.bits);
+  upload(ds_dev, ds);
+  for (const DeviceBuffer* b : {&o_dev, &lse_dev, &dq_dev, &dk_dev, &dv_dev, &ws}) poison(*b);
 
-  cuda::flash_attention_forward<T>(dq_in.get<T>(), dk_in.get<T>(), dv_in.get<T>(),
-                                   dds.get<int32_t>(), n, c.nh, c.nkv, c.hd, scale, d_out.get<T>(),
-                                   d_lse.get<float>(), nullptr);
+  cuda::flash_attention_forward<T>(q_dev.get<T>(), k_dev.get<T>(), v_dev.get<T>(),
+                                   ds_dev.get<int32_t>(), n, c.nh, c.nkv, c.hd, scale,
+                                   o_dev.get<T>(), lse_dev.get<float>(), nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   const bool bf16 = kIsBf16<T>;
-  EXPECT_EQ(check(download_half<T>(d_out, nq), o_ref.to_vector(), forward_tol(bf16)), "") << "o";
+  EXPECT_EQ(check(download_half<T>(o_dev, nq), o_ref.to_vector(), forward_tol(bf16)), "") << "o";
   // lse is fp32 from fp32 scores of the same rounded inputs: only summation order differs.
-  EXPECT_EQ(test::compare(download_f32(d_lse, static_cast<size_t>(n * c.nh)), lse_ref.to_vector(),
+  EXPECT_EQ(test::compare(download_f32(lse_dev, static_cast<size_t>(n * c.nh)), lse_ref.to_vector(),
                           0.0f, 1e-3f),
             "")
       << "lse";
 
   // The backward consumes the kernel's own o and lse, as in training.
-  cuda::flash_attention_backward<T>(dq_in.get<T>(), dk_in.get<T>(), dv_in.get<T>(), d_out.get<T>(),
-                                    d_lse.get<float>(), ddo.get<T>(), dds.get<int32_t>(), n, c.nh,
-                                    c.nkv, c.hd, scale, d_dq.get<T>(), d_dk.get<T>(), d_dv.get<T>(),
-                                    ws.get(), nullptr);
+  cuda::flash_attention_backward<T>(q_dev.get<T>(), k_dev.get<T>(), v_dev.get<T>(), o_dev.get<T>(),
+                                    lse_dev.get<float>(), do_dev.get<T>(), ds_dev.get<int32_t>(), n,
+                                    c.nh, c.nkv, c.hd, scale, dq_dev.get<T>(), dk_dev.get<T>(),
+                                    dv_dev.get<T>(), ws.get(), nullptr);
   CUDA_OK(cudaDeviceSynchronize());
-  EXPECT_EQ(check(download_half<T>(d_dq, nq), dq_ref.to_vector(), backward_tol(bf16)), "") << "dq";
-  EXPECT_EQ(check(download_half<T>(d_dk, nkv), dk_ref.to_vector(), backward_tol(bf16)), "") << "dk";
-  EXPECT_EQ(check(download_half<T>(d_dv, nkv), dv_ref.to_vector(), backward_tol(bf16)), "") << "dv";
+  EXPECT_EQ(check(download_half<T>(dq_dev, nq), dq_ref.to_vector(), backward_tol(bf16)), "")
+      << "dq";
+  EXPECT_EQ(check(download_half<T>(dk_dev, nkv), dk_ref.to_vector(), backward_tol(bf16)), "")
+      << "dk";
+  EXPECT_EQ(check(download_half<T>(dv_dev, nkv), dv_ref.to_vector(), backward_tol(bf16)), "")
+      << "dv";
 }
 
 class FlashAttention : public ::testing::Test {
