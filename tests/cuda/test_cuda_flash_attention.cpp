@@ -7,9 +7,10 @@
 // magnitude, plus a relative L2 bound that catches systematic errors the loose elementwise
 // bound would let through.
 //
-// The GPU tests skip when no CUDA device is usable. FlashAttentionBench (disabled by default)
-// prints TFLOP/s of the forward and backward for 4 documents of 2048 tokens, nh 32, nkv 8,
-// hd 128:  test_cuda_flash_attention --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+// The GPU tests skip when no CUDA device is usable. FlashAttention.DISABLED_Bench prints TFLOP/s
+// of the forward and backward for n = 8192 as 4 documents of 2048 tokens, nh 32, nkv 8, hd 128
+// (bf16 and f16; then hd 64, and 16 documents of 512):
+//   test_cuda_flash_attention --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -338,9 +339,9 @@ TEST_F(FlashAttention, PeakedSoftmaxMatchesCpuReference) {
 //   backward 10 P hd nh  (S recomputed, dP = dO V^T, dV, dK, dQ)
 
 template <typename T>
-void bench(const char* label) {
-  const std::vector<int> docs = repeat(2048, 4);
-  const int nh = 32, nkv = 8, hd = 128;
+void bench(const char* label, int hd, int doc_len = 2048) {
+  const std::vector<int> docs = repeat(doc_len, 8192 / doc_len);
+  const int nh = 32, nkv = 8;
   const std::vector<int32_t> ds = doc_starts(docs);
   const int64_t n = static_cast<int64_t>(ds.size());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -385,13 +386,15 @@ void bench(const char* label) {
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   std::printf(
-      "[flash %s] n %lld (4 docs x 2048) nh %d nkv %d hd %d: forward %.3f ms %.1f TFLOP/s, "
+      "[flash %s] n %lld (%zu docs x %d) nh %d nkv %d hd %d: forward %.3f ms %.1f TFLOP/s, "
       "backward %.3f ms %.1f TFLOP/s\n",
-      label, static_cast<long long>(n), nh, nkv, hd, f_ms, fwd_flops / (f_ms * 1e9), b_ms,
-      bwd_flops / (b_ms * 1e9));
+      label, static_cast<long long>(n), docs.size(), doc_len, nh, nkv, hd, f_ms,
+      fwd_flops / (f_ms * 1e9), b_ms, bwd_flops / (b_ms * 1e9));
 }
 
 TEST_F(FlashAttention, DISABLED_Bench) {
-  bench<__nv_bfloat16>("bf16");
-  bench<__half>("f16");
+  bench<__nv_bfloat16>("bf16", 128);
+  bench<__half>("f16", 128);
+  bench<__nv_bfloat16>("bf16", 64);        // Llama-3.2-1B's attention shape
+  bench<__nv_bfloat16>("bf16", 128, 512);  // many shorter documents
 }

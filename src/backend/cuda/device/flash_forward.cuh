@@ -36,12 +36,14 @@ struct FwdConfig {
   static constexpr int kWarps = HD >= 64 ? 8 : 4;
   static constexpr int kBM = 16 * kWarps;
   static constexpr int kBN = 64;
+  // CTAs per SM the register budget is sized for (HD <= 64 fits two in 128 registers a thread).
+  static constexpr int kMinBlocks = HD <= 64 ? 2 : 1;
   static constexpr int kLd = HD + 8;  // padded row: ldmatrix rows hit distinct bank groups
   static constexpr int kSmemBytes = (kBM + 4 * kBN) * kLd * 2;  // Q, K[2], V[2]
 };
 
 template <typename T, int HD>
-__global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32)
+__global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32, FwdConfig<HD>::kMinBlocks)
     flash_forward_kernel(const FwdParams<T> p) {
   using Cfg = FwdConfig<HD>;
   using M = MmaTraits<T>;
