@@ -286,6 +286,7 @@ int main(int argc, char** argv) {
       {{33, 40}, 4, 2, 96},
       {{150}, 2, 2, 128},
       {{5, 60, 1, 1, 64, 7}, 4, 1, 128},
+      {{200, 1, 99}, 2, 1, 128},  // three 128-key blocks, a document ending mid-block
   };
   if (quick) cases.resize(3);
   bool ok = true;
