@@ -98,6 +98,7 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& body);
 #define gridDim (::emu::cta().grid)
 
 inline void __syncthreads() { emu::arrive_and_wait(emu::cta().block_barrier); }
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { emu::warp_sync(); }
 
 template <typename T>
 inline T __shfl_xor_sync(unsigned /*mask*/, T v, int off) {

@@ -4,7 +4,8 @@
 // blocks, documents of length 1 and n not a multiple of any block. Shared memory is filled with
 // NaN before each CTA, outputs are poisoned with NaN. Exits 1 on any failure. Built by
 // tests/CMakeLists.txt as the host-only test flash_emu (needs the CUDA headers, not a GPU); by
-// hand, from the repository root:
+// hand, from the repository root (add -fsanitize=address,undefined to check every global and
+// shared-memory access against the buffers' bounds):
 //   g++ -std=c++20 -O2 -I dev/flash_emu -I src -I /usr/local/cuda/include
 //       dev/flash_emu/flash_emu.cpp -o /tmp/flash_emu && /tmp/flash_emu [quick]
 #include <algorithm>
@@ -14,7 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "emu.h"  // first: the CUDA keywords and builtins as host code
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
+
+#include "emu.h"  // before the kernels: the CUDA keywords and builtins as host code
 
 namespace ftune::device {
 alignas(16) uint4 smem_raw[232448 / 16];  // the kernels' extern __shared__ buffer
@@ -130,7 +135,18 @@ std::vector<float> floats(const std::vector<T>& x) {
   return f;
 }
 
-void fill_smem_nan() { std::memset(smem_raw, 0xFF, sizeof(smem_raw)); }
+// Before a launch with `bytes` of dynamic shared memory: NaN in all of it and, under
+// AddressSanitizer (-fsanitize=address), the rest of the buffer poisoned so that any access
+// past the kernel's shared-memory layout is reported.
+void prepare_smem(size_t bytes) {
+#ifdef __SANITIZE_ADDRESS__
+  ASAN_UNPOISON_MEMORY_REGION(smem_raw, sizeof(smem_raw));
+#endif
+  std::memset(smem_raw, 0xFF, sizeof(smem_raw));
+#ifdef __SANITIZE_ADDRESS__
+  ASAN_POISON_MEMORY_REGION(reinterpret_cast<char*>(smem_raw) + bytes, sizeof(smem_raw) - bytes);
+#endif
+}
 
 template <typename T, int HD>
 bool run(const Case& c, uint64_t seed, float mag, float scale_sign) {
@@ -171,7 +187,7 @@ bool run(const Case& c, uint64_t seed, float mag, float scale_sign) {
                          n,        nh,       nkv,      nh / nkv,  scale * kFlashLog2e};
     const dim3 grid((n + Cfg::kBM - 1) / Cfg::kBM * nh);
     const std::function<void()> body = [&] { flash_forward_kernel<T, HD>(p); };
-    fill_smem_nan();
+    prepare_smem(Cfg::kSmemBytes);
     emu::launch(grid, dim3(Cfg::kWarps * 32), body);
   }
   // Backward, as flash_attention_bwd.cu does (smaller grids for the grid-stride kernels).
@@ -182,13 +198,14 @@ bool run(const Case& c, uint64_t seed, float mag, float scale_sign) {
     const std::function<void()> dk_body = [&] {
       flash_delta_kernel<T>(o.data(), d_o.data(), delta.data(), rows, HD);
     };
+    prepare_smem(0);
     emu::launch(dim3(3), dim3(64), dk_body);
     const int nkb = (n + Cfg::kBN - 1) / Cfg::kBN;
     std::vector<int> order(static_cast<size_t>(nkb), -1);
     const std::function<void()> sched_body = [&] {
       flash_schedule_kernel<Cfg::kBN, Cfg::kBM>(ds.data(), n, order.data());
     };
-    fill_smem_nan();
+    prepare_smem(kFlashScheduleBins * sizeof(int));
     emu::launch(dim3(1), dim3(96), sched_body);
     std::vector<int> sorted = order;
     std::sort(sorted.begin(), sorted.end());
@@ -227,11 +244,12 @@ bool run(const Case& c, uint64_t seed, float mag, float scale_sign) {
     p.scale = scale;
     p.scale_log2 = scale * kFlashLog2e;
     const std::function<void()> body = [&] { flash_backward_kernel<T, HD>(p); };
-    fill_smem_nan();
+    prepare_smem(Cfg::kSmemBytes);
     emu::launch(dim3(nkb * nkv), dim3(Cfg::kWarps * 32), body);
     const std::function<void()> cv_body = [&] {
       flash_convert_kernel<T>(acc.data(), dq.data(), static_cast<int64_t>(nq), scale);
     };
+    prepare_smem(0);
     emu::launch(dim3(2), dim3(128), cv_body);
   }
 
@@ -286,6 +304,7 @@ int main(int argc, char** argv) {
       {{33, 40}, 4, 2, 96},
       {{150}, 2, 2, 128},
       {{5, 60, 1, 1, 64, 7}, 4, 1, 128},
+      {{200, 1, 99}, 2, 1, 128},  // three 128-key blocks, a document ending mid-block
   };
   if (quick) cases.resize(3);
   bool ok = true;

@@ -7,9 +7,10 @@
 // magnitude, plus a relative L2 bound that catches systematic errors the loose elementwise
 // bound would let through.
 //
-// The GPU tests skip when no CUDA device is usable. FlashAttentionBench (disabled by default)
-// prints TFLOP/s of the forward and backward for 4 documents of 2048 tokens, nh 32, nkv 8,
-// hd 128:  test_cuda_flash_attention --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+// The GPU tests skip when no CUDA device is usable. FlashAttention.DISABLED_Bench prints TFLOP/s
+// of the forward and backward for n = 8192 as 4 documents of 2048 tokens, nh 32, nkv 8, hd 128
+// (bf16 and f16; then hd 64, and 16 documents of 512):
+//   test_cuda_flash_attention --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -230,37 +231,41 @@ void run_case(const Case& c, uint64_t seed, float qk_magnitude = 1.0f) {
                           scale, dq_ref, dk_ref, dv_ref);
 
   const auto nq = static_cast<size_t>(n * c.nh * c.hd), nkv = static_cast<size_t>(n * c.nkv * c.hd);
-  DeviceBuffer dq_in(nq * 2), dk_in(nkv * 2), dv_in(nkv * 2), ddo(nq * 2), dds(n * 4);
-  DeviceBuffer d_out(nq * 2), d_lse(n * c.nh * 4), d_dq(nq * 2), d_dk(nkv * 2), d_dv(nkv * 2);
+  DeviceBuffer q_dev(nq * 2), k_dev(nkv * 2), v_dev(nkv * 2), do_dev(nq * 2), ds_dev(n * 4);
+  DeviceBuffer o_dev(nq * 2), lse_dev(n * c.nh * 4), dq_dev(nq * 2), dk_dev(nkv * 2),
+      dv_dev(nkv * 2);
   DeviceBuffer ws(cuda::flash_attention_workspace_bytes(n, c.nh, c.nkv, c.hd));
-  upload(dq_in, q.bits);
-  upload(dk_in, k.bits);
-  upload(dv_in, v.bits);
-  upload(ddo, d_o.bits);
-  upload(dds, ds);
-  for (const DeviceBuffer* b : {&d_out, &d_lse, &d_dq, &d_dk, &d_dv, &ws}) poison(*b);
+  upload(q_dev, q.bits);
+  upload(k_dev, k.bits);
+  upload(v_dev, v.bits);
+  upload(do_dev, d_o.bits);
+  upload(ds_dev, ds);
+  for (const DeviceBuffer* b : {&o_dev, &lse_dev, &dq_dev, &dk_dev, &dv_dev, &ws}) poison(*b);
 
-  cuda::flash_attention_forward<T>(dq_in.get<T>(), dk_in.get<T>(), dv_in.get<T>(),
-                                   dds.get<int32_t>(), n, c.nh, c.nkv, c.hd, scale, d_out.get<T>(),
-                                   d_lse.get<float>(), nullptr);
+  cuda::flash_attention_forward<T>(q_dev.get<T>(), k_dev.get<T>(), v_dev.get<T>(),
+                                   ds_dev.get<int32_t>(), n, c.nh, c.nkv, c.hd, scale,
+                                   o_dev.get<T>(), lse_dev.get<float>(), nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   const bool bf16 = kIsBf16<T>;
-  EXPECT_EQ(check(download_half<T>(d_out, nq), o_ref.to_vector(), forward_tol(bf16)), "") << "o";
+  EXPECT_EQ(check(download_half<T>(o_dev, nq), o_ref.to_vector(), forward_tol(bf16)), "") << "o";
   // lse is fp32 from fp32 scores of the same rounded inputs: only summation order differs.
-  EXPECT_EQ(test::compare(download_f32(d_lse, static_cast<size_t>(n * c.nh)), lse_ref.to_vector(),
+  EXPECT_EQ(test::compare(download_f32(lse_dev, static_cast<size_t>(n * c.nh)), lse_ref.to_vector(),
                           0.0f, 1e-3f),
             "")
       << "lse";
 
   // The backward consumes the kernel's own o and lse, as in training.
-  cuda::flash_attention_backward<T>(dq_in.get<T>(), dk_in.get<T>(), dv_in.get<T>(), d_out.get<T>(),
-                                    d_lse.get<float>(), ddo.get<T>(), dds.get<int32_t>(), n, c.nh,
-                                    c.nkv, c.hd, scale, d_dq.get<T>(), d_dk.get<T>(), d_dv.get<T>(),
-                                    ws.get(), nullptr);
+  cuda::flash_attention_backward<T>(q_dev.get<T>(), k_dev.get<T>(), v_dev.get<T>(), o_dev.get<T>(),
+                                    lse_dev.get<float>(), do_dev.get<T>(), ds_dev.get<int32_t>(), n,
+                                    c.nh, c.nkv, c.hd, scale, dq_dev.get<T>(), dk_dev.get<T>(),
+                                    dv_dev.get<T>(), ws.get(), nullptr);
   CUDA_OK(cudaDeviceSynchronize());
-  EXPECT_EQ(check(download_half<T>(d_dq, nq), dq_ref.to_vector(), backward_tol(bf16)), "") << "dq";
-  EXPECT_EQ(check(download_half<T>(d_dk, nkv), dk_ref.to_vector(), backward_tol(bf16)), "") << "dk";
-  EXPECT_EQ(check(download_half<T>(d_dv, nkv), dv_ref.to_vector(), backward_tol(bf16)), "") << "dv";
+  EXPECT_EQ(check(download_half<T>(dq_dev, nq), dq_ref.to_vector(), backward_tol(bf16)), "")
+      << "dq";
+  EXPECT_EQ(check(download_half<T>(dk_dev, nkv), dk_ref.to_vector(), backward_tol(bf16)), "")
+      << "dk";
+  EXPECT_EQ(check(download_half<T>(dv_dev, nkv), dv_ref.to_vector(), backward_tol(bf16)), "")
+      << "dv";
 }
 
 class FlashAttention : public ::testing::Test {
@@ -334,9 +339,9 @@ TEST_F(FlashAttention, PeakedSoftmaxMatchesCpuReference) {
 //   backward 10 P hd nh  (S recomputed, dP = dO V^T, dV, dK, dQ)
 
 template <typename T>
-void bench(const char* label) {
-  const std::vector<int> docs = repeat(2048, 4);
-  const int nh = 32, nkv = 8, hd = 128;
+void bench(const char* label, int hd, int doc_len = 2048) {
+  const std::vector<int> docs = repeat(doc_len, 8192 / doc_len);
+  const int nh = 32, nkv = 8;
   const std::vector<int32_t> ds = doc_starts(docs);
   const int64_t n = static_cast<int64_t>(ds.size());
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -381,13 +386,15 @@ void bench(const char* label) {
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   std::printf(
-      "[flash %s] n %lld (4 docs x 2048) nh %d nkv %d hd %d: forward %.3f ms %.1f TFLOP/s, "
+      "[flash %s] n %lld (%zu docs x %d) nh %d nkv %d hd %d: forward %.3f ms %.1f TFLOP/s, "
       "backward %.3f ms %.1f TFLOP/s\n",
-      label, static_cast<long long>(n), nh, nkv, hd, f_ms, fwd_flops / (f_ms * 1e9), b_ms,
-      bwd_flops / (b_ms * 1e9));
+      label, static_cast<long long>(n), docs.size(), doc_len, nh, nkv, hd, f_ms,
+      fwd_flops / (f_ms * 1e9), b_ms, bwd_flops / (b_ms * 1e9));
 }
 
 TEST_F(FlashAttention, DISABLED_Bench) {
-  bench<__nv_bfloat16>("bf16");
-  bench<__half>("f16");
+  bench<__nv_bfloat16>("bf16", 128);
+  bench<__half>("f16", 128);
+  bench<__nv_bfloat16>("bf16", 64);        // Llama-3.2-1B's attention shape
+  bench<__nv_bfloat16>("bf16", 128, 512);  // many shorter documents
 }

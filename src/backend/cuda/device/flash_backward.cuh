@@ -46,9 +46,12 @@ struct BwdParams {
 // BN keys per CTA (16 per warp), BM queries per step. The fp32 dK and dV accumulators take HD
 // registers per thread (2 x 16 keys x HD over 32 lanes), so large head dims use narrower query
 // steps (S^T and dP^T take BM / 2 each).
+// hd 128 takes 128 keys per CTA (8 warps, one CTA per SM by registers, as FlashAttention-2 does):
+// half the dq atomics and Q/dO tile loads per flop of 64-key CTAs (the other head dims, two
+// CTAs per SM). The dQ step needs kDch % 16 == 0, which rules 8 warps out for hd 96.
 template <int HD>
 struct BwdConfig {
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = HD == 128 ? 8 : 4;
   static constexpr int kBN = 16 * kWarps;
   static constexpr int kBM = HD >= 96 ? 32 : 64;
   static constexpr int kLd = HD + 8;    // padded rows of the Q, dO, K, V tiles

@@ -36,12 +36,14 @@ struct FwdConfig {
   static constexpr int kWarps = HD >= 64 ? 8 : 4;
   static constexpr int kBM = 16 * kWarps;
   static constexpr int kBN = 64;
+  // CTAs per SM the register budget is sized for (HD <= 64 fits two in 128 registers a thread).
+  static constexpr int kMinBlocks = HD <= 64 ? 2 : 1;
   static constexpr int kLd = HD + 8;  // padded row: ldmatrix rows hit distinct bank groups
   static constexpr int kSmemBytes = (kBM + 4 * kBN) * kLd * 2;  // Q, K[2], V[2]
 };
 
 template <typename T, int HD>
-__global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32)
+__global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32, FwdConfig<HD>::kMinBlocks)
     flash_forward_kernel(const FwdParams<T> p) {
   using Cfg = FwdConfig<HD>;
   using M = MmaTraits<T>;
@@ -213,16 +215,25 @@ __global__ void __launch_bounds__(FwdConfig<HD>::kWarps * 32)
   }
   const float inv_lo = row_lo < i1 ? 1.0f / l_lo : 0.0f;
   const float inv_hi = row_hi < i1 ? 1.0f / l_hi : 0.0f;
-  T* o_lo = p.o + (static_cast<int64_t>(row_lo) * p.nh + h) * HD + 2 * t;
-  T* o_hi = p.o + (static_cast<int64_t>(row_hi) * p.nh + h) * HD + 2 * t;
+  // Stage the warp's 16 rows of O in its own rows of the Q tile (only this warp read them, at
+  // kb == 0), then store them with 16-byte writes: each row's HD values are contiguous in o.
+  T* stage = q_s + warp * 16 * LD;
 #pragma unroll
   for (int nb = 0; nb < NO; ++nb) {
-    if (row_lo < i1)
-      *reinterpret_cast<uint32_t*>(o_lo + nb * 8) =
-          M::pack(acc[nb][0] * inv_lo, acc[nb][1] * inv_lo);
-    if (row_hi < i1)
-      *reinterpret_cast<uint32_t*>(o_hi + nb * 8) =
-          M::pack(acc[nb][2] * inv_hi, acc[nb][3] * inv_hi);
+    *reinterpret_cast<uint32_t*>(stage + g * LD + nb * 8 + 2 * t) =
+        M::pack(acc[nb][0] * inv_lo, acc[nb][1] * inv_lo);
+    *reinterpret_cast<uint32_t*>(stage + (g + 8) * LD + nb * 8 + 2 * t) =
+        M::pack(acc[nb][2] * inv_hi, acc[nb][3] * inv_hi);
+  }
+  __syncwarp();
+  constexpr int kChunks = HD / 8;
+#pragma unroll
+  for (int c = lane; c < 16 * kChunks; c += 32) {
+    const int r = c / kChunks, ch = c % kChunks;
+    const int row = i0 + warp * 16 + r;
+    if (row < i1)
+      *reinterpret_cast<uint4*>(p.o + (static_cast<int64_t>(row) * p.nh + h) * HD + ch * 8) =
+          *reinterpret_cast<const uint4*>(stage + r * LD + ch * 8);
   }
   if (t == 0) {
     if (row_lo < i1) p.lse[static_cast<int64_t>(row_lo) * p.nh + h] = m_lo * kFlashLn2 + logf(l_lo);
