@@ -32,7 +32,9 @@ int cmd_eval(const EvalArgs& a) {
   d.micro_batch_rows = a.batch_size;
   const PreparedData data = prepare_data(d, tok);
   auto ops = make_ops(a.device);
-  LlamaModel model = LlamaModel::from_hf_folder(a.model, *ops);
+  ModelOptions mo;
+  mo.dtype = compute_dtype("auto", *ops);
+  LlamaModel model = LlamaModel::from_hf_folder(a.model, *ops, mo);
   if (!a.adapter.empty())
     model.attach_lora(load_peft_adapter(a.adapter, model.spec(), ops->device()));
   StepLoss total;

@@ -125,9 +125,9 @@ JobInputs prepare_inputs(const TrainConfig& cfg, bool print_summary) {
 }
 
 void check_supported(const TrainConfig& cfg) {
-  FTUNE_CHECK(cfg.model.dtype == "auto" || cfg.model.dtype == "float32",
-              "model.dtype={}: this version computes in float32 only (use auto or float32)",
-              cfg.model.dtype);
+  FTUNE_CHECK(cfg.model.dtype != "float16",
+              "model.dtype=float16: float16 training needs dynamic loss scaling, which this "
+              "version does not have; use bfloat16 (GPUs of compute capability 8.0+) or float32");
   FTUNE_CHECK(!cfg.model.load_in_4bit,
               "model.load_in_4bit: QLoRA (NF4 base weights) is not available in this version");
 }
@@ -149,14 +149,15 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                          const std::function<void(int64_t)>& on_progress) {
   ModelOptions mopts;
   mopts.gradient_checkpointing = cfg.train.gradient_checkpointing;
+  mopts.dtype = compute_dtype(cfg.model.dtype, ops);
   LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts);
   model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops.device()));
   if (main)
-    std::fprintf(stderr, "model: %s (%s, %lld layers, hidden %lld) on %s; LoRA r=%lld alpha=%g on %s: %lld trainable parameters\n",
+    std::fprintf(stderr, "model: %s (%s, %lld layers, hidden %lld) on %s in %s; LoRA r=%lld alpha=%g on %s: %lld trainable parameters\n",
                  in.model_dir.c_str(), model.spec().arch.c_str(),
                  static_cast<long long>(model.spec().num_layers),
                  static_cast<long long>(model.spec().hidden_size), ops.device().str().c_str(),
-                 static_cast<long long>(cfg.lora.r), cfg.lora.alpha,
+                 dtype_name(mopts.dtype).data(), static_cast<long long>(cfg.lora.r), cfg.lora.alpha,
                  fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str(),
                  static_cast<long long>(model.lora().num_params()));
   GradientSync* sync = make_sync ? make_sync(model) : nullptr;
@@ -191,6 +192,9 @@ void print_done(const TrainSummary& s) {
                s.seconds, s.first_loss, s.final_loss);
   if (s.eval_loss >= 0)
     std::fprintf(stderr, ", validation loss %.4f (perplexity %.3f)", s.eval_loss, std::exp(s.eval_loss));
+  if (s.peak_memory_mib >= 0)
+    std::fprintf(stderr, ", peak %s memory %.2f GiB", s.memory_device.c_str(),
+                 s.peak_memory_mib / 1024.0);
   std::fprintf(stderr, "\nadapter: %s\n", s.adapter_dir.c_str());
 }
 
@@ -283,15 +287,11 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
       so.rank_weights = cfg.distributed.rank_weights;
       so.verify_every = cfg.distributed.verify_every;
       MemoryProbe probe = host_memory_mib;
-      if (gpu) {  // memory in use on this rank's GPU; the peak is the largest value seen
-        probe = [dev = ri.cuda_device, peak = 0.0]() mutable -> std::pair<double, double> {
-          for (const auto& d : query_gpus().devices)
-            if (d.index == dev) {
-              const double used = static_cast<double>(d.total_bytes - d.free_bytes) / 1048576.0;
-              peak = std::max(peak, used);
-              return {used, peak};
-            }
-          return host_memory_mib();
+      if (gpu) {  // tensor memory on this rank's GPU (the device allocator's live bytes and peak)
+        probe = []() -> std::pair<double, double> {
+          const MemoryStats m = memory_stats(DeviceType::CUDA);
+          return {static_cast<double>(m.live_bytes) / 1048576.0,
+                  static_cast<double>(m.peak_bytes) / 1048576.0};
         };
       }
       sync = std::make_unique<DataParallelSync>(*comm, model.ops(), model.lora(), so, probe);

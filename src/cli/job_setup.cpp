@@ -29,6 +29,29 @@ std::unique_ptr<Ops> make_ops(const std::string& device) {
   return make_cpu_ops();
 }
 
+DType compute_dtype(const std::string& model_dtype, const Ops& ops) {
+  const Device dev = ops.device();
+  bool has_bf16 = false;
+  if (!dev.is_cpu()) {
+    const GpuRuntimeInfo info = query_gpus();
+    for (const auto& d : info.devices)
+      if (d.index == dev.index) has_bf16 = d.cc_major >= 8;
+  }
+  if (model_dtype == "auto") return has_bf16 ? DType::BF16 : DType::F32;
+  if (model_dtype == "float32") return DType::F32;
+  if (model_dtype == "bfloat16") {
+    FTUNE_CHECK(!dev.is_cpu(), "model.dtype=bfloat16: the CPU backend computes in float32 (use "
+                "model.dtype=auto or float32, or train.device=cuda)");
+    FTUNE_CHECK(has_bf16, "model.dtype=bfloat16: {} has no bfloat16 support (compute capability "
+                "8.0 or newer is needed); use model.dtype=float32", dev.str());
+    return DType::BF16;
+  }
+  FTUNE_CHECK(model_dtype != "float16",
+              "model.dtype=float16: float16 training needs dynamic loss scaling, which this "
+              "version does not have; use bfloat16 (GPUs of compute capability 8.0+) or float32");
+  fail("model.dtype={}: expected auto, float32, bfloat16 or float16", model_dtype);
+}
+
 void write_builtin_model(const std::string& dir, uint64_t seed) {
   fs::create_directories(dir);
   const std::string_view tok_json = embedded_asset("tokenizer_json");

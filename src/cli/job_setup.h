@@ -17,6 +17,11 @@ namespace ftune {
 // "auto" picks CUDA when built with it and a GPU is present, else the CPU.
 std::unique_ptr<Ops> make_ops(const std::string& device);
 
+// The dtype base weights and activations are stored in (model.dtype): auto = bfloat16 on GPUs
+// that have it (compute capability 8.0+), float32 on the CPU and older GPUs. bfloat16 on the CPU
+// and float16 (which needs dynamic loss scaling, not implemented) are refused with the reason.
+DType compute_dtype(const std::string& model_dtype, const Ops& ops);
+
 // Writes the built-in tiny model as an HF folder (config.json, model.safetensors, tokenizer
 // files) into dir, so it can be reloaded, evaluated and used as the adapter's base.
 void write_builtin_model(const std::string& dir, uint64_t seed);

@@ -165,7 +165,7 @@ std::vector<LoraGroupMember> LlamaModel::group_members(int l, int group) const {
 }
 
 void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, LayerCache& c,
-                               Tensor& out, bool keep) {
+                               Tensor& out, bool keep, bool recompute) {
   const LayerWeights& W = base_.layers[static_cast<size_t>(l)];
   const Device dev = ops_.device();
   const DType dt = opts_.dtype;
@@ -210,6 +210,11 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
   lin(kGateUp, W.gate_up, none, c.n2, c.gu);
   c.m = Tensor::empty({N, F}, dt, dev);
   ops_.swiglu_fused_forward(c.gu, c.m);
+  if (recompute) {
+    lora_group_cache_only(ops_, c.m, lora_.get(), l, group_members(l, kDown), drop,
+                          &c.lin[static_cast<size_t>(kDown)]);
+    return;
+  }
   out = Tensor::empty({N, H}, dt, dev);
   lin(kDown, W.weight[static_cast<size_t>(Proj::Down)], W.bias[static_cast<size_t>(Proj::Down)],
       c.m, out);
@@ -295,7 +300,7 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
     if (ckpt) {
       Tensor recomputed;
       Tensor input = c.x;
-      layer_forward(l, input, in, c, recomputed, true);
+      layer_forward(l, input, in, c, recomputed, true, /*recompute=*/true);
     }
     layer_backward(l, in, c, dx);
     c = LayerCache();

@@ -63,8 +63,11 @@ class LlamaModel {
   struct LayerCache;
   struct BatchInputs;
   BatchInputs prepare(const Batch& batch);
+  // recompute: the forward re-run by checkpointing during backward, which needs only what the
+  // backward reads: the layer output (the down projection's base GEMM and the residual add) is
+  // skipped, only the down projection's LoRA input cache is made.
   void layer_forward(int l, const Tensor& x, const BatchInputs& in, LayerCache& c, Tensor& out,
-                     bool keep);
+                     bool keep, bool recompute = false);
   void layer_backward(int l, const BatchInputs& in, LayerCache& c, Tensor& dx);
   std::vector<LoraGroupMember> group_members(int l, int group) const;
   // Adds the batch's loss sum to loss_sum (F64 [1] on the device); returns the trained count.

@@ -302,6 +302,38 @@ void lora_group_forward(Ops& ops, const Tensor& x, const Tensor& w, const Tensor
   }
 }
 
+void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, int layer,
+                           const std::vector<LoraGroupMember>& members, float dropout,
+                           LoraGroupCache* cache) {
+  if (lora == nullptr || cache == nullptr) return;
+  const auto& pairs = lora->layers[static_cast<size_t>(layer)];
+  const int64_t n = x.dim(0);
+  const Tensor stacked =
+      dropout > 0.0f ? Tensor() : lora->stacked_A(layer, member_projs(members), true);
+  if (stacked.defined()) {
+    cache->t = Tensor::empty({n, stacked.dim(0)}, x.dtype(), x.device());
+    ops.gemm(x, false, stacked, true, cache->t, 1.0f, 0.0f);
+    cache->per.clear();
+    return;
+  }
+  cache->t = Tensor();
+  cache->per.assign(members.size(), LoraLinearCache{});
+  for (size_t i = 0; i < members.size(); ++i) {
+    const LoraPair& lp = pairs[static_cast<size_t>(members[i].proj)];
+    if (!lp.defined()) continue;
+    LoraLinearCache& c = cache->per[i];
+    Tensor xd = x;
+    if (dropout > 0.0f) {
+      xd = Tensor::empty(x.shape(), x.dtype(), x.device());
+      c.mask = Tensor::empty(x.shape(), DType::U8, x.device());
+      ops.dropout_forward(x, dropout, members[i].dropout_seed, xd, c.mask);
+      c.xd = xd;
+    }
+    c.t = Tensor::empty({n, lp.A.dim(0)}, x.dtype(), x.device());
+    ops.gemm(xd, false, lp.A_compute(), true, c.t, 1.0f, 0.0f);
+  }
+}
+
 void lora_group_backward(Ops& ops, const Tensor& dy, const Tensor& x, const Tensor& w,
                          LoraWeights* lora, int layer, const std::vector<LoraGroupMember>& members,
                          float scaling, float dropout, const LoraGroupCache& cache, Tensor& dx,

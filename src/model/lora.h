@@ -107,6 +107,11 @@ void lora_group_forward(Ops& ops, const Tensor& x, const Tensor& w, const Tensor
                         const LoraWeights* lora, int layer,
                         const std::vector<LoraGroupMember>& members, float scaling, float dropout,
                         Tensor& y, LoraGroupCache* cache);
+// What lora_group_backward reads from a forward, without the forward's output: the LoRA
+// down-projections (and dropout masks) of the members (for recomputation by checkpointing).
+void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, int layer,
+                           const std::vector<LoraGroupMember>& members, float dropout,
+                           LoraGroupCache* cache);
 // dx = dy w (+ LoRA terms) written, or added when accumulate_dx; LoRA grads accumulated.
 void lora_group_backward(Ops& ops, const Tensor& dy, const Tensor& x, const Tensor& w,
                          LoraWeights* lora, int layer, const std::vector<LoraGroupMember>& members,

@@ -195,6 +195,8 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
                               ? -1
                               : *std::max_element(st.peak_memory_mib.begin(), st.peak_memory_mib.end());
       progress.update(st.step, st.loss, st.lr, st.grad_norm, tps, mem, peak);
+      summary.peak_memory_mib = std::max(summary.peak_memory_mib, peak);
+      summary.memory_device = model.ops().device().is_cpu() ? "host tensor" : "GPU tensor";
       if (opts.logging_steps > 0 && (st.step % opts.logging_steps == 0 || st.step == total)) {
         if (jsonl) jsonl->log_step({st.step, epoch_f, st.loss, st.lr, st.grad_norm, tokens, tps,
                                     elapsed(), st.memory_mib, st.peak_memory_mib});

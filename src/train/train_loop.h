@@ -64,6 +64,8 @@ struct TrainSummary {
   int64_t trained_tokens = 0;  // over the run (this session)
   double seconds = 0;
   std::string adapter_dir;
+  double peak_memory_mib = -1;   // largest tensor-memory peak of any rank (< 0: not measured)
+  std::string memory_device;     // "GPU" or "host"
 };
 
 TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const TrainData& data,

@@ -60,6 +60,11 @@ StepStats Trainer::step(const std::vector<Batch>& window) {
   st.input_tokens = global.input_tokens;
   st.memory_mib = std::move(global.memory_mib);
   st.peak_memory_mib = std::move(global.peak_memory_mib);
+  if (!sync_) {  // one process: the tensor memory of the model's device (allocator accounting)
+    const MemoryStats m = memory_stats(model_.ops().device().type);
+    st.memory_mib = {static_cast<double>(m.live_bytes) / 1048576.0};
+    st.peak_memory_mib = {static_cast<double>(m.peak_bytes) / 1048576.0};
+  }
   st.micro_batches = std::move(global.micro_batches);
   st.compute_s = std::move(global.compute_s);
   if (sync_) sync_->after_step(st.step, optimizer_);

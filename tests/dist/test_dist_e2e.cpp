@@ -407,10 +407,12 @@ TEST(DistE2E, RanksWithDifferentConfigsAreRefused) {
 
 TEST(DistE2E, OutOfMemoryNamesTheRankAndStep) {
   const std::string dir = test::temp_dir("dist_oom");
-  // One micro-batch of 256 rows per step does not fit in 1.5 GB of address space; it is rank
-  // 0's (the window of 2 micro-batches holds only one).
+  // One micro-batch of 256 unpacked rows, each padded to 16384 tokens (4M tokens: one
+  // activation alone is 2 GB), does not fit in 1.5 GB of address space; it is rank 0's (the
+  // window of 2 micro-batches holds only one).
   auto args = job(dir + "/out", 1);
-  args.insert(args.end(), {"--nproc", "2", "train.micro_batch_size=256", "data.max_seq_length=512"});
+  args.insert(args.end(), {"--nproc", "2", "train.micro_batch_size=256", "data.packing=false",
+                           "data.max_seq_length=16384"});
   const Result r = wait_for(spawn(args, {}, dir + "/run.stderr", size_t{1500} << 20));
   EXPECT_EQ(r.code, 1);
   const std::string line = last_line(r.err);
