@@ -44,6 +44,10 @@ class Ops {
   // Waits until every op queued so far has finished (a no-op on the CPU, which runs each op to
   // completion before returning). For timing and profiling only.
   virtual void synchronize() {}
+  // Backends that must copy index tensors (ids, positions, doc_start, targets) to the host to
+  // check their values (CUDA: a synchronisation each) skip that when told the caller has
+  // validated them already. The CPU checks in place at no cost and ignores this.
+  virtual void set_check_index_values(bool on) { (void)on; }
 
   // C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T. 2-D, row-major; a and b one
   // float dtype, c F32 or a's dtype; fp32 accumulation. beta == 0: c is not read (NaN is fine).

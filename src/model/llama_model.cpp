@@ -47,6 +47,9 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, Ops& ops, ModelOptions 
   FTUNE_CHECK(opts_.dtype == DType::F32 || opts_.dtype == DType::BF16 || opts_.dtype == DType::F16,
               "LlamaModel: dtype {} is not one of F32, BF16, F16", dtype_name(opts_.dtype));
   fuse_base_weights(base_, spec_, ops_, opts_.dtype);
+  // prepare() validates every batch's index values on the host, so backends need not copy them
+  // back to check (a synchronisation per op on the GPU).
+  ops_.set_check_index_values(false);
   inv_freq_ = rope_inv_freq(spec_.rope, spec_.head_dim);
 }
 
@@ -122,6 +125,11 @@ LlamaModel::BatchInputs LlamaModel::prepare(const Batch& batch) {
               "whole documents only, so use max_seq_length <= {}",
               max_pos + 1, *spec_.sliding_window, *spec_.sliding_window);
   ensure_rope(static_cast<int64_t>(max_pos) + 1);
+  const std::vector<int32_t> targets = next_token_targets(batch);
+  for (size_t i = 0; i < targets.size(); ++i)
+    FTUNE_CHECK(targets[i] == kIgnoreIndex || (targets[i] >= 0 && targets[i] < spec_.vocab_size),
+                "model: label {} at position {} is outside the vocabulary (size {})", targets[i],
+                i + 1, spec_.vocab_size);
   auto upload = [&](const std::vector<int32_t>& v) {
     Tensor t = Tensor::from_ints(v, {in.n});
     return ops_.device().is_cpu() ? t : t.to(ops_.device());
@@ -129,7 +137,7 @@ LlamaModel::BatchInputs LlamaModel::prepare(const Batch& batch) {
   in.ids = upload(batch.input_ids);
   in.positions = upload(batch.position_ids);
   in.doc_start = upload(batch.doc_start);
-  in.targets = upload(next_token_targets(batch));
+  in.targets = upload(targets);
   return in;
 }
 
@@ -225,9 +233,7 @@ void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Ten
   Tensor dn2 = Tensor::empty({N, H}, dt, dev);
   lin_bwd(kGateUp, W.gate_up, dgu, c.n2, dn2);
   dgu = Tensor();
-  Tensor tmp = Tensor::empty({N, H}, dt, dev);
-  ops_.rms_norm_backward(dn2, c.h, W.mlp_norm, c.rstd2, tmp, nullptr);
-  ops_.axpy(1.0f, tmp, dx);  // dx now holds d/dh
+  ops_.rms_norm_backward(dn2, c.h, W.mlp_norm, c.rstd2, dx, nullptr, true);  // dx: d/dh
   // h = x + o_proj(attn)
   Tensor dattn = Tensor::empty({N, nh, hd}, dt, dev);
   Tensor dattn2 = dattn.view({N, nh * hd});
@@ -243,11 +249,11 @@ void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Ten
   dq = dk = dv = Tensor();
   Tensor dn1 = Tensor::empty({N, H}, dt, dev);
   lin_bwd(kQkv, W.qkv, dqkv, c.n1, dn1);
-  ops_.rms_norm_backward(dn1, c.x, W.attn_norm, c.rstd1, tmp, nullptr);
-  ops_.axpy(1.0f, tmp, dx);  // dx = d/dx of the layer input
+  ops_.rms_norm_backward(dn1, c.x, W.attn_norm, c.rstd1, dx, nullptr, true);  // d/d(input)
 }
 
-StepLoss LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Tensor* logits) {
+int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Tensor* logits,
+                        Tensor& loss_sum) {
   BatchInputs in = prepare(batch);
   ++forward_counter_;
   training_ = backward;
@@ -269,11 +275,10 @@ StepLoss LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Te
   ops_.rms_norm_forward(x, base_.final_norm, static_cast<float>(spec_.rms_norm_eps), nf, rstdf);
   Tensor dnf;
   if (backward) dnf = Tensor::empty({N, H}, dt, dev);
-  Tensor loss_dev = Tensor::zeros({1}, DType::F64, dev);
-  ops_.lm_head_cross_entropy(nf, base_.lm_head, in.targets, grad_scale, loss_dev,
+  ops_.lm_head_cross_entropy(nf, base_.lm_head, in.targets, grad_scale, loss_sum,
                              backward ? &dnf : nullptr, logits, opts_.ce_chunk_tokens);
-  StepLoss loss{loss_dev.to(Device::cpu()).data<double>()[0], count_trained_tokens(batch)};
-  if (!backward) return loss;
+  const int64_t count = count_trained_tokens(batch);
+  if (!backward) return count;
 
   Tensor dx = Tensor::empty({N, H}, dt, dev);
   ops_.rms_norm_backward(dnf, x, base_.final_norm, rstdf, dx, nullptr);
@@ -287,12 +292,25 @@ StepLoss LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Te
     layer_backward(l, in, c, dx);
     c = LayerCache();
   }
-  return loss;
+  return count;
 }
 
+Tensor LlamaModel::loss_accumulator() const { return Tensor::zeros({1}, DType::F64, ops_.device()); }
+
+namespace {
+double read_scalar(const Tensor& t) { return t.to(Device::cpu()).data<double>()[0]; }
+}  // namespace
+
 StepLoss LlamaModel::forward_backward(const Batch& batch, float grad_scale) {
+  Tensor acc = loss_accumulator();
+  const int64_t count = forward_backward_accumulate(batch, grad_scale, acc);
+  return StepLoss{read_scalar(acc), count};
+}
+
+int64_t LlamaModel::forward_backward_accumulate(const Batch& batch, float grad_scale,
+                                                Tensor& loss_sum) {
   FTUNE_CHECK(lora_ != nullptr, "forward_backward: attach a LoRA adapter first");
-  return run(batch, grad_scale, true, nullptr);
+  return run(batch, grad_scale, true, nullptr, loss_sum);
 }
 
 StepLoss LlamaModel::forward(const Batch& batch, Tensor* logits) {
@@ -301,7 +319,9 @@ StepLoss LlamaModel::forward(const Batch& batch, Tensor* logits) {
                 "forward: logits tensor is {}, expected [{}, {}]", shape_str(logits->shape()),
                 batch.tokens(), spec_.vocab_size);
   }
-  return run(batch, 0.0f, false, logits);
+  Tensor acc = loss_accumulator();
+  const int64_t count = run(batch, 0.0f, false, logits, acc);
+  return StepLoss{read_scalar(acc), count};
 }
 
 }  // namespace ftune

@@ -50,6 +50,11 @@ class LlamaModel {
   // Forward + backward of sum(token losses) * grad_scale; LoRA grads are accumulated.
   // Returns the unscaled loss sum and count.
   StepLoss forward_backward(const Batch& batch, float grad_scale);
+  // The same without a host synchronisation: the loss sum is added to loss_sum (F64 [1] on the
+  // model's device, see loss_accumulator()); returns the count of trained tokens.
+  int64_t forward_backward_accumulate(const Batch& batch, float grad_scale, Tensor& loss_sum);
+  // A zeroed F64 [1] tensor on the model's device for forward_backward_accumulate.
+  Tensor loss_accumulator() const;
   // Forward only (evaluation); logits [N, V] written when logits != nullptr.
   StepLoss forward(const Batch& batch, Tensor* logits = nullptr);
 
@@ -65,7 +70,9 @@ class LlamaModel {
                      bool keep);
   void layer_backward(int l, const BatchInputs& in, LayerCache& c, Tensor& dx);
   std::vector<LoraGroupMember> group_members(int l, int group) const;
-  StepLoss run(const Batch& batch, float grad_scale, bool backward, Tensor* logits);
+  // Adds the batch's loss sum to loss_sum (F64 [1] on the device); returns the trained count.
+  int64_t run(const Batch& batch, float grad_scale, bool backward, Tensor* logits,
+              Tensor& loss_sum);
   void ensure_rope(int64_t positions);
   float dropout() const;
   uint64_t dropout_seed(int layer, Proj p) const;

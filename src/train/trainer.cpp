@@ -27,13 +27,14 @@ StepStats Trainer::step(const std::vector<Batch>& window) {
   const float grad_scale = static_cast<float>(1.0 / total);
 
   model_.lora().zero_grad();
-  double loss_sum = 0.0;
   StepStats st;
+  // The window's loss stays on the device until the step ends (no synchronisation per batch).
+  Tensor loss_dev = model_.loss_accumulator();
   for (const Batch& b : window) {
-    const StepLoss l = model_.forward_backward(b, grad_scale);
-    loss_sum += l.loss_sum;
+    model_.forward_backward_accumulate(b, grad_scale, loss_dev);
     st.input_tokens += b.tokens();
   }
+  double loss_sum = loss_dev.to(Device::cpu()).data<double>()[0];
   if (sync_) {
     std::vector<Tensor*> grads;
     for (auto& p : params_) grads.push_back(p.grad);

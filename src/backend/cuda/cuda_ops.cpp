@@ -49,6 +49,7 @@ class CudaOps final : public Ops {
     }
   }
   ~CudaOps() override { release(); }
+  void set_check_index_values(bool on) override { ctx_.check_values = on; }
   void synchronize() override {
     cuda::DeviceGuard g(ctx_.device);
     FTUNE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
