@@ -156,7 +156,7 @@ Tol forward_tol(bool bf16) { return bf16 ? Tol{2e-2f, 1e-2f, 8e-3f} : Tol{5e-3f,
 Tol backward_tol(bool bf16) { return bf16 ? Tol{3e-2f, 2e-2f, 1.5e-2f} : Tol{8e-3f, 4e-3f, 3e-3f}; }
 
 std::string check(const std::vector<float>& got, const std::vector<float>& want, Tol tol) {
-  const float atol = std::max(tol.atol_frac * max_abs(want), 1e-30f);
+  const float atol = std::max(tol.atol_frac * max_abs(want), 1e-5f);
   std::string msg = test::compare(got, want, tol.rtol, atol);
   if (!msg.empty()) return msg;
   const double l2 = test::rel_l2(got, want);

@@ -824,8 +824,8 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
       // BF16/F16 with hd 16/64/128 run the FlashAttention kernels (P rounded to the dtype for the
       // P.V product, exp2-based softmax): looser on lse and the backward than the fallback.
       const bool half = dt != DType::F32;
-      const Tol lse_tol = half ? Tol{1e-4f, 1e-4f} : tolerance(DType::F32, c.hd);
-      EXPECT_CLOSE(lse_got, lse_want, lse_tol) << what;
+      EXPECT_CLOSE(lse_got, lse_want, (half ? Tol{1e-4f, 1e-4f} : tolerance(DType::F32, c.hd)))
+          << what;
 
       // The backward from the GPU forward's outputs, as in training; the CPU reference gets the
       // same (rounded) o and lse.

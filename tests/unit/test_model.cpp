@@ -211,7 +211,7 @@ TEST(Model, CheckpointingGivesIdenticalGradients) {
   const double l1 = m.forward_backward(b, 0.5f).loss_sum;
   for (auto& p : m.lora().params()) g1.push_back(p.grad->to_vector());
   // Same forward pass number => same dropout masks.
-  LlamaModel m2(s, random_base_weights(s, 11, 0.3f), *ops, {true, 1024});
+  LlamaModel m2(s, random_base_weights(s, 11, 0.3f), *ops, {true, 1024, DType::F32});
   m2.attach_lora(random_lora(s, ls, 21));
   for (uint64_t i = 0; i < counter; ++i) m2.forward(b);
   m2.lora().zero_grad();

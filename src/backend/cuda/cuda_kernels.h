@@ -49,10 +49,11 @@ struct CudaContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   Workspaces* ws = nullptr;
-  // Whether launchers copy index tensors (ids, positions, doc_start) to the host to check their
-  // values (a synchronisation each). Off when the caller validated them already
-  // (Ops::set_check_index_values); the kernels then stay memory-safe on bad values (they write
-  // NaN or clamp instead of reading out of bounds) but give no error.
+  // Whether ops copy index tensors (ids, positions, doc_start) to the host to check their values
+  // (a host synchronisation each). Ops::set_check_index_values turns it off for callers that
+  // validate every batch once on the host (LlamaModel::prepare); the kernels then stay
+  // memory-safe on bad values (they write NaN or clamp instead of reading out of bounds) but
+  // give no error.
   bool check_values = true;
   // The device every tensor argument must live on.
   Device dev() const { return Device::cuda(device); }
