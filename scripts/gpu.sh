@@ -10,12 +10,14 @@
 #   goldens   python3 tests/golden/make_goldens.py --check (HF Transformers + PEFT on this machine
 #             reproduce the committed fixtures)
 #   defaultjob  `ftune train` (the embedded default job) on the CPU and on the GPU, timed
+#   nccl1     the default job as the one rank of a torchrun-style environment (NCCL at world
+#             size 1) against the plain GPU run: same losses
 #   interop   PEFT loads the GPU-trained adapter unchanged and agrees with `ftune eval`
 #             (tests/interop/check_peft_load.py)
 # Each stage writes <stage>.log (and gtest XML) into $OUT when set, else build-gpu/gpu-logs, and
 # summary.txt lists every stage's result. All stages run even when one fails; the exit status
 # is non-zero if any failed. Environment:
-#   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens defaultjob interop"  stages to run
+#   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens defaultjob nccl1 interop"  stages to run
 #   FTUNE_GPU_BUILD_DIR (build-gpu), JOBS (16), CMAKE_CUDA_ARCHITECTURES (90)
 #   FTUNE_GPU_CMAKE_ARGS  extra configure arguments (e.g. -DCMAKE_IGNORE_PREFIX_PATH=/usr to
 #                         prove that .carry alone satisfies the build)
@@ -32,7 +34,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 BUILD=${FTUNE_GPU_BUILD_DIR:-build-gpu}
 JOBS=${JOBS:-16}
 ARCHS=${CMAKE_CUDA_ARCHITECTURES:-90}
-STAGES=${FTUNE_GPU_STAGES:-env build cuda memcheck ctest goldens defaultjob interop}
+STAGES=${FTUNE_GPU_STAGES:-env build cuda memcheck ctest goldens defaultjob nccl1 interop}
 LOGS=${OUT:-$SRC/$BUILD/gpu-logs}
 mkdir -p "$BUILD" "$LOGS"
 LOGS=$(cd "$LOGS" && pwd)
@@ -176,7 +178,7 @@ stage_memcheck() {
 }
 
 stage_ctest() {
-  (cd "$BUILD" && ctest --output-on-failure -j "$JOBS" -E '^(CudaVsCpu|CudaHostOnly)\.' \
+  (cd "$BUILD" && ctest --output-on-failure -j "$JOBS" -E '^(CudaVsCpu|CudaHostOnly|CudaNccl)\.' \
     --output-junit "$LOGS/ctest.xml")
 }
 
@@ -198,6 +200,27 @@ stage_defaultjob() {
   done
 }
 
+# NCCL at world size 1 through the command line: the default job as the one rank of a
+# torchrun-style environment (NCCL communicator, DataParallelSync) against the plain GPU run of
+# stage defaultjob; the losses must agree to a relative 1e-5.
+stage_nccl1() {
+  local d=$SRC/$BUILD/defaultjob-nccl1
+  rm -rf "$d"
+  RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29611 \
+    "$SRC/$BUILD/ftune" train "train.output_dir=$d" train.device=cuda logging.console=none \
+    2>&1 | grep -E "distributed:|done:|error" || return 1
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 - "$d" "$SRC/$BUILD/defaultjob-cuda" <<'PY'
+import json, sys
+def losses(d):
+    return [json.loads(l).get("loss", json.loads(l).get("eval_loss")) for l in open(d + "/metrics.jsonl")]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert len(a) == len(b), (len(a), len(b))
+worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+print(f"nccl world 1 vs no communicator: {len(a)} losses, worst relative difference {worst:.2e}")
+sys.exit(0 if worst < 1e-5 else 1)
+PY
+}
+
 stage_interop() {
   # ftune runs with the carried libraries (a wrapper), Python with the machine's own.
   local wrap=$SRC/$BUILD/ftune-wrapped
@@ -214,6 +237,7 @@ run_stage memcheck stage_memcheck
 run_stage ctest stage_ctest
 run_stage goldens stage_goldens
 run_stage defaultjob stage_defaultjob
+run_stage nccl1 stage_nccl1
 run_stage interop stage_interop
 
 echo "--- summary ($SUMMARY)"

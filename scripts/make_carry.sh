@@ -22,16 +22,21 @@ LIMIT_MB=${CARRY_LIMIT_MB:-50}
 
 # Build dependencies (CMakeLists.txt, tests/CMakeLists.txt) and the runtime packages behind them.
 DEV_PKGS=(libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-          libopenblas-dev libopenblas-openmp-dev libpcre2-dev libgtest-dev libgmock-dev)
+          libopenblas-dev libopenblas-openmp-dev libpcre2-dev libgtest-dev libgmock-dev
+          libgloo-dev)
 RUNTIME_PKGS=(libyaml-cpp0.7 libfmt9 libspdlog1.10 libopenblas0 libopenblas0-openmp
-              libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libgfortran5 libquadmath0)
+              libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libgfortran5 libquadmath0
+              libgloo0 libhiredis0.14 libibverbs1 libnl-3-200 libnl-route-3-200)
 # CMake's FindPkgConfig is REQUIRED; pkgconf is tiny and gpu.sh uses it only if none is installed.
 TOOL_PKGS=(pkgconf pkgconf-bin libpkgconf3)
 # Dependencies deliberately not carried: the base system (every Linux has them), alternatives
 # (ftune links the OpenMP flavour of OpenBLAS, see CMakeLists.txt), sources and test-only packages of other projects.
 NOT_NEEDED=(libc6 libgcc-s1 libstdc++6 libgomp1 gcc-12-base "<libc-dev>" libc6-dev
             libopenblas-pthread-dev libopenblas-serial-dev libopenblas0-pthread libopenblas0-serial
-            googletest catch2)
+            googletest catch2
+            # libgloo-dev's own -dev dependencies: ftune includes neither the Redis store nor
+            # the ibverbs transport headers; adduser is a maintainer-script dependency.
+            libhiredis-dev libibverbs-dev adduser)
 
 ALL_PKGS=("${DEV_PKGS[@]}" "${RUNTIME_PKGS[@]}" "${TOOL_PKGS[@]}")
 

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
       libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
-      libopenblas-dev libopenblas-openmp-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
+      libopenblas-dev libopenblas-openmp-dev libgloo-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
       python3 python3-pip)
 
 SUDO=""

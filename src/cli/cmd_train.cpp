@@ -1,17 +1,39 @@
-// `ftune train [CONFIG.yaml] [key=value ...]`: validate the config, prepare the data (errors
-// before any training), build the model and adapter, train, and save the PEFT adapter.
+// `ftune train [CONFIG.yaml] [key=value ...] [--nproc N | --gpus N|all|ids]`: validate the
+// config, prepare the data (errors before any training), build the model and adapter, train,
+// and save the PEFT adapter. Three roles, one pipeline:
+//  - one process (the default, or N = 1): trains alone;
+//  - launcher (--nproc N / --gpus with more than one device, --nnodes): prepares what must be
+//    done once (output folder, built-in model, token cache), then starts and supervises one
+//    worker per device (src/dist/launcher.h);
+//  - worker (started by ftune's launcher, torchrun, srun or mpirun: src/dist/rendezvous.h):
+//    joins the rendezvous, checks every rank runs the same job, trains its shard.
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <new>
+#include <unistd.h>
 #include <filesystem>
 #include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/embedded_assets.h"
 #include "cli/job_setup.h"
+#include "cli/train_job.h"
+#include "train/checkpoint.h"
 #include "core/error.h"
 #include "data/packing.h"
+#include "dist/communicator.h"
+#include "dist/consistency.h"
+#include "dist/gradient_sync.h"
+#include "dist/kv_store.h"
+#include "dist/launcher.h"
+#include "dist/rendezvous.h"
+#include "dist/worker_threads.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "backend/cuda_ops.h"
+#include "backend/gpu.h"
+#include "data/token_cache.h"
 
 namespace ftune {
 
@@ -21,7 +43,15 @@ namespace {
 
 TrainConfig load_job_config(const TrainArgs& args) {
   std::vector<std::string> overrides = args.overrides;
-  if (args.gpus > 0) overrides.push_back(fmt::format("distributed.gpus={}", args.gpus));
+  std::string gpus = args.gpus;
+  if (gpus.empty())
+    if (const char* env = std::getenv("FTUNE_GPUS"); env && *env) gpus = env;
+  if (!gpus.empty()) overrides.push_back("distributed.gpus=" + gpus);
+  if (args.nproc > 0) overrides.push_back(fmt::format("distributed.nproc={}", args.nproc));
+  if (args.nnodes > 0) overrides.push_back(fmt::format("distributed.nnodes={}", args.nnodes));
+  if (args.node_rank >= 0) overrides.push_back(fmt::format("distributed.node_rank={}", args.node_rank));
+  if (!args.master_addr.empty()) overrides.push_back("distributed.master_addr=" + args.master_addr);
+  if (args.master_port >= 0) overrides.push_back(fmt::format("distributed.master_port={}", args.master_port));
   if (!args.config.empty()) return load_config(args.config, overrides);
   return load_config_text(std::string(embedded_asset("default_job_yaml")), "<default job>",
                           overrides);
@@ -62,58 +92,83 @@ void print_data_summary(const PreparedData& d, const DataOptions& o, const std::
                  static_cast<long long>(d.validation_stats.tokens));
 }
 
-}  // namespace
+// What the one-process run, the launcher and every worker prepare alike.
+struct JobInputs {
+  std::string model_dir;
+  std::string tok_dir;
+  DataOptions dopts;
+  PreparedData data;
+};
 
-int cmd_train(const TrainArgs& args) {
-  const TrainConfig cfg = load_job_config(args);
-  FTUNE_CHECK(cfg.distributed.gpus <= 1,
-              "distributed.gpus={}: multi-GPU training is not available in this version of ftune "
-              "(single device only)",
-              cfg.distributed.gpus);
+JobInputs prepare_inputs(const TrainConfig& cfg, bool print_summary) {
+  JobInputs in;
+  // Everything that can be wrong with the inputs is checked before any training starts.
+  in.model_dir = resolve_model_dir(cfg);
+  // The model folder is checked (config.json, weights present) before the data is prepared.
+  const ModelSpec spec = model_spec_from_hf(load_hf_config(in.model_dir + "/config.json"),
+                                            in.model_dir + "/config.json");
+  (void)CheckpointReader::open_folder(in.model_dir);
+  // model.tokenizer is resolved to model.path when unset; the built-in model carries its own.
+  in.tok_dir = cfg.model.path.empty() ? in.model_dir : cfg.model.tokenizer;
+  FTUNE_CHECK(fs::exists(in.tok_dir + "/tokenizer.json"), "{}: no tokenizer.json (set model.tokenizer)",
+              in.tok_dir);
+  const Tokenizer tok = Tokenizer::from_file(in.tok_dir + "/tokenizer.json");
+  FTUNE_CHECK(tok.vocab_size() <= spec.vocab_size,
+              "{}/tokenizer.json has {} tokens, more than the model's vocabulary ({})", in.tok_dir,
+              tok.vocab_size(), spec.vocab_size);
+  in.dopts = data_options_from_config(cfg, in.tok_dir);
+  in.data = prepare_data(in.dopts, tok);
+  if (print_summary)
+    print_data_summary(in.data, in.dopts,
+                       cfg.data.train.empty() ? "data (built-in debug set)" : "data " + cfg.data.train);
+  return in;
+}
+
+void check_supported(const TrainConfig& cfg) {
   FTUNE_CHECK(cfg.model.dtype == "auto" || cfg.model.dtype == "float32",
               "model.dtype={}: this version computes in float32 only (use auto or float32)",
               cfg.model.dtype);
   FTUNE_CHECK(!cfg.model.load_in_4bit,
               "model.load_in_4bit: QLoRA (NF4 base weights) is not available in this version");
-  check_output_dir(cfg, args.resume);
+}
 
-  // Everything that can be wrong with the inputs is checked before any training starts.
-  const std::string model_dir = resolve_model_dir(cfg);
-  // The model folder is checked (config.json, weights present) before the data is prepared.
-  const ModelSpec spec = model_spec_from_hf(load_hf_config(model_dir + "/config.json"),
-                                            model_dir + "/config.json");
-  (void)CheckpointReader::open_folder(model_dir);
-  // model.tokenizer is resolved to model.path when unset; the built-in model carries its own.
-  const std::string tok_dir = cfg.model.path.empty() ? model_dir : cfg.model.tokenizer;
-  FTUNE_CHECK(fs::exists(tok_dir + "/tokenizer.json"), "{}: no tokenizer.json (set model.tokenizer)",
-              tok_dir);
-  const Tokenizer tok = Tokenizer::from_file(tok_dir + "/tokenizer.json");
-  FTUNE_CHECK(tok.vocab_size() <= spec.vocab_size,
-              "{}/tokenizer.json has {} tokens, more than the model's vocabulary ({})", tok_dir,
-              tok.vocab_size(), spec.vocab_size);
-  const DataOptions dopts = data_options_from_config(cfg, tok_dir);
-  const PreparedData data = prepare_data(dopts, tok);
-  print_data_summary(data, dopts, cfg.data.train.empty() ? "data (built-in debug set)" : "data " + cfg.data.train);
+uint64_t examples_hash(const std::vector<TokenizedExample>& ex) {
+  Fnv1a64 h;
+  for (const auto& e : ex) {
+    h.field(std::string_view(reinterpret_cast<const char*>(e.ids.data()), e.ids.size() * 4));
+    h.field(std::string_view(reinterpret_cast<const char*>(e.labels.data()), e.labels.size() * 4));
+  }
+  return h.value();
+}
 
-  auto ops = make_ops(cfg.train.device);
+// Builds the model, trains, saves. make_sync (distributed runs) gets the model once built and
+// returns the GradientSync to train with (owned by the caller); null for one process.
+TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, bool resume,
+                         bool main, int world,
+                         const std::function<GradientSync*(LlamaModel&)>& make_sync,
+                         const std::function<void(int64_t)>& on_progress) {
   ModelOptions mopts;
   mopts.gradient_checkpointing = cfg.train.gradient_checkpointing;
-  LlamaModel model = LlamaModel::from_hf_folder(model_dir, *ops, mopts);
-  model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops->device()));
-  std::fprintf(stderr, "model: %s (%s, %lld layers, hidden %lld) on %s; LoRA r=%lld alpha=%g on %s: %lld trainable parameters\n",
-               model_dir.c_str(), model.spec().arch.c_str(),
-               static_cast<long long>(model.spec().num_layers),
-               static_cast<long long>(model.spec().hidden_size), ops->device().str().c_str(),
-               static_cast<long long>(cfg.lora.r), cfg.lora.alpha,
-               fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str(),
-               static_cast<long long>(model.lora().num_params()));
-
-  fs::create_directories(cfg.train.output_dir);
-  write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
+  LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts);
+  model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops.device()));
+  if (main)
+    std::fprintf(stderr, "model: %s (%s, %lld layers, hidden %lld) on %s; LoRA r=%lld alpha=%g on %s: %lld trainable parameters\n",
+                 in.model_dir.c_str(), model.spec().arch.c_str(),
+                 static_cast<long long>(model.spec().num_layers),
+                 static_cast<long long>(model.spec().hidden_size), ops.device().str().c_str(),
+                 static_cast<long long>(cfg.lora.r), cfg.lora.alpha,
+                 fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str(),
+                 static_cast<long long>(model.lora().num_params()));
+  GradientSync* sync = make_sync ? make_sync(model) : nullptr;
 
   TrainData td;
-  td.epoch_batches = [&](int64_t epoch) {
-    return make_batches(data.train, batch_options(dopts, data, epoch, 0, 1));
+  const PreparedData& data = in.data;
+  const DataOptions& dopts = in.dopts;
+  // The epoch's GLOBAL micro-batch list (rank 0 of 1); each rank trains its share of every
+  // window (data/shard.h), so the list is the same for any number of processes.
+  td.epoch = [&](int64_t epoch) {
+    auto plan = std::make_shared<BatchPlan>(plan_batches(data.train, batch_options(dopts, data, epoch, 0, 1)));
+    return EpochBatches{plan->size(), [plan, &data](int64_t i) { return build_batch(data.train, *plan, i); }};
   };
   if (!data.validation.empty()) {
     BatchOptions vb = batch_options(dopts, data, 0, 0, 1);
@@ -121,19 +176,282 @@ int cmd_train(const TrainArgs& args) {
     td.validation = make_batches(data.validation, vb);
   }
   TrainLoopOptions lopts = loop_options_from_config(cfg);
-  lopts.resume = args.resume;
-  lopts.adapter_meta.base_model_name_or_path = fs::absolute(model_dir).string();
-  const TrainSummary s = run_training(model, lopts, td);
-  if (s.steps == 0) {
-    std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
-    return 0;
-  }
+  lopts.config_fingerprint = config_fingerprint(cfg, world);
+  lopts.resume = resume;
+  lopts.is_main_process = main;
+  lopts.shard_weights = cfg.distributed.shard_weights;
+  lopts.auto_shard_steps = cfg.distributed.auto_shard_steps;
+  lopts.on_progress = on_progress;
+  lopts.adapter_meta.base_model_name_or_path = fs::absolute(in.model_dir).string();
+  return run_training(model, lopts, td, sync);
+}
+
+void print_done(const TrainSummary& s) {
   std::fprintf(stderr, "done: %lld steps in %.1f s, loss %.4f -> %.4f", static_cast<long long>(s.steps),
                s.seconds, s.first_loss, s.final_loss);
   if (s.eval_loss >= 0)
     std::fprintf(stderr, ", validation loss %.4f (perplexity %.3f)", s.eval_loss, std::exp(s.eval_loss));
   std::fprintf(stderr, "\nadapter: %s\n", s.adapter_dir.c_str());
-  return 0;
+}
+
+// ---- worker --------------------------------------------------------------------------------
+
+// Memory in use on a rank's device, for out-of-memory messages.
+struct MemoryNote {
+  std::string text;
+};
+MemoryNote memory_note(const RankInfo& ri) {
+  if (ri.cuda_device >= 0) {
+    const GpuRuntimeInfo g = query_gpus();
+    for (const auto& d : g.devices)
+      if (d.index == ri.cuda_device)
+        return {fmt::format("{:.0f} of {:.0f} MiB in use on the GPU",
+                            static_cast<double>(d.total_bytes - d.free_bytes) / 1048576.0,
+                            static_cast<double>(d.total_bytes) / 1048576.0)};
+  }
+  const auto [mem, peak] = host_memory_mib();
+  return {fmt::format("host memory in use {:.0f} MiB, peak {:.0f} MiB", mem, peak)};
+}
+
+int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri,
+               TrainSummary* summary) {
+  size_worker_threads(ri.local_world_size);
+  send_heartbeat(ri.heartbeat_fd);
+  const bool main = ri.rank == 0;
+  int64_t step = 0;
+  try {
+    KeyValueStore store(ri.master_addr, ri.master_port, ri.rank, ri.world_size,
+                        static_cast<int>(cfg.distributed.timeout_s), ri.store_fd);
+    // Rank 0 first (output folder, built-in model, token cache), then the others reuse them.
+    JobInputs in;
+    if (main) {
+      if (ri.launcher != "ftune") check_output_dir(cfg, args.resume);  // else the launcher did
+      in = prepare_inputs(cfg, ri.launcher != "ftune");
+      if (ri.launcher != "ftune") write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
+      store.set("ftune/rank0_prepared", {'1'});
+    } else {
+      send_heartbeat(ri.heartbeat_fd, true);  // waiting for rank 0 is not a hang
+      (void)store.get("ftune/rank0_prepared");
+      send_heartbeat(ri.heartbeat_fd);
+      in = prepare_inputs(cfg, false);
+    }
+    send_heartbeat(ri.heartbeat_fd);
+
+    const bool gpu = ri.cuda_device >= 0;
+    std::string backend = cfg.distributed.backend;
+    if (backend == "auto") backend = gpu ? "nccl" : "gloo";
+    FTUNE_CHECK(!(backend == "nccl" && !gpu), "distributed.backend=nccl needs GPU workers (--gpus)");
+    auto ops = gpu ? make_cuda_ops(ri.cuda_device) : make_cpu_ops();
+    CommOptions co;
+    co.rank = ri.rank;
+    co.world_size = ri.world_size;
+    // Under ftune's launcher, which stops a rank quiet for timeout_s, collectives wait a little
+    // longer, so the report names the quiet rank rather than those waiting for it.
+    co.timeout_s = static_cast<int>(cfg.distributed.timeout_s) + (ri.launcher == "ftune" ? 10 : 0);
+    co.local_addr = ri.master_addr == "127.0.0.1" || ri.master_addr == "localhost" ? "127.0.0.1" : "";
+    if (co.local_addr.empty()) {
+      char host[256] = {0};
+      gethostname(host, sizeof host - 1);
+      co.local_addr = host;
+    }
+    co.cuda_device = ri.cuda_device;
+    co.on_wait = [fd = ri.heartbeat_fd](bool waiting) { send_heartbeat(fd, waiting); };
+    std::unique_ptr<Communicator> comm =
+        backend == "nccl" ? make_nccl_communicator(store, co) : make_gloo_communicator(store, co);
+    if (main)
+      std::fprintf(stderr, "distributed: %d ranks (%s, launched by %s), aggregation %s\n",
+                   ri.world_size, comm->backend().c_str(), ri.launcher.c_str(),
+                   cfg.distributed.aggregation.c_str());
+
+    std::unique_ptr<DataParallelSync> sync;
+    auto make_sync = [&](LlamaModel& model) -> GradientSync* {
+      if (cfg.distributed.check_consistency) {
+        // Keys that name this machine's place may differ between nodes; the rest may not.
+        TrainConfig same = cfg;
+        same.distributed.node_rank = 0;
+        same.distributed.gpus = "";
+        same.distributed.master_addr = "";
+        same.distributed.master_port = 0;
+        Fnv1a64 ch;
+        ch.field(to_resolved_yaml(same));
+        check_same_job(*comm, {{"config", ch.value()},
+                               {"model", model_folder_hash(in.model_dir)},
+                               {"data", examples_hash(in.data.train) ^ (examples_hash(in.data.validation) * 31)}});
+      }
+      SyncOptions so;
+      so.aggregation = parse_aggregation(cfg.distributed.aggregation);
+      so.rank_weights = cfg.distributed.rank_weights;
+      so.verify_every = cfg.distributed.verify_every;
+      MemoryProbe probe = host_memory_mib;
+      if (gpu) {  // memory in use on this rank's GPU; the peak is the largest value seen
+        probe = [dev = ri.cuda_device, peak = 0.0]() mutable -> std::pair<double, double> {
+          for (const auto& d : query_gpus().devices)
+            if (d.index == dev) {
+              const double used = static_cast<double>(d.total_bytes - d.free_bytes) / 1048576.0;
+              peak = std::max(peak, used);
+              return {used, peak};
+            }
+          return host_memory_mib();
+        };
+      }
+      sync = std::make_unique<DataParallelSync>(*comm, model.ops(), model.lora(), so, probe);
+      return sync.get();
+    };
+    const TrainSummary s = train_model(cfg, in, *ops, args.resume, main, ri.world_size, make_sync,
+                                       [&](int64_t st) {
+                                         step = st;
+                                         send_heartbeat(ri.heartbeat_fd);
+                                       });
+    *summary = s;
+    if (main) {
+      if (s.steps == 0)
+        std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
+      else
+        print_done(s);
+    }
+    return 0;
+  } catch (const CommError& e) {
+    std::fprintf(stderr, "error: rank %d (%s): %s\n", ri.rank, ri.device.c_str(), e.what());
+    return kExitPeerLost;
+  } catch (const Error& e) {
+    // A device allocation failure (the CUDA allocator's error) gets the same rank, step and
+    // advice as a host one; other errors pass through as they are.
+    const std::string what = e.what();
+    if (what.find("out of memory") == std::string::npos &&
+        what.find("out of host memory") == std::string::npos)
+      throw;
+    const MemoryNote note = memory_note(ri);
+    throw Error(fmt::format("rank {} ({}): out of memory at step {} ({}); lower "
+                            "train.micro_batch_size or data.max_seq_length, turn on "
+                            "train.gradient_checkpointing, or use fewer processes per device: {}",
+                            ri.rank, ri.device, step + 1, note.text, what));
+  } catch (const std::bad_alloc&) {
+    const auto [mem, peak] = host_memory_mib();
+    std::fprintf(stderr,
+                 "error: rank %d (%s): out of memory at step %lld (host memory in use %.0f MiB, "
+                 "peak %.0f MiB); lower train.micro_batch_size or data.max_seq_length, or run "
+                 "fewer processes per machine\n",
+                 ri.rank, ri.device.c_str(), static_cast<long long>(step + 1), mem, peak);
+    return 1;
+  }
+}
+
+}  // namespace
+
+int cmd_train(const TrainArgs& args) {
+  return run_train_job(load_job_config(args), args).exit_code;
+}
+
+TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
+  TrainOutcome outcome;
+  check_supported(cfg);
+  const DistributedConfig& dc = cfg.distributed;
+  FTUNE_CHECK(dc.auto_shard_steps == 0 || dc.aggregation == "token_mean",
+              "distributed.auto_shard_steps needs aggregation token_mean (with {} the shares "
+              "change the result)", dc.aggregation);
+  const bool want_gpus = dc.gpus != "1";
+  FTUNE_CHECK(!(dc.nproc > 1 && want_gpus),
+              "--nproc {} (CPU workers) and --gpus {} both given; choose one", dc.nproc, dc.gpus);
+  const bool cpu_workers = dc.nproc > 1 || (dc.nnodes > 1 && !want_gpus);
+  bool gpu = !cpu_workers && want_gpus;
+  if (!cpu_workers && !want_gpus && cfg.train.device != "cpu") {
+    // One device per rank under an external launcher follows train.device.
+    const GpuRuntimeInfo g = query_gpus();
+    gpu = cfg.train.device == "cuda" || (g.built_with_cuda && !g.devices.empty());
+  }
+
+  if (auto ri = rank_info_from_env(process_env(), dc, gpu)) {
+    outcome.role = "worker";
+    outcome.rank = ri->rank;
+    outcome.world_size = ri->world_size;
+    outcome.exit_code = run_worker(cfg, args, *ri, &outcome.summary);
+    return outcome;
+  }
+
+  // Not started by a launcher: this process trains alone or becomes the launcher.
+  std::vector<WorkerSpec> workers;
+  if (cpu_workers) {
+    FTUNE_CHECK(cfg.train.device != "cuda", "--nproc runs CPU workers; train.device=cuda "
+                "contradicts it (use --gpus for GPU workers)");
+    for (int i = 0; i < dc.nproc; ++i) workers.push_back({i, i, "cpu", ""});
+  } else if (want_gpus) {
+    const GpuRuntimeInfo g = query_gpus();
+    const int visible = g.built_with_cuda ? count_visible_gpus(process_env()) : -1;
+    const std::vector<int> ids = parse_gpu_selection(dc.gpus, visible);  // syntax first
+    FTUNE_CHECK(g.built_with_cuda, "--gpus {}: this ftune was built without CUDA; use --nproc N "
+                "for CPU worker processes", dc.gpus);
+    for (size_t i = 0; i < ids.size(); ++i)
+      workers.push_back({static_cast<int>(i), static_cast<int>(i), fmt::format("cuda:{}", ids[i]),
+                         std::to_string(ids[i])});
+  }
+  if (workers.size() <= 1 && dc.nnodes <= 1) {
+    // One process: N equal to one.
+    FTUNE_CHECK(cfg.distributed.shard_weights.size() <= 1, "distributed.shard_weights has {} "
+                "entries for 1 process", cfg.distributed.shard_weights.size());
+    check_output_dir(cfg, args.resume);
+    const JobInputs in = prepare_inputs(cfg, true);
+    auto ops = make_ops(cfg.train.device);
+    fs::create_directories(cfg.train.output_dir);
+    write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
+    const TrainSummary s = train_model(cfg, in, *ops, args.resume, true, 1, nullptr, nullptr);
+    outcome.role = "single";
+    outcome.summary = s;
+    if (s.steps == 0) {
+      std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
+      return outcome;
+    }
+    print_done(s);
+    return outcome;
+  }
+
+  // Launcher: what must happen once, then the workers.
+  LaunchPlan plan;
+  const int local = static_cast<int>(std::max<size_t>(workers.size(), 1));
+  plan.world_size = local * static_cast<int>(dc.nnodes);
+  for (auto& w : workers) {
+    w.rank += static_cast<int>(dc.node_rank) * local;
+    plan.workers.push_back(w);
+  }
+  FTUNE_CHECK(dc.shard_weights.empty() || static_cast<int>(dc.shard_weights.size()) == plan.world_size,
+              "distributed.shard_weights has {} entries for {} ranks", dc.shard_weights.size(),
+              plan.world_size);
+  FTUNE_CHECK(dc.aggregation != "weighted" || static_cast<int>(dc.rank_weights.size()) == plan.world_size,
+              "distributed.aggregation=weighted needs distributed.rank_weights with one weight per "
+              "rank ({} ranks, {} weights)", plan.world_size, dc.rank_weights.size());
+  plan.master_addr = dc.master_addr.empty() ? "127.0.0.1" : dc.master_addr;
+  plan.master_port = static_cast<int>(dc.master_port);
+  FTUNE_CHECK(dc.nnodes == 1 || (dc.master_port > 0 && !dc.master_addr.empty()),
+              "--nnodes {}: set --master-addr (node 0's host) and --master-port", dc.nnodes);
+  FTUNE_CHECK(dc.node_rank < dc.nnodes, "--node-rank {} with --nnodes {}", dc.node_rank, dc.nnodes);
+  plan.hosts_store = dc.node_rank == 0;
+  plan.timeout_s = static_cast<int>(dc.timeout_s);
+  plan.threads_per_worker = threads_per_worker(local);
+  plan.argv = args.argv;
+  plan.exe = args.worker_exe;
+  if (dc.node_rank == 0) {
+    check_output_dir(cfg, args.resume);
+    if (args.resume) {  // refused here, before any worker starts, when the run cannot resume
+      const auto ck = latest_checkpoint(cfg.train.output_dir);
+      FTUNE_CHECK(ck.has_value(), "--resume: no checkpoint in {}/checkpoints", cfg.train.output_dir);
+      const std::string fp = checkpoint_fingerprint(*ck);
+      FTUNE_CHECK(fp.empty() || fp == config_fingerprint(cfg, plan.world_size),
+                  "--resume: {} was written by a different configuration (model, data, LoRA or "
+                  "batch settings changed; it ran {} process(es), this run {}: with another "
+                  "process count keep train.gradient_accumulation_steps x processes the same)",
+                  *ck, checkpoint_world_size(*ck), plan.world_size);
+    }
+    (void)prepare_inputs(cfg, true);  // fills the token cache; errors before any worker starts
+    fs::create_directories(cfg.train.output_dir);
+    write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
+  }
+  std::fprintf(stderr, "launcher: %zu worker(s) on this machine (%s), %d threads each, world size %d\n",
+               plan.workers.size(), plan.workers.front().device == "cpu" ? "cpu" : "gpus",
+               plan.threads_per_worker, plan.world_size);
+  run_launcher(plan);
+  outcome.role = "launcher";
+  outcome.world_size = plan.world_size;
+  outcome.summary.adapter_dir = cfg.train.output_dir + "/adapter";
+  return outcome;
 }
 
 }  // namespace ftune

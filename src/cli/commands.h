@@ -10,7 +10,14 @@ struct TrainArgs {
   std::string config;                  // YAML file; "" = the embedded default job
   std::vector<std::string> overrides;  // "section.key=value"
   bool resume = false;
-  int gpus = 0;                        // --gpus (0 = from the config)
+  std::string gpus;                    // --gpus N|all|0,2,3 ("" = FTUNE_GPUS, else the config)
+  int nproc = 0;                       // --nproc N CPU workers (0 = from the config)
+  int nnodes = 0;                      // --nnodes (0 = from the config)
+  int node_rank = -1;                  // --node-rank (-1 = from the config)
+  std::string master_addr;             // --master-addr
+  int master_port = -1;                // --master-port
+  std::vector<std::string> argv;       // the whole command line (workers re-run it)
+  std::string worker_exe;              // binary the workers exec ("" = this program)
 };
 int cmd_train(const TrainArgs& args);
 

@@ -142,8 +142,16 @@ TrainLoopOptions loop_options_from_config(const TrainConfig& cfg) {
   return o;
 }
 
-std::string config_fingerprint(const TrainConfig& cfg) {
+std::string config_fingerprint(const TrainConfig& cfg, int world_size) {
   TrainConfig c = cfg;
+  // What a step trains on is the global window (accumulation x processes), so a run may
+  // resume with another process count when the window stays the same; how the processes are
+  // placed and checked does not change the result. (Evaluation no longer shifts the dropout
+  // masks, so train.eval_steps need not be fingerprinted.)
+  c.train.gradient_accumulation_steps *= world_size;
+  const std::string aggregation = c.distributed.aggregation;
+  c.distributed = DistributedConfig{};
+  c.distributed.aggregation = aggregation;
   // Keys that may change on resume: how long to train, how often to log/eval/save, logging.
   c.train.max_steps = 0;
   c.train.num_epochs = 0;

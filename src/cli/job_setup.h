@@ -29,7 +29,8 @@ LoraSpec lora_spec_from_config(const TrainConfig& cfg);
 DataOptions data_options_from_config(const TrainConfig& cfg, const std::string& tokenizer_dir);
 TrainLoopOptions loop_options_from_config(const TrainConfig& cfg);
 
-// A fingerprint of what must not change between a run and its resume.
-std::string config_fingerprint(const TrainConfig& cfg);
+// A fingerprint of what must not change between a run and its resume (world_size: processes
+// of the run; the global window accumulation x world_size is what counts).
+std::string config_fingerprint(const TrainConfig& cfg, int world_size = 1);
 
 }  // namespace ftune

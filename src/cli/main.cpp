@@ -17,7 +17,12 @@ int main(int argc, char** argv) {
   auto* t = app.add_subcommand("train", "Fine-tune with LoRA (no config: the embedded default job)");
   t->add_option("args", positional, "CONFIG.yaml and/or section.key=value overrides");
   t->add_flag("--resume", train.resume, "Continue from the newest checkpoint in train.output_dir");
-  t->add_option("--gpus", train.gpus, "Number of GPUs (same as distributed.gpus=N)")->check(CLI::Range(1, 1024));
+  t->add_option("--gpus", train.gpus, "GPUs, one worker process each: N, all, or ids 0,2,3 (distributed.gpus; env FTUNE_GPUS)");
+  t->add_option("--nproc", train.nproc, "Worker processes on the CPU backend (distributed.nproc)")->check(CLI::Range(1, 1024));
+  t->add_option("--nnodes", train.nnodes, "Machines of a multi-node job (distributed.nnodes)")->check(CLI::Range(1, 65536));
+  t->add_option("--node-rank", train.node_rank, "This machine's index (distributed.node_rank)")->check(CLI::Range(0, 65535));
+  t->add_option("--master-addr", train.master_addr, "Host of node 0 (distributed.master_addr)");
+  t->add_option("--master-port", train.master_port, "Rendezvous port (distributed.master_port)")->check(CLI::Range(0, 65535));
 
   EvalArgs ev;
   auto* e = app.add_subcommand("eval", "Loss and perplexity of a model (+ adapter) on a dataset");
@@ -58,6 +63,7 @@ int main(int argc, char** argv) {
         else if (train.config.empty()) train.config = a;
         else fail("train: more than one config file given ('{}' and '{}')", train.config, a);
       }
+      train.argv.assign(argv, argv + argc);
       return cmd_train(train);
     }
     if (*e) return cmd_eval(ev);

@@ -20,6 +20,12 @@ struct Batch {
   std::vector<int32_t> labels;        // [N], -100 = not trained
   std::vector<int32_t> position_ids;  // [N], restart at 0 for each document
   std::vector<int32_t> doc_start;     // [N], flat index of the first token of i's document
+  // The LoRA dropout key, set by the training loop: the optimizer step (0-based) this
+  // micro-batch trains in, and its index in the epoch's global micro-batch list (the same list
+  // on every rank and for every number of processes). Masks depend on these only, never on the
+  // rank or on how many forward passes (evaluation included) came before.
+  int64_t step = 0;
+  int64_t global_index = 0;
 
   int64_t tokens() const { return static_cast<int64_t>(input_ids.size()); }
   // Throws ftune::Error when sizes disagree or doc_start/position_ids are inconsistent.

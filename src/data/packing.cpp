@@ -97,8 +97,7 @@ std::vector<std::vector<int64_t>> shard_rows(const std::vector<int64_t>& row_tok
   return out;
 }
 
-std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
-                                const BatchOptions& opt) {
+BatchPlan plan_batches(const std::vector<TokenizedExample>& examples, const BatchOptions& opt) {
   std::vector<int64_t> lengths;
   lengths.reserve(examples.size());
   for (const auto& e : examples) lengths.push_back(e.size());
@@ -110,52 +109,66 @@ std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
     order.resize(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
   }
-  const auto row_examples = pack_rows(lengths, order, opt.seq_len, opt.packing);
+  BatchPlan plan;
+  plan.options = opt;
+  plan.row_examples = pack_rows(lengths, order, opt.seq_len, opt.packing);
   std::vector<int64_t> row_tokens;
-  for (const auto& r : row_examples) {
+  for (const auto& r : plan.row_examples) {
     int64_t t = 0;
     for (int64_t e : r) t += lengths[e];
     row_tokens.push_back(t);
   }
-  const auto plan = shard_rows(row_tokens, opt.rows, opt.rank, opt.world);
+  plan.micro_batches = shard_rows(row_tokens, opt.rows, opt.rank, opt.world);
+  return plan;
+}
 
-  std::vector<Batch> batches;
-  batches.reserve(plan.size());
+Batch build_batch(const std::vector<TokenizedExample>& examples, const BatchPlan& plan,
+                  int64_t index) {
+  FTUNE_CHECK(index >= 0 && index < plan.size(), "build_batch: micro-batch {} of {}", index,
+              plan.size());
+  const BatchOptions& opt = plan.options;
+  const auto& rows = plan.micro_batches[static_cast<size_t>(index)];
+  Batch b;
+  b.rows = opt.rows;
+  b.seq_len = opt.seq_len;
+  const size_t total = static_cast<size_t>(opt.rows * opt.seq_len);
+  b.input_ids.reserve(total);
+  b.labels.reserve(total);
+  b.position_ids.reserve(total);
+  b.doc_start.reserve(total);
   const auto seq = static_cast<int32_t>(opt.seq_len);
-  for (const auto& rows : plan) {
-    Batch b;
-    b.rows = opt.rows;
-    b.seq_len = opt.seq_len;
-    const size_t total = static_cast<size_t>(opt.rows * opt.seq_len);
-    b.input_ids.reserve(total);
-    b.labels.reserve(total);
-    b.position_ids.reserve(total);
-    b.doc_start.reserve(total);
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const int32_t row0 = static_cast<int32_t>(r) * seq;
-      int32_t used = 0;
-      if (rows[r] >= 0) {
-        for (int64_t e : row_examples[rows[r]]) {
-          const TokenizedExample& ex = examples[e];
-          const int32_t start = row0 + used;
-          for (size_t t = 0; t < ex.ids.size(); ++t) {
-            b.input_ids.push_back(ex.ids[t]);
-            b.labels.push_back(ex.labels[t]);
-            b.position_ids.push_back(static_cast<int32_t>(t));
-            b.doc_start.push_back(start);
-          }
-          used += static_cast<int32_t>(ex.ids.size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const int32_t row0 = static_cast<int32_t>(r) * seq;
+    int32_t used = 0;
+    if (rows[r] >= 0) {
+      for (int64_t e : plan.row_examples[static_cast<size_t>(rows[r])]) {
+        const TokenizedExample& ex = examples[e];
+        const int32_t start = row0 + used;
+        for (size_t t = 0; t < ex.ids.size(); ++t) {
+          b.input_ids.push_back(ex.ids[t]);
+          b.labels.push_back(ex.labels[t]);
+          b.position_ids.push_back(static_cast<int32_t>(t));
+          b.doc_start.push_back(start);
         }
-      }
-      for (; used < seq; ++used) {  // padding: one-token documents, never trained
-        b.input_ids.push_back(opt.pad_id);
-        b.labels.push_back(kIgnoreIndex);
-        b.position_ids.push_back(0);
-        b.doc_start.push_back(row0 + used);
+        used += static_cast<int32_t>(ex.ids.size());
       }
     }
-    batches.push_back(std::move(b));
+    for (; used < seq; ++used) {  // padding: one-token documents, never trained
+      b.input_ids.push_back(opt.pad_id);
+      b.labels.push_back(kIgnoreIndex);
+      b.position_ids.push_back(0);
+      b.doc_start.push_back(row0 + used);
+    }
   }
+  return b;
+}
+
+std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
+                                const BatchOptions& opt) {
+  const BatchPlan plan = plan_batches(examples, opt);
+  std::vector<Batch> batches;
+  batches.reserve(static_cast<size_t>(plan.size()));
+  for (int64_t i = 0; i < plan.size(); ++i) batches.push_back(build_batch(examples, plan, i));
   return batches;
 }
 

@@ -14,6 +14,10 @@
 //      number of micro-batches, M = ceil(ceil(R/w) / rows), so all ranks step in lockstep; a
 //      micro-batch short of rows is filled with padding rows (a rank left with no rows gets
 //      all-padding micro-batches: they hold no trained tokens and add nothing to the loss).
+// Data-parallel training does not use step 3's row sharding: every rank plans the epoch's
+// GLOBAL list (rank 0 of 1), and data/shard.h splits each step's window of micro-batches
+// between the ranks, so the micro-batches (and their dropout masks) are the same for any
+// number of processes. Row sharding stays for callers that want per-rank row shards.
 // In a row, examples sit back to back from position 0; each token's position_ids restart at 0
 // per example and doc_start is the flat index of its example's first token; the rest of the
 // row is padding: pad_id, label -100, each padding token its own one-token document.
@@ -52,5 +56,18 @@ std::vector<std::vector<int64_t>> shard_rows(const std::vector<int64_t>& row_tok
 // opt.rows rows of opt.seq_len tokens and passes Batch::validate().
 std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
                                 const BatchOptions& opt);
+
+// The same in two parts, so that a caller builds only the micro-batches it needs (a
+// data-parallel rank builds its share of the epoch's global list, not the whole list):
+// the plan (steps 1-4 as indices), then micro-batch `index` of it.
+struct BatchPlan {
+  BatchOptions options;
+  std::vector<std::vector<int64_t>> row_examples;  // per row: example indices
+  std::vector<std::vector<int64_t>> micro_batches; // per micro-batch: row indices (-1 = padding)
+  int64_t size() const { return static_cast<int64_t>(micro_batches.size()); }
+};
+BatchPlan plan_batches(const std::vector<TokenizedExample>& examples, const BatchOptions& opt);
+Batch build_batch(const std::vector<TokenizedExample>& examples, const BatchPlan& plan,
+                  int64_t index);
 
 }  // namespace ftune

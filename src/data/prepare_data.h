@@ -2,12 +2,13 @@
 //
 //   DataOptions opts = ...;                       // from the config (keys below)
 //   PreparedData data = prepare_data(opts, tok);  // read, render, tokenize, mask, cache
-//   for epoch: batches = make_batches(data.train, batch_options(opts, data, epoch, rank, world));
+//   for epoch: batches = make_batches(data.train, batch_options(opts, data, epoch, 0, 1));
 //
 // prepare_data does all checking before any training: every error is one ftune::Error line
 // (file:line for records). Run it once in the launcher before the workers start: it fills the
 // token cache, and each worker's own prepare_data then loads the cache and calls
-// make_batches with its rank (packing.h describes the batch, shuffle and shard rules).
+// plan_batches / build_batch for the epoch's global list (packing.h describes the batch and
+// shuffle rules; data/shard.h how ranks share it).
 #pragma once
 #include <cstdint>
 #include <optional>

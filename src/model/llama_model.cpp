@@ -91,11 +91,18 @@ float LlamaModel::dropout() const {
 }
 
 uint64_t LlamaModel::dropout_seed(int layer, Proj p) const {
-  // splitmix-style mixing of (adapter seed, forward pass, layer, projection).
-  uint64_t z = (lora_ ? lora_->spec.seed : 0) * 0x9E3779B97F4A7C15ull;
-  z ^= forward_counter_ + 0x632BE59BD9B4E019ull + (z << 6) + (z >> 2);
-  z ^= static_cast<uint64_t>(layer) * 0xBF58476D1CE4E5B9ull + static_cast<uint64_t>(p) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
+  // splitmix64 over (adapter seed, optimizer step, global micro-batch index, layer,
+  // projection): the same mask on every rank and for any number of processes.
+  auto mix = [](uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  uint64_t z = mix(lora_ ? lora_->spec.seed : 0);
+  z = mix(z ^ static_cast<uint64_t>(dropout_step_));
+  z = mix(z ^ static_cast<uint64_t>(dropout_index_));
+  z = mix(z ^ (static_cast<uint64_t>(layer) << 8 | static_cast<uint64_t>(p)));
   return z;
 }
 
@@ -255,7 +262,8 @@ void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Ten
 int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Tensor* logits,
                         Tensor& loss_sum) {
   BatchInputs in = prepare(batch);
-  ++forward_counter_;
+  dropout_step_ = batch.step;
+  dropout_index_ = batch.global_index;
   training_ = backward;
   const Device dev = ops_.device();
   const int64_t N = in.n, H = spec_.hidden_size;

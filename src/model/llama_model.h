@@ -58,9 +58,6 @@ class LlamaModel {
   // Forward only (evaluation); logits [N, V] written when logits != nullptr.
   StepLoss forward(const Batch& batch, Tensor* logits = nullptr);
 
-  // Counts forward passes, so dropout masks differ per step yet repeat on recomputation.
-  uint64_t forward_counter() const { return forward_counter_; }
-  void set_forward_counter(uint64_t c) { forward_counter_ = c; }  // exact resume
 
  private:
   struct LayerCache;
@@ -85,7 +82,10 @@ class LlamaModel {
   std::vector<float> inv_freq_;
   Tensor rope_cos_, rope_sin_;
   int64_t rope_positions_ = 0;
-  uint64_t forward_counter_ = 0;
+  // Dropout key of the batch being run (Batch::step, Batch::global_index): masks differ per
+  // step and micro-batch yet repeat on recomputation, whatever the rank.
+  int64_t dropout_step_ = 0;
+  int64_t dropout_index_ = 0;
   bool training_ = false;  // dropout only while training
 };
 

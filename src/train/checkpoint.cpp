@@ -51,7 +51,7 @@ std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, co
   const json j = {{"global_step", st.global_step},
                   {"epoch", st.epoch},
                   {"batch_in_epoch", st.batch_in_epoch},
-                  {"forward_counter", st.forward_counter},
+                  {"world_size", st.world_size},
                   {"tokens_seen", st.tokens_seen},
                   {"elapsed_s", st.elapsed_s},
                   {"optimizer_steps", opt.steps_taken()},
@@ -83,6 +83,10 @@ std::string checkpoint_fingerprint(const std::string& dir) {
   return read_json_file(dir + "/trainer_state.json").value("config_fingerprint", std::string());
 }
 
+int64_t checkpoint_world_size(const std::string& dir) {
+  return read_json_file(dir + "/trainer_state.json").value("world_size", int64_t{1});
+}
+
 TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt) {
   const json j = read_json_file(dir + "/trainer_state.json");
   SafetensorsFile adapter = SafetensorsFile::open(dir + "/adapter_model.safetensors");
@@ -103,7 +107,7 @@ TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& o
   st.global_step = j.at("global_step").get<int64_t>();
   st.epoch = j.at("epoch").get<int64_t>();
   st.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
-  st.forward_counter = j.at("forward_counter").get<uint64_t>();
+  st.world_size = j.value("world_size", int64_t{1});
   st.tokens_seen = j.value("tokens_seen", int64_t{0});
   st.elapsed_s = j.value("elapsed_s", 0.0);
   st.config_fingerprint = j.value("config_fingerprint", std::string());

@@ -16,8 +16,9 @@ namespace ftune {
 struct TrainerState {
   int64_t global_step = 0;     // optimizer steps done
   int64_t epoch = 0;           // current epoch (0-based)
-  int64_t batch_in_epoch = 0;  // micro-batches of that epoch already consumed
-  uint64_t forward_counter = 0;
+  int64_t batch_in_epoch = 0;  // micro-batches of that epoch's GLOBAL list already consumed
+                               // (by all ranks): a resume may use another process count
+  int64_t world_size = 1;      // processes of the run that wrote it (for information)
   int64_t tokens_seen = 0;
   double elapsed_s = 0;
   std::string config_fingerprint;  // refuses to resume a different job
@@ -32,6 +33,8 @@ std::optional<std::string> latest_checkpoint(const std::string& output_dir);
 
 // The config fingerprint a checkpoint was written with ("" when none).
 std::string checkpoint_fingerprint(const std::string& dir);
+// The number of processes of the run that wrote it (1 for checkpoints that do not say).
+int64_t checkpoint_world_size(const std::string& dir);
 
 // Loads adapter weights, optimizer moments and state from a checkpoint folder into `lora`/`opt`.
 TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt);

@@ -116,7 +116,7 @@ constexpr Alias kKeyAliases[] = {
     {"dataset", "data.train"},
     {"validation_file", "data.validation"},
     {"eval_file", "data.validation"},
-    {"nproc_per_node", "distributed.gpus"},
+    {"nproc_per_node", "distributed.nproc"},
     {"num_gpus", "distributed.gpus"},
 };
 constexpr Alias kSectionAliases[] = {
@@ -318,6 +318,24 @@ std::string parse_value(const ConfigKey& k, const YAML::Node& node, TrainConfig&
                            join(choices, ", "), describe(node));
       }
       *std::get<std::vector<std::string>*>(field) = items;
+      return "";
+    }
+    case ConfigType::Numbers: {
+      std::vector<double> items;
+      if (!node.IsSequence())
+        return fmt::format("expected a list of numbers (e.g. [1, 2]), got {}", describe(node));
+      for (const YAML::Node& item : node) {
+        std::string_view t = item.IsScalar() ? std::string_view(item.Scalar()) : std::string_view();
+        if (!t.empty() && t[0] == '+') t.remove_prefix(1);
+        double v = 0;
+        auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+        if (t.empty() || ec != std::errc() || end != t.data() + t.size() || !std::isfinite(v))
+          return fmt::format("expected a list of numbers, got an item that is {}", describe(item));
+        if (v < k.min || v > k.max)
+          return fmt::format("item {}", range_problem(k, item.Scalar()));
+        items.push_back(v);
+      }
+      *std::get<std::vector<double>*>(field) = items;
       return "";
     }
   }
@@ -525,6 +543,7 @@ std::string type_name(ConfigType t) {
     case ConfigType::Path: return "path";
     case ConfigType::Choice: return "choice";
     case ConfigType::List: return "list";
+    case ConfigType::Numbers: return "numbers";
   }
   return "?";
 }
@@ -539,6 +558,11 @@ std::string value_text(const ConfigKey& k, const TrainConfig& cfg) {
     case ConfigType::Path: return quote(*std::get<std::string*>(f));
     case ConfigType::Choice: return *std::get<std::string*>(f);  // validated identifier
     case ConfigType::List: return "[" + join(*std::get<std::vector<std::string>*>(f), ", ") + "]";
+    case ConfigType::Numbers: {
+      std::vector<std::string> items;
+      for (double v : *std::get<std::vector<double>*>(f)) items.push_back(format_double(v));
+      return "[" + join(items, ", ") + "]";
+    }
   }
   return "";
 }
@@ -622,6 +646,7 @@ std::string config_reference_markdown(std::string_view section) {
       case ConfigType::List:
         allowed = "list of: " + join(split_choices(k.choices), ", ") + "; or all-linear";
         break;
+      case ConfigType::Numbers: allowed = "list of numbers " + range_text(k); break;
     }
     out += fmt::format("| `{}` | {} | `{}` | {} | {} |\n", k.path, type_name(k.type),
                        k.default_value, allowed, k.doc);

@@ -84,12 +84,20 @@ struct TrainSection {
 };
 
 struct DistributedConfig {
-  int64_t gpus = 0;
-  std::string aggregation;  // token_weighted|mean|median
-  std::string backend;      // auto|nccl|gloo
-  int64_t master_port = 0;  // 0 = MASTER_PORT from the environment, else a free port
+  std::string gpus;                   // "1", a count "4", "all", or device ids "0,2,3"
+  int64_t nproc = 0;                  // worker processes on the CPU backend
+  std::string aggregation;            // token_mean|mean|weighted|median
+  std::vector<double> rank_weights;   // weighted: one weight per rank
+  std::vector<double> shard_weights;  // share of each window per rank; empty = equal
+  int64_t auto_shard_steps = 0;       // > 0: shares from measured throughput after that many steps
+  std::string backend;                // auto|nccl|gloo
+  std::string master_addr;            // "" = MASTER_ADDR from the environment, else 127.0.0.1
+  int64_t master_port = 0;            // 0 = MASTER_PORT(+1) from the environment, else a free port
+  int64_t nnodes = 0;
+  int64_t node_rank = 0;
   int64_t timeout_s = 0;
   bool check_consistency = false;
+  int64_t verify_every = 0;           // 0 = never
 
   bool operator==(const DistributedConfig&) const = default;
 };
@@ -144,17 +152,17 @@ void write_resolved_config(const TrainConfig& cfg, const std::string& path);
 
 // ---- the schema ----------------------------------------------------------------------------
 
-enum class ConfigType { Bool, Int, Float, String, Path, Choice, List };
+enum class ConfigType { Bool, Int, Float, String, Path, Choice, List, Numbers };
 
 // A pointer to the field of a TrainConfig that a schema entry fills.
-using ConfigFieldPtr =
-    std::variant<bool*, int64_t*, double*, std::string*, std::vector<std::string>*>;
+using ConfigFieldPtr = std::variant<bool*, int64_t*, double*, std::string*,
+                                    std::vector<std::string>*, std::vector<double>*>;
 
 struct ConfigKey {
   std::string_view path;           // "train.learning_rate"
   ConfigType type;
   std::string_view default_value;  // YAML text, parsed like a user value
-  double min;                      // Int/Float: inclusive lower bound (-inf = none)
+  double min;                      // Int/Float/Numbers items: inclusive lower bound (-inf = none)
   double max;                      // Int/Float: upper bound (+inf = none)
   bool max_exclusive;              // upper bound is open: [min, max)
   std::string_view choices;        // Choice, List items: "a|b|c"

@@ -150,26 +150,57 @@ constexpr std::array kSchema = {
               "where to train; auto = cuda when a GPU is present, else cpu",
               FTUNE_FIELD(train, device)},
     // ---- distributed ----
-    ConfigKey{"distributed.gpus", T::Int, "1", 1, 1024, false, "",
-              "worker processes (one device each) on this machine",
+    ConfigKey{"distributed.gpus", T::String, "\"1\"", 0, 0, false, "",
+              "GPUs to train on, one worker process each: a count (4), all, or device ids "
+              "(0,2,3); --gpus and FTUNE_GPUS set it too",
               FTUNE_FIELD(distributed, gpus)},
-    ConfigKey{"distributed.aggregation", T::Choice, "token_weighted", 0, 0, false,
-              "token_weighted|mean|median",
-              "how per-rank gradients combine: weighted by trained tokens (same result as one "
-              "GPU), plain mean, or elementwise median",
+    ConfigKey{"distributed.nproc", T::Int, "1", 1, 1024, false, "",
+              "worker processes on the CPU backend (--nproc); each gets cores/nproc threads",
+              FTUNE_FIELD(distributed, nproc)},
+    ConfigKey{"distributed.aggregation", T::Choice, "token_mean", 0, 0, false,
+              "token_mean|mean|weighted|median",
+              "how the ranks' gradients combine: by the global count of trained tokens (the "
+              "one-process result), mean of per-rank means, weighted by rank_weights, or "
+              "coordinate-wise median",
               FTUNE_FIELD(distributed, aggregation)},
+    ConfigKey{"distributed.rank_weights", T::Numbers, "[]", 0, kInf, false, "",
+              "aggregation weighted: one weight per rank (normalized over ranks with data)",
+              FTUNE_FIELD(distributed, rank_weights)},
+    ConfigKey{"distributed.shard_weights", T::Numbers, "[]", 0, kInf, false, "",
+              "share of each step's micro-batches per rank, e.g. [1, 1, 2, 2]; empty = equal",
+              FTUNE_FIELD(distributed, shard_weights)},
+    ConfigKey{"distributed.auto_shard_steps", T::Int, "0", 0, kInf, false, "",
+              "shard weights from measured throughput: after this many steps each rank's share "
+              "follows its micro-batches per second (token_mean only); 0 = off",
+              FTUNE_FIELD(distributed, auto_shard_steps)},
     ConfigKey{"distributed.backend", T::Choice, "auto", 0, 0, false, "auto|nccl|gloo",
               "communication library; auto = nccl on GPU, gloo on CPU",
               FTUNE_FIELD(distributed, backend)},
+    ConfigKey{"distributed.master_addr", T::String, "\"\"", 0, 0, false, "",
+              "host of rank 0 (--master-addr); empty = MASTER_ADDR from the environment, else "
+              "127.0.0.1",
+              FTUNE_FIELD(distributed, master_addr)},
     ConfigKey{"distributed.master_port", T::Int, "0", 0, 65535, false, "",
-              "TCP port of the rendezvous; 0 = MASTER_PORT from the environment, else a free port",
+              "TCP port of the rendezvous (--master-port); 0 = MASTER_PORT+1 from the "
+              "environment, else a free port",
               FTUNE_FIELD(distributed, master_port)},
+    ConfigKey{"distributed.nnodes", T::Int, "1", 1, 65536, false, "",
+              "machines of a multi-node job started by ftune's own launcher (--nnodes)",
+              FTUNE_FIELD(distributed, nnodes)},
+    ConfigKey{"distributed.node_rank", T::Int, "0", 0, 65535, false, "",
+              "index of this machine in a multi-node job (--node-rank)",
+              FTUNE_FIELD(distributed, node_rank)},
     ConfigKey{"distributed.timeout_s", T::Int, "1800", 1, 604800, false, "",
-              "seconds a collective or the rendezvous may wait before the job fails",
+              "seconds a worker may go without progress (or a collective may wait) before "
+              "the job is stopped",
               FTUNE_FIELD(distributed, timeout_s)},
     ConfigKey{"distributed.check_consistency", T::Bool, "true", 0, 0, false, "",
-              "check at start that every rank has the same config, data and weights",
+              "check at start that every rank has the same config, model and data (hashes)",
               FTUNE_FIELD(distributed, check_consistency)},
+    ConfigKey{"distributed.verify_every", T::Int, "0", 0, kInf, false, "",
+              "every this many steps compare a checksum of the LoRA weights and optimizer "
+              "state across ranks; 0 = never",
+              FTUNE_FIELD(distributed, verify_every)},
     // ---- logging ----
     ConfigKey{"logging.tensorboard", T::Bool, "true", 0, 0, false, "",
               "write TensorBoard event files to tensorboard/ inside train.output_dir",
@@ -193,7 +224,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 55, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 63, "update the schema count when adding a config key");
 
 }  // namespace
 

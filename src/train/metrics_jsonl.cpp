@@ -33,6 +33,8 @@ void MetricsJsonl::log_step(const StepMetrics& m) {
   j["tokens"] = m.tokens;
   j["tokens_per_s"] = m.tokens_per_s;
   j["elapsed_s"] = m.elapsed_s;
+  if (!m.memory_mib.empty()) j["memory_mib"] = m.memory_mib;
+  if (!m.peak_memory_mib.empty()) j["peak_memory_mib"] = m.peak_memory_mib;
   write_line(j.dump());
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace ftune {
 
@@ -17,6 +18,8 @@ struct StepMetrics {
   int64_t tokens = 0;        // tokens fed through the model in this step (rows x seq_len), all ranks
   double tokens_per_s = 0;   // tokens / wall seconds of this step
   double elapsed_s = 0;      // seconds since training started
+  std::vector<double> memory_mib;       // per rank (distributed runs): memory in use, MiB
+  std::vector<double> peak_memory_mib;  // per rank: peak so far, MiB
 };
 
 struct EvalMetrics {
@@ -35,7 +38,8 @@ class MetricsJsonl {
   MetricsJsonl(const MetricsJsonl&) = delete;
   MetricsJsonl& operator=(const MetricsJsonl&) = delete;
 
-  // {"step","epoch","loss","lr","grad_norm","tokens","tokens_per_s","elapsed_s"}
+  // {"step","epoch","loss","lr","grad_norm","tokens","tokens_per_s","elapsed_s"} and, in
+  // distributed runs, "memory_mib" and "peak_memory_mib" (lists, one entry per rank)
   void log_step(const StepMetrics& m);
   // {"step","epoch","eval_loss","eval_perplexity","elapsed_s"}, perplexity = exp(eval_loss)
   void log_eval(const EvalMetrics& m);

@@ -45,6 +45,8 @@ std::string format_progress_line(const ProgressInfo& p, bool with_bar, int bar_w
   if (with_bar && p.total_steps > 0) line += fmt::format(" {}", format_bar(p.step, p.total_steps, bar_width));
   line += fmt::format(" loss {:.4f} lr {:.1e} gnorm {:.2f} tok/s {:.0f}", p.loss, p.lr,
                       p.grad_norm, p.tokens_per_s);
+  if (p.memory_mib >= 0)
+    line += fmt::format(" mem {:.0f}/{:.0f} MiB", p.memory_mib, std::max(p.memory_mib, p.peak_memory_mib));
   if (p.total_steps > 0) line += fmt::format(" ETA {}", format_duration(p.eta_s));
   return line;
 }
@@ -66,12 +68,13 @@ ProgressPrinter::ProgressPrinter(std::string_view mode, int64_t total_steps, int
 ProgressPrinter::~ProgressPrinter() { finish(); }
 
 void ProgressPrinter::update(int64_t step, double loss, double lr, double grad_norm,
-                             double tokens_per_s) {
+                             double tokens_per_s, double memory_mib, double peak_memory_mib) {
   if (mode_ == ConsoleMode::None) return;
   double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  ProgressInfo p{step, total_steps_, loss, lr, grad_norm, tokens_per_s,
-                 estimate_eta(start_step_, step, total_steps_, elapsed)};
+  ProgressInfo p{step,         total_steps_, loss, lr, grad_norm, tokens_per_s,
+                 estimate_eta(start_step_, step, total_steps_, elapsed), memory_mib,
+                 peak_memory_mib};
   if (mode_ == ConsoleMode::Plain) {
     fmt::print(out_, "{}\n", format_progress_line(p, false));
     std::fflush(out_);

@@ -23,6 +23,8 @@ struct ProgressInfo {
   double grad_norm = 0;
   double tokens_per_s = 0;
   double eta_s = -1;        // < 0: unknown
+  double memory_mib = -1;   // distributed runs: the largest rank's memory in use; < 0: none
+  double peak_memory_mib = -1;  // and the largest peak
 };
 
 // "H:MM:SS" (hours unbounded); "?:??:??" for a negative or non-finite duration.
@@ -43,7 +45,10 @@ class ProgressPrinter {
                   FILE* out = stderr);
   ~ProgressPrinter();
 
-  void update(int64_t step, double loss, double lr, double grad_norm, double tokens_per_s);
+  // memory_mib / peak_memory_mib: the largest over ranks (distributed runs), shown as
+  // "mem 123/456 MiB" when >= 0.
+  void update(int64_t step, double loss, double lr, double grad_norm, double tokens_per_s,
+              double memory_mib = -1, double peak_memory_mib = -1);
   // A line of its own (an eval result, a checkpoint note) that does not tear the live bar.
   void message(std::string_view line);
   // Ends the live line with a newline (idempotent; also done by the destructor).

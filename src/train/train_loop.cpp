@@ -1,5 +1,6 @@
 #include "train/train_loop.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -7,6 +8,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "data/shard.h"
 #include "train/checkpoint.h"
 #include "train/metrics_jsonl.h"
 #include "train/progress.h"
@@ -20,21 +22,36 @@ namespace {
 
 int64_t steps_per_epoch(int64_t batches, int64_t accum) { return (batches + accum - 1) / accum; }
 
+EpochBatches epoch_of(const TrainData& data, int64_t epoch) {
+  if (data.epoch) return data.epoch(epoch);
+  FTUNE_CHECK(static_cast<bool>(data.epoch_batches), "train: TrainData has no batches");
+  auto all = std::make_shared<std::vector<Batch>>(data.epoch_batches(epoch));
+  return {static_cast<int64_t>(all->size()), [all](int64_t i) { return (*all)[static_cast<size_t>(i)]; }};
+}
+
 }  // namespace
 
 TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const TrainData& data,
                           GradientSync* sync) {
   FTUNE_CHECK(opts.gradient_accumulation_steps >= 1, "train: gradient_accumulation_steps must be >= 1");
-  const int64_t accum = opts.gradient_accumulation_steps;
-  std::vector<Batch> epoch_batches = data.epoch_batches(0);
-  FTUNE_CHECK(!epoch_batches.empty(), "train: the training set yields no batches");
+  const int rank = sync ? sync->rank() : 0;
+  const int world = sync ? sync->world_size() : 1;
+  // A window of the global micro-batch list: accumulation steps x ranks (HF's global batch).
+  const int64_t accum = opts.gradient_accumulation_steps * world;
+  (void)split_by_weights(0, opts.shard_weights, world);  // checks the weights up front
+  std::vector<double> shard_weights = opts.shard_weights;
+  // Auto shard weights: micro-batches and compute seconds per rank over the first steps.
+  std::vector<double> measured_batches(static_cast<size_t>(world), 0.0),
+      measured_s(static_cast<size_t>(world), 0.0);
+  int64_t measured_steps = 0;
+  EpochBatches epoch_batches = epoch_of(data, 0);
+  FTUNE_CHECK(epoch_batches.size > 0, "train: the training set yields no batches");
   // Packing a new order each epoch may give a slightly different number of rows, so the plan
   // counts every epoch's windows.
   int64_t total = opts.max_steps;
   if (total <= 0) {
-    total = steps_per_epoch(static_cast<int64_t>(epoch_batches.size()), accum);
-    for (int64_t e = 1; e < opts.num_epochs; ++e)
-      total += steps_per_epoch(static_cast<int64_t>(data.epoch_batches(e).size()), accum);
+    total = steps_per_epoch(epoch_batches.size, accum);
+    for (int64_t e = 1; e < opts.num_epochs; ++e) total += steps_per_epoch(epoch_of(data, e).size, accum);
   }
   FTUNE_CHECK(total >= 1, "train: nothing to do (max_steps {}, num_epochs {})", opts.max_steps,
               opts.num_epochs);
@@ -48,17 +65,18 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
 
   TrainerState state;
   state.config_fingerprint = opts.config_fingerprint;
+  state.world_size = world;
   if (opts.resume) {
     auto ck = latest_checkpoint(opts.output_dir);
     FTUNE_CHECK(ck.has_value(), "--resume: no checkpoint in {}/checkpoints", opts.output_dir);
     const std::string fp = checkpoint_fingerprint(*ck);
     FTUNE_CHECK(opts.config_fingerprint.empty() || fp.empty() || fp == opts.config_fingerprint,
                 "--resume: {} was written by a different configuration (model, data, LoRA or "
-                "batch settings changed)",
-                *ck);
+                "batch settings changed; it ran {} process(es), this run {}: with another process "
+                "count keep train.gradient_accumulation_steps x processes the same)",
+                *ck, checkpoint_world_size(*ck), world);
     state = load_checkpoint(*ck, model.lora(), trainer.optimizer());
-    model.set_forward_counter(state.forward_counter);
-    if (state.epoch != 0) epoch_batches = data.epoch_batches(state.epoch);
+    if (state.epoch != 0) epoch_batches = epoch_of(data, state.epoch);
   }
 
   const bool main = opts.is_main_process;
@@ -79,7 +97,11 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   };
   auto run_eval = [&](int64_t step, double epoch) -> double {
     if (data.validation.empty()) return -1;
-    const StepLoss l = trainer.evaluate(data.validation);
+    const auto [vb, ve] = window_share(0, static_cast<int64_t>(data.validation.size()),
+                                       shard_weights, rank, world);
+    const StepLoss l = trainer.evaluate(
+        std::vector<Batch>(data.validation.begin() + vb, data.validation.begin() + ve));
+    if (opts.on_progress) opts.on_progress(step);
     if (l.count == 0) return -1;
     const double loss = l.mean();
     if (main) {
@@ -95,7 +117,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   };
   auto checkpoint = [&] {
     if (!main) return;
-    state.forward_counter = model.forward_counter();
+    state.world_size = world;
     state.elapsed_s = elapsed();
     const std::string dir = save_checkpoint(opts.output_dir, model.lora(), trainer.optimizer(),
                                             state, opts.adapter_meta, opts.save_total_limit);
@@ -106,36 +128,76 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   double eval_loss = -1;
   bool evaluated_last = false, saved_last = false;
   while (state.global_step < total) {
-    if (state.batch_in_epoch >= static_cast<int64_t>(epoch_batches.size())) {
+    if (state.batch_in_epoch >= epoch_batches.size) {
       ++state.epoch;
       state.batch_in_epoch = 0;
-      epoch_batches = data.epoch_batches(state.epoch);
+      epoch_batches = epoch_of(data, state.epoch);
     }
     const int64_t begin = state.batch_in_epoch;
-    const int64_t end = std::min<int64_t>(begin + accum, static_cast<int64_t>(epoch_batches.size()));
-    std::vector<Batch> window(epoch_batches.begin() + begin, epoch_batches.begin() + end);
+    const int64_t end = std::min<int64_t>(begin + accum, epoch_batches.size);
+    const auto [mine_begin, mine_end] = window_share(begin, end, shard_weights, rank, world);
+    std::vector<Batch> window;
+    for (int64_t i = mine_begin; i < mine_end; ++i) {
+      window.push_back(epoch_batches.at(i));
+      window.back().step = state.global_step;  // the dropout key (core/batch.h)
+      window.back().global_index = i;
+    }
     const auto ts = std::chrono::steady_clock::now();
     const StepStats st = trainer.step(window);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     state.batch_in_epoch = end;
     state.global_step = st.step;
-    const int64_t tokens = sync ? static_cast<int64_t>(sync->all_reduce_sum(static_cast<double>(st.input_tokens)))
-                                : st.input_tokens;
+    if (opts.on_progress) opts.on_progress(st.step);
+    if (opts.auto_shard_steps > 0 && measured_steps < opts.auto_shard_steps &&
+        st.compute_s.size() == static_cast<size_t>(world)) {
+      for (size_t r = 0; r < measured_s.size(); ++r) {
+        measured_batches[r] += st.micro_batches[r];
+        measured_s[r] += st.compute_s[r];
+      }
+      if (++measured_steps == opts.auto_shard_steps) {
+        // Every rank computes the same weights from the same reduced numbers. A rank that got
+        // no micro-batch keeps the mean throughput of the others.
+        std::vector<double> w(static_cast<size_t>(world), 0.0);
+        double sum = 0;
+        int known = 0;
+        for (size_t r = 0; r < w.size(); ++r)
+          if (measured_batches[r] > 0 && measured_s[r] > 0) {
+            w[r] = measured_batches[r] / measured_s[r];
+            sum += w[r];
+            ++known;
+          }
+        if (known > 0) {
+          for (double& x : w)
+            if (x == 0) x = sum / known;
+          shard_weights = w;
+          if (main)
+            progress.message(fmt::format("auto shard weights after {} steps (micro-batches/s per "
+                                         "rank): [{:.3g}]",
+                                         measured_steps, fmt::join(w, ", ")));
+        }
+      }
+    }
+    const int64_t tokens = st.input_tokens;
     state.tokens_seen += tokens;
     summary.trained_tokens += st.trained_tokens;
     if (summary.steps == 0) summary.first_loss = st.loss;
     summary.final_loss = st.loss;
     ++summary.steps;
     const double epoch_f = static_cast<double>(state.epoch) +
-                           static_cast<double>(state.batch_in_epoch) / static_cast<double>(epoch_batches.size());
+                           static_cast<double>(state.batch_in_epoch) / static_cast<double>(epoch_batches.size);
     const double tps = dt > 0 ? static_cast<double>(tokens) / dt : 0;
     if (!std::isfinite(st.loss))
       fail("train: loss is {} at step {} (learning rate too high?); last checkpoint kept",
            st.loss, st.step);
     if (main) {
-      progress.update(st.step, st.loss, st.lr, st.grad_norm, tps);
+      const double mem = st.memory_mib.empty() ? -1 : *std::max_element(st.memory_mib.begin(), st.memory_mib.end());
+      const double peak = st.peak_memory_mib.empty()
+                              ? -1
+                              : *std::max_element(st.peak_memory_mib.begin(), st.peak_memory_mib.end());
+      progress.update(st.step, st.loss, st.lr, st.grad_norm, tps, mem, peak);
       if (opts.logging_steps > 0 && (st.step % opts.logging_steps == 0 || st.step == total)) {
-        if (jsonl) jsonl->log_step({st.step, epoch_f, st.loss, st.lr, st.grad_norm, tokens, tps, elapsed()});
+        if (jsonl) jsonl->log_step({st.step, epoch_f, st.loss, st.lr, st.grad_norm, tokens, tps,
+                                    elapsed(), st.memory_mib, st.peak_memory_mib});
         if (tb) {
           tb->add_scalar("train/loss", static_cast<float>(st.loss), st.step);
           tb->add_scalar("train/learning_rate", static_cast<float>(st.lr), st.step);

@@ -32,12 +32,28 @@ struct TrainLoopOptions {
   TrainerOptions trainer;  // schedule.total_steps/warmup_steps are filled by the loop
   AdapterMeta adapter_meta;
   bool is_main_process = true;  // rank 0 writes logs, checkpoints and the adapter
+  // Distributed runs: share of each global window per rank (empty = equal; data/shard.h).
+  std::vector<double> shard_weights;
+  // > 0: after this many steps, shard weights = each rank's measured micro-batches per second.
+  int64_t auto_shard_steps = 0;
+  // Called after every step and evaluation (the worker's heartbeat to its launcher).
+  std::function<void(int64_t step)> on_progress;
+};
+
+// One epoch's GLOBAL micro-batches, built on demand: a rank builds only those it trains.
+struct EpochBatches {
+  int64_t size = 0;
+  std::function<Batch(int64_t index)> at;
 };
 
 struct TrainData {
-  // Micro-batches of one epoch for this rank (deterministic in the epoch number).
+  // The GLOBAL micro-batches of one epoch (deterministic in the epoch number, the same on every
+  // rank); with a GradientSync each rank trains its share of every window (data/shard.h):
+  // windows hold gradient_accumulation_steps x world micro-batches. Set `epoch` (lazy), or
+  // `epoch_batches` (the whole list, for small data and tests); `epoch` wins.
+  std::function<EpochBatches(int64_t epoch)> epoch;
   std::function<std::vector<Batch>(int64_t epoch)> epoch_batches;
-  std::vector<Batch> validation;
+  std::vector<Batch> validation;  // global as well; each rank evaluates its share
 };
 
 struct TrainSummary {

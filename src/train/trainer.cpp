@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <chrono>
+
 #include "core/error.h"
 
 namespace ftune {
@@ -17,37 +19,50 @@ Trainer::Trainer(LlamaModel& model, TrainerOptions opts, GradientSync* sync)
 }
 
 StepStats Trainer::step(const std::vector<Batch>& window) {
-  FTUNE_CHECK(!window.empty(), "trainer: empty accumulation window");
-  int64_t local_count = 0;
-  for (const Batch& b : window) local_count += count_trained_tokens(b);
-  const double total = sync_ ? sync_->all_reduce_sum(static_cast<double>(local_count))
-                             : static_cast<double>(local_count);
-  FTUNE_CHECK(total > 0, "trainer: the accumulation window has no trained tokens (every label "
-              "is -100)");
-  const float grad_scale = static_cast<float>(1.0 / total);
+  FTUNE_CHECK(sync_ || !window.empty(), "trainer: empty accumulation window");
+  LocalWindow local;
+  for (const Batch& b : window) local.trained_tokens += count_trained_tokens(b);
+  // Single process: the count is known from the labels before any forward, so each backward is
+  // scaled by 1/count directly. Distributed: the GradientSync decides (aggregation modes).
+  if (!sync_)
+    FTUNE_CHECK(local.trained_tokens > 0, "trainer: the accumulation window has no trained "
+                "tokens (every label is -100)");
+  const float grad_scale = static_cast<float>(
+      sync_ ? sync_->backward_scale(local.trained_tokens)
+            : 1.0 / static_cast<double>(local.trained_tokens));
 
   model_.lora().zero_grad();
-  StepStats st;
-  // The window's loss stays on the device until the step ends (no synchronisation per batch).
+  const auto t0 = std::chrono::steady_clock::now();
+  // The window's loss stays on the device until the window ends (no synchronisation per batch);
+  // reading it waits for the window's work, so compute_s covers the GPU time too.
   Tensor loss_dev = model_.loss_accumulator();
   for (const Batch& b : window) {
     model_.forward_backward_accumulate(b, grad_scale, loss_dev);
-    st.input_tokens += b.tokens();
+    local.input_tokens += b.tokens();
   }
-  double loss_sum = loss_dev.to(Device::cpu()).data<double>()[0];
+  local.loss_sum = loss_dev.to(Device::cpu()).data<double>()[0];
+  local.micro_batches = static_cast<int64_t>(window.size());
+  local.compute_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  StepStats st;
+  GlobalWindow global{local.trained_tokens, local.loss_sum, local.input_tokens, {}, {}, {}, {}};
   if (sync_) {
-    std::vector<Tensor*> grads;
-    for (auto& p : params_) grads.push_back(p.grad);
-    sync_->all_reduce_grads(grads);
-    loss_sum = sync_->all_reduce_sum(loss_sum);
+    global = sync_->finish_window(local);
+    FTUNE_CHECK(global.trained_tokens > 0, "trainer: the accumulation window has no trained "
+                "tokens on any rank (every label is -100)");
   }
   st.grad_norm =
       clip_grad_norm(model_.ops(), params_, opts_.max_grad_norm, model_.lora().flat_grads);
   st.lr = opts_.schedule.lr(optimizer_.steps_taken());
   optimizer_.step(st.lr);
   st.step = optimizer_.steps_taken();
-  st.loss = loss_sum / total;
-  st.trained_tokens = static_cast<int64_t>(total);
+  st.loss = global.loss_sum / static_cast<double>(global.trained_tokens);
+  st.trained_tokens = global.trained_tokens;
+  st.input_tokens = global.input_tokens;
+  st.memory_mib = std::move(global.memory_mib);
+  st.peak_memory_mib = std::move(global.peak_memory_mib);
+  st.micro_batches = std::move(global.micro_batches);
+  st.compute_s = std::move(global.compute_s);
+  if (sync_) sync_->after_step(st.step, optimizer_);
   return st;
 }
 
@@ -58,11 +73,7 @@ StepLoss Trainer::evaluate(const std::vector<Batch>& batches) {
     acc.loss_sum += l.loss_sum;
     acc.count += l.count;
   }
-  if (sync_) {
-    acc.loss_sum = sync_->all_reduce_sum(acc.loss_sum);
-    acc.count = static_cast<int64_t>(sync_->all_reduce_sum(static_cast<double>(acc.count)));
-  }
-  return acc;
+  return sync_ ? sync_->reduce_eval(acc) : acc;
 }
 
 }  // namespace ftune

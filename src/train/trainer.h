@@ -13,16 +13,43 @@
 
 namespace ftune {
 
-// Implemented by the distributed layer; the single-process trainer uses none.
+// What one rank contributes to an optimizer step, known before any communication.
+struct LocalWindow {
+  int64_t trained_tokens = 0;  // targets that are not -100, this rank's micro-batches
+  double loss_sum = 0.0;       // sum of their token losses
+  int64_t input_tokens = 0;    // tokens fed through the model
+  int64_t micro_batches = 0;   // micro-batches trained
+  double compute_s = 0.0;      // seconds spent in forward/backward
+};
+
+// The step over all ranks: the result of the step's one scalar reduction.
+struct GlobalWindow {
+  int64_t trained_tokens = 0;
+  double loss_sum = 0.0;
+  int64_t input_tokens = 0;
+  std::vector<double> memory_mib;       // per rank: memory in use at the end of backward
+  std::vector<double> peak_memory_mib;  // per rank: peak so far
+  std::vector<double> micro_batches;    // per rank: micro-batches of this step
+  std::vector<double> compute_s;        // per rank: forward/backward seconds of this step
+};
+
+// Implemented by the distributed layer (src/dist/gradient_sync.h); the single-process trainer
+// uses none. The trainer calls, per step: backward_scale (local, no communication), backward
+// of every micro-batch with that scale, finish_window (one scalar reduction + the gradient
+// combination; afterwards every rank holds the same gradients), the optimizer, after_step.
 class GradientSync {
  public:
   virtual ~GradientSync() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
-  // Sum of `v` over all ranks.
-  virtual double all_reduce_sum(double v) = 0;
-  // Sums the gradients over all ranks in place.
-  virtual void all_reduce_grads(const std::vector<Tensor*>& grads) = 0;
+  // The factor this rank's backward multiplies d(sum of token losses) by, from its own count.
+  virtual double backward_scale(int64_t local_trained_tokens) = 0;
+  // Combines the gradients in place and returns the global totals.
+  virtual GlobalWindow finish_window(const LocalWindow& local) = 0;
+  // (loss_sum, count) summed over ranks, in one call.
+  virtual StepLoss reduce_eval(const StepLoss& local) = 0;
+  // After the optimizer update of step `step` (1-based): consistency checks.
+  virtual void after_step(int64_t step, const AdamW& optimizer) {}
 };
 
 struct TrainerOptions {
@@ -37,13 +64,17 @@ struct StepStats {
   double grad_norm = 0.0;       // before clipping
   double lr = 0.0;              // used for this step
   int64_t trained_tokens = 0;   // over the window, all ranks
-  int64_t input_tokens = 0;     // tokens fed through the model (this rank)
+  int64_t input_tokens = 0;     // tokens fed through the model, all ranks
+  std::vector<double> memory_mib, peak_memory_mib;  // per rank (distributed runs only)
+  std::vector<double> micro_batches, compute_s;     // per rank (distributed runs only)
 };
 
 class Trainer {
  public:
   Trainer(LlamaModel& model, TrainerOptions opts, GradientSync* sync = nullptr);
 
+  // `window`: this rank's micro-batches of the step (may be empty on a rank of a distributed
+  // run whose share of the global window is empty).
   StepStats step(const std::vector<Batch>& window);
   // Mean loss over batches without gradients (evaluation), token-weighted, all ranks.
   StepLoss evaluate(const std::vector<Batch>& batches);

@@ -202,7 +202,10 @@ TEST(Cli, BadInputsFailBeforeTraining) {
       {"train.learning_rat=1e-4", "did you mean 'train.learning_rate'?"},
       {"lora.r=-1", "lora.r: must be in"},
       {"model.dtype=bfloat16", "computes in float32 only"},
-      {"distributed.gpus=2", "multi-GPU training is not available"},
+      {"distributed.gpus=2 --nproc 2", "--nproc 2 (CPU workers) and --gpus 2 both given; choose one"},
+      {"--nproc 2 distributed.shard_weights=[1,2,3]", "shard_weights has 3 entries for 2 ranks"},
+      {"--nproc 2 distributed.aggregation=weighted", "needs distributed.rank_weights with one weight per rank"},
+      {"--gpus 0,0", "device 0 is listed twice"},
   };
   for (const auto& [args, want] : cases) {
     CliRun r = run_ftune("train " + args + " train.output_dir=out", d);

@@ -82,8 +82,10 @@ TEST(Config, DefaultsFromSchema) {
   EXPECT_EQ(c.train.seed, 42);
   EXPECT_EQ(c.train.logging_steps, 1);
   EXPECT_EQ(c.train.device, "auto");
-  EXPECT_EQ(c.distributed.gpus, 1);
-  EXPECT_EQ(c.distributed.aggregation, "token_weighted");
+  EXPECT_EQ(c.distributed.gpus, "1");
+  EXPECT_EQ(c.distributed.nproc, 1);
+  EXPECT_EQ(c.distributed.aggregation, "token_mean");
+  EXPECT_TRUE(c.distributed.shard_weights.empty());
   EXPECT_TRUE(c.distributed.check_consistency);
   EXPECT_TRUE(c.logging.tensorboard);
   EXPECT_TRUE(c.logging.jsonl);
@@ -268,7 +270,7 @@ TEST(Config, InvalidChoices) {
                 "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; did you mean 'q_proj'?");
   EXPECT_EQ(lines[2],
             p + ":6: distributed.aggregation: invalid choice 'sum'; expected one of: "
-                "token_weighted, mean, median");
+                "token_mean, mean, weighted, median");
 }
 
 TEST(Config, MissingFiles) {
@@ -378,6 +380,7 @@ TEST(Config, ResolvedDumpRoundTrips) {
            "train.output_dir=out: \"quoted\" #x", "train.learning_rate=3.3e-5",
            "train.adam_epsilon=1e-10", "train.warmup_ratio=0.03", "train.max_steps=1000",
            "distributed.gpus=4", "distributed.aggregation=median", "distributed.master_port=29511",
+           "distributed.shard_weights=[1, 2.5]", "distributed.rank_weights=[3]",
            "logging.console=none", "logging.run_name=true"});
   EXPECT_EQ(c.train.output_dir, "out: \"quoted\" #x");
   EXPECT_EQ(c.logging.run_name, "true");

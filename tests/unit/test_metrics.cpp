@@ -230,12 +230,12 @@ TEST(MetricsJsonl, LinesParseWithAllKeys) {
   std::string dir = test::temp_dir("jsonl") + "/out";
   {
     MetricsJsonl m(dir);
-    m.log_step({1, 0.25, 2.5, 2e-4, 1.5, 1024, 4096.5, 0.25});
+    m.log_step({1, 0.25, 2.5, 2e-4, 1.5, 1024, 4096.5, 0.25, {}, {}});
     m.log_eval({1, 0.25, 2.0, 0.5});
     // Flushed per line: visible before the writer closes.
     std::string text = read_bytes(dir + "/metrics.jsonl");
     EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
-    m.log_step({2, 0.5, NAN, 1e-4, INFINITY, 7, 1.0, 1.0});
+    m.log_step({2, 0.5, NAN, 1e-4, INFINITY, 7, 1.0, 1.0, {}, {}});
   }
   std::ifstream in(dir + "/metrics.jsonl");
   std::vector<nlohmann::json> lines;
@@ -263,11 +263,16 @@ TEST(MetricsJsonl, LinesParseWithAllKeys) {
   EXPECT_TRUE(lines[2]["loss"].is_null());
   EXPECT_TRUE(lines[2]["grad_norm"].is_null());
   // Append mode keeps earlier lines (resume).
-  { MetricsJsonl m(dir, /*append=*/true); m.log_step({3, 0.75, 1.0, 1e-4, 1.0, 7, 1.0, 2.0}); }
+  // Distributed runs add per-rank memory.
+  { MetricsJsonl m(dir, /*append=*/true); m.log_step({3, 0.75, 1.0, 1e-4, 1.0, 7, 1.0, 2.0, {10.5, 20}, {30, 40}}); }
   std::ifstream again(dir + "/metrics.jsonl");
-  int n = 0;
-  for (std::string l; std::getline(again, l);) ++n;
-  EXPECT_EQ(n, 4);
+  std::vector<std::string> all;
+  for (std::string l; std::getline(again, l);) all.push_back(l);
+  ASSERT_EQ(all.size(), 4u);
+  const auto last = nlohmann::json::parse(all.back());
+  EXPECT_EQ(last["memory_mib"], (std::vector<double>{10.5, 20}));
+  EXPECT_EQ(last["peak_memory_mib"], (std::vector<double>{30, 40}));
+  EXPECT_FALSE(nlohmann::json::parse(all[0]).contains("memory_mib"));
 }
 
 TEST(Progress, LineFormat) {
@@ -286,6 +291,11 @@ TEST(Progress, LineFormat) {
   EXPECT_EQ(estimate_eta(0, 10, 100, 5.0), 45.0);
   EXPECT_EQ(estimate_eta(50, 60, 100, 10.0), 40.0);  // resumed at 50: pace of this run
   EXPECT_EQ(estimate_eta(0, 0, 100, 1.0), -1.0);
+  ProgressInfo mem = p;
+  mem.memory_mib = 812.4;
+  mem.peak_memory_mib = 1024;
+  EXPECT_EQ(format_progress_line(mem, false),
+            "step 12/100 loss 2.3456 lr 2.0e-04 gnorm 1.23 tok/s 1234 mem 812/1024 MiB ETA 0:01:23");
   ProgressInfo unknown{7, 0, 1.0, 1e-3, 0.5, 10, -1};
   EXPECT_EQ(format_progress_line(unknown, true), "step 7 loss 1.0000 lr 1.0e-03 gnorm 0.50 tok/s 10");
 }

@@ -207,16 +207,24 @@ TEST(Model, CheckpointingGivesIdenticalGradients) {
   const Batch b = packed_batch();
   std::vector<std::vector<float>> g1, g2;
   m.lora().zero_grad();
-  const uint64_t counter = m.forward_counter();
-  const double l1 = m.forward_backward(b, 0.5f).loss_sum;
+  Batch keyed = b;
+  keyed.step = 3;
+  keyed.global_index = 5;
+  const double l1 = m.forward_backward(keyed, 0.5f).loss_sum;
   for (auto& p : m.lora().params()) g1.push_back(p.grad->to_vector());
-  // Same forward pass number => same dropout masks.
-  LlamaModel m2(s, random_base_weights(s, 11, 0.3f), *ops, {true, 1024, DType::F32});
+  // Same dropout key (step, global micro-batch index) => same masks, whatever forward passes
+  // (evaluation) ran before.
+  LlamaModel m2(s, random_base_weights(s, 11, 0.3f), *ops, {true, 1024});
   m2.attach_lora(random_lora(s, ls, 21));
-  for (uint64_t i = 0; i < counter; ++i) m2.forward(b);
+  for (int i = 0; i < 3; ++i) m2.forward(b);
   m2.lora().zero_grad();
-  const double l2 = m2.forward_backward(b, 0.5f).loss_sum;
+  const double l2 = m2.forward_backward(keyed, 0.5f).loss_sum;
   for (auto& p : m2.lora().params()) g2.push_back(p.grad->to_vector());
+  // Another key gives other masks, hence another loss.
+  Batch other = keyed;
+  other.global_index = 6;
+  m2.lora().zero_grad();
+  EXPECT_NE(m2.forward_backward(other, 0.5f).loss_sum, l2);
   EXPECT_DOUBLE_EQ(l1, l2);
   ASSERT_EQ(g1.size(), g2.size());
   for (size_t i = 0; i < g1.size(); ++i) EXPECT_EQ(g1[i], g2[i]) << i;

@@ -1,0 +1,65 @@
+// One interface over the collective libraries data parallelism uses: Gloo on the CPU, NCCL on
+// GPUs (built with FTUNE_CUDA only; without it make_nccl_communicator says so). Every rank
+// calls the same collectives in the same order. Tensors must live where the communicator
+// works: host memory for Gloo, the rank's GPU for NCCL. Failures (a peer gone, a timeout)
+// throw CommError, so a worker can tell "a peer died" from its own errors.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace ftune {
+
+class KeyValueStore;
+
+// A collective failed because of another rank (connection lost, timeout).
+class CommError : public Error {
+ public:
+  using Error::Error;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual std::string backend() const = 0;  // "gloo" | "nccl"
+
+  // In place: sum of `t` (F32) over all ranks.
+  virtual void all_reduce_sum(Tensor& t) = 0;
+  // Host values summed over all ranks in one collective (a step's scalars).
+  virtual void all_reduce_sum(std::span<double> values) = 0;
+  // out[r * in.numel() + i] = in[i] of rank r; out holds world_size() * in.numel() F32.
+  virtual void all_gather(const Tensor& in, Tensor& out) = 0;
+  // Host bytes, the same count on every rank: out = world_size() * in.size() bytes.
+  virtual void all_gather_bytes(std::span<const uint8_t> in, std::span<uint8_t> out) = 0;
+  virtual void barrier() = 0;
+};
+
+struct CommOptions {
+  int rank = 0;
+  int world_size = 1;
+  int timeout_s = 1800;
+  // Gloo: the address this rank's sockets bind to ("" = 127.0.0.1 on one node, else the host
+  // name); NCCL: unused.
+  std::string local_addr;
+  int cuda_device = 0;  // NCCL: the device ordinal this rank uses
+  // Called with true before a blocking collective and false after it (the launcher's
+  // heartbeat: a rank waiting for its peers is not hung).
+  std::function<void(bool)> on_wait;
+};
+
+// Gloo over TCP; rendezvous through `store` (rank 0's TCP key-value store).
+std::unique_ptr<Communicator> make_gloo_communicator(KeyValueStore& store, const CommOptions& o);
+// NCCL; rank 0 creates the ncclUniqueId and shares it through `store`.
+std::unique_ptr<Communicator> make_nccl_communicator(KeyValueStore& store, const CommOptions& o);
+// Whether this build has NCCL (FTUNE_CUDA).
+bool nccl_available();
+
+}  // namespace ftune

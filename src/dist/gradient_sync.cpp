@@ -1,0 +1,192 @@
+// Gradient aggregation across ranks (the formulas are in gradient_sync.h).
+#include "dist/gradient_sync.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+
+#include "dist/consistency.h"
+
+namespace ftune {
+
+Aggregation parse_aggregation(std::string_view name) {
+  if (name == "token_mean") return Aggregation::token_mean;
+  if (name == "mean") return Aggregation::mean;
+  if (name == "weighted") return Aggregation::weighted;
+  if (name == "median") return Aggregation::median;
+  fail("distributed.aggregation: unknown mode '{}' (token_mean, mean, weighted, median)", name);
+}
+
+std::vector<GradBucket> layer_buckets(LoraWeights& lora) {
+  std::vector<GradBucket> out;
+  for (int l = static_cast<int>(lora.layers.size()) - 1; l >= 0; --l) {
+    GradBucket b;
+    b.layer = l;
+    for (LoraPair& lp : lora.layers[static_cast<size_t>(l)]) {
+      if (!lp.defined()) continue;
+      b.grads.push_back(&lp.dA);
+      b.grads.push_back(&lp.dB);
+      b.numel += lp.dA.numel() + lp.dB.numel();
+    }
+    if (b.numel == 0) continue;
+    b.staging = Tensor::empty({b.numel}, DType::F32, b.grads.front()->device());
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+std::pair<double, double> host_memory_mib() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const double page_mib = static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+  return {static_cast<double>(resident) * page_mib, static_cast<double>(ru.ru_maxrss) / 1024.0};
+}
+
+DataParallelSync::DataParallelSync(Communicator& comm, Ops& ops, LoraWeights& lora,
+                                   SyncOptions opts, MemoryProbe memory)
+    : comm_(comm), ops_(ops), lora_(lora), opts_(std::move(opts)), memory_(std::move(memory)),
+      buckets_(layer_buckets(lora)) {
+  if (opts_.aggregation == Aggregation::weighted) {
+    FTUNE_CHECK(static_cast<int>(opts_.rank_weights.size()) == comm.world_size(),
+                "distributed.aggregation=weighted needs distributed.rank_weights with one weight "
+                "per rank ({} ranks, {} weights)",
+                comm.world_size(), opts_.rank_weights.size());
+    for (size_t r = 0; r < opts_.rank_weights.size(); ++r)
+      FTUNE_CHECK(opts_.rank_weights[r] > 0,
+                  "distributed.rank_weights: weight of rank {} must be positive, got {}", r,
+                  opts_.rank_weights[r]);
+  }
+}
+
+double DataParallelSync::backward_scale(int64_t n) {
+  if (opts_.aggregation == Aggregation::token_mean) return 1.0;
+  if (n == 0) return 0.0;
+  const double w = opts_.aggregation == Aggregation::weighted
+                       ? opts_.rank_weights[static_cast<size_t>(rank())]
+                       : 1.0;
+  return w / static_cast<double>(n);
+}
+
+GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
+  const int W = world_size(), r = rank();
+  // The step's one scalar reduction: totals, then per-rank slots (trained tokens, memory,
+  // micro-batches and compute seconds for auto shard weights).
+  enum { kTrained, kLoss, kInput, kFixed };
+  std::vector<double> v(kFixed + 5 * static_cast<size_t>(W), 0.0);
+  v[kTrained] = static_cast<double>(local.trained_tokens);
+  v[kLoss] = local.loss_sum;
+  v[kInput] = static_cast<double>(local.input_tokens);
+  const auto [mem, peak] = memory_();
+  v[kFixed + r] = static_cast<double>(local.trained_tokens);
+  v[kFixed + W + r] = mem;
+  v[kFixed + 2 * W + r] = peak;
+  v[kFixed + 3 * W + r] = static_cast<double>(local.micro_batches);
+  v[kFixed + 4 * W + r] = local.compute_s;
+  comm_.all_reduce_sum(v);
+
+  GlobalWindow g;
+  g.trained_tokens = static_cast<int64_t>(v[kTrained]);
+  g.loss_sum = v[kLoss];
+  g.input_tokens = static_cast<int64_t>(v[kInput]);
+  std::vector<double> counts(v.begin() + kFixed, v.begin() + kFixed + W);
+  g.memory_mib.assign(v.begin() + kFixed + W, v.begin() + kFixed + 2 * W);
+  g.peak_memory_mib.assign(v.begin() + kFixed + 2 * W, v.begin() + kFixed + 3 * W);
+  g.micro_batches.assign(v.begin() + kFixed + 3 * W, v.begin() + kFixed + 4 * W);
+  g.compute_s.assign(v.begin() + kFixed + 4 * W, v.end());
+  if (g.trained_tokens == 0) return g;  // the trainer reports it
+
+  double post = 1.0;
+  switch (opts_.aggregation) {
+    case Aggregation::token_mean: post = 1.0 / v[kTrained]; break;
+    case Aggregation::mean:
+      post = 1.0 / static_cast<double>(std::count_if(counts.begin(), counts.end(),
+                                                     [](double c) { return c > 0; }));
+      break;
+    case Aggregation::weighted: {
+      double wsum = 0;
+      for (int k = 0; k < W; ++k)
+        if (counts[static_cast<size_t>(k)] > 0) wsum += opts_.rank_weights[static_cast<size_t>(k)];
+      post = 1.0 / wsum;
+      break;
+    }
+    case Aggregation::median: break;
+  }
+  for (GradBucket& b : buckets_) {
+    if (opts_.aggregation == Aggregation::median)
+      median_bucket(b, counts);
+    else
+      reduce_bucket(b, counts, post);
+  }
+  return g;
+}
+
+void DataParallelSync::reduce_bucket(GradBucket& b, const std::vector<double>&, double post) {
+  int64_t off = 0;
+  for (Tensor* t : b.grads) {
+    b.staging.slice_rows(off, off + t->numel()).view(t->shape()).copy_from(*t);
+    off += t->numel();
+  }
+  comm_.all_reduce_sum(b.staging);
+  if (post != 1.0) ops_.scale(b.staging, static_cast<float>(post));
+  off = 0;
+  for (Tensor* t : b.grads) {
+    t->copy_from(b.staging.slice_rows(off, off + t->numel()).view(t->shape()));
+    off += t->numel();
+  }
+}
+
+void DataParallelSync::median_bucket(GradBucket& b, const std::vector<double>& counts) {
+  const int W = world_size();
+  int64_t off = 0;
+  for (Tensor* t : b.grads) {
+    b.staging.slice_rows(off, off + t->numel()).view(t->shape()).copy_from(*t);
+    off += t->numel();
+  }
+  Tensor all = Tensor::empty({b.numel * W}, DType::F32, b.staging.device());
+  comm_.all_gather(b.staging, all);
+  Tensor host = all.device().is_cpu() ? all : all.to(Device::cpu());
+  std::vector<int> active;
+  for (int k = 0; k < W; ++k)
+    if (counts[static_cast<size_t>(k)] > 0) active.push_back(k);
+  Tensor med = Tensor::empty({b.numel});
+  const float* src = host.f32();
+  float* dst = med.f32();
+  std::vector<float> col(active.size());
+  for (int64_t i = 0; i < b.numel; ++i) {
+    for (size_t a = 0; a < active.size(); ++a) col[a] = src[static_cast<int64_t>(active[a]) * b.numel + i];
+    std::sort(col.begin(), col.end());
+    const size_t m = col.size() / 2;
+    dst[i] = col.size() % 2 ? col[m] : 0.5f * (col[m - 1] + col[m]);
+  }
+  Tensor dev_med = b.staging.device().is_cpu() ? med : med.to(b.staging.device());
+  off = 0;
+  for (Tensor* t : b.grads) {
+    t->copy_from(dev_med.slice_rows(off, off + t->numel()).view(t->shape()));
+    off += t->numel();
+  }
+}
+
+StepLoss DataParallelSync::reduce_eval(const StepLoss& local) {
+  double v[2] = {local.loss_sum, static_cast<double>(local.count)};
+  comm_.all_reduce_sum(v);
+  return {v[0], static_cast<int64_t>(v[1])};
+}
+
+void DataParallelSync::after_step(int64_t step, const AdamW& optimizer) {
+  if (opts_.verify_every <= 0 || step % opts_.verify_every != 0) return;
+  std::vector<std::pair<std::string, const Tensor*>> named;
+  for (auto& p : lora_.params()) named.emplace_back(p.name, p.value);
+  const auto state = optimizer.state();
+  for (const auto& [name, t] : state) named.emplace_back(name, &t);
+  verify_replicas(comm_, named, step);
+}
+
+}  // namespace ftune

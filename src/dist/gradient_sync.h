@@ -1,0 +1,80 @@
+// The data-parallel GradientSync (train/trainer.h): combines the ranks' LoRA gradients through
+// a Communicator according to distributed.aggregation, and reduces a step's scalars (trained
+// tokens, loss, input tokens, per-rank memory) in ONE collective.
+//
+// With S_r = d(sum of rank r's token losses)/dθ, n_r its trained tokens, N = Σ n_r and A the
+// ranks with n_r > 0, every rank ends the step holding
+//   token_mean  Σ_r S_r / N                      (= one process on the union of the windows)
+//   mean        (1/|A|) Σ_{r∈A} S_r / n_r        (mean of per-rank mean gradients)
+//   weighted    Σ_{r∈A} w_r S_r / n_r / Σ_{r∈A} w_r    (w = distributed.rank_weights)
+//   median      coordinate-wise median over r∈A of S_r / n_r (all-gather; for an even count
+//               the mean of the two middle values)
+// Each rank's backward is scaled by what it can know alone (1, 1/n_r or w_r/n_r); the global
+// factor is applied after the reduction. The gradient norm is then computed on identical
+// gradients, so the logged norm is the global one.
+//
+// Gradients are reduced in per-layer buckets, last layer first (the order backward finishes
+// them). A bucket is a list of tensors staged into one contiguous buffer today; once LoRA
+// gradients live in one flat buffer in reverse layer order, a bucket becomes that buffer's
+// element range and the staging copies go away (GradBucket is the one place that changes).
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "dist/communicator.h"
+#include "model/lora.h"
+#include "train/trainer.h"
+
+namespace ftune {
+
+enum class Aggregation { token_mean, mean, weighted, median };
+// "token_mean" | "mean" | "weighted" | "median"; throws for anything else.
+Aggregation parse_aggregation(std::string_view name);
+
+// One layer's gradients, reduced as one message.
+struct GradBucket {
+  int layer = 0;
+  std::vector<Tensor*> grads;
+  int64_t numel = 0;
+  Tensor staging;  // [numel] on the gradients' device
+};
+
+// Buckets of `lora`'s gradients, one per layer, last layer first.
+std::vector<GradBucket> layer_buckets(LoraWeights& lora);
+
+struct SyncOptions {
+  Aggregation aggregation = Aggregation::token_mean;
+  std::vector<double> rank_weights;  // weighted: one per rank
+  int64_t verify_every = 0;          // consistency checksum every this many steps (0 = never)
+};
+
+// Memory of this process in MiB: (in use, peak). Host RSS by default.
+using MemoryProbe = std::function<std::pair<double, double>()>;
+std::pair<double, double> host_memory_mib();
+
+class DataParallelSync : public GradientSync {
+ public:
+  DataParallelSync(Communicator& comm, Ops& ops, LoraWeights& lora, SyncOptions opts,
+                   MemoryProbe memory = host_memory_mib);
+
+  int rank() const override { return comm_.rank(); }
+  int world_size() const override { return comm_.world_size(); }
+  double backward_scale(int64_t local_trained_tokens) override;
+  GlobalWindow finish_window(const LocalWindow& local) override;
+  StepLoss reduce_eval(const StepLoss& local) override;
+  void after_step(int64_t step, const AdamW& optimizer) override;
+
+ private:
+  void reduce_bucket(GradBucket& b, const std::vector<double>& counts, double post_scale);
+  void median_bucket(GradBucket& b, const std::vector<double>& counts);
+
+  Communicator& comm_;
+  Ops& ops_;
+  LoraWeights& lora_;
+  SyncOptions opts_;
+  MemoryProbe memory_;
+  std::vector<GradBucket> buckets_;
+};
+
+}  // namespace ftune

@@ -1,0 +1,399 @@
+// Data-parallel building blocks, in one process: window sharding, launcher environments,
+// the rendezvous store and Gloo collectives (ranks as threads), every aggregation mode against
+// a direct computation from per-rank gradients, and the consistency checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include "backend/ops.h"
+#include "data/shard.h"
+#include "dist/communicator.h"
+#include "dist/consistency.h"
+#include "dist/gradient_sync.h"
+#include "dist/kv_store.h"
+#include "dist/rendezvous.h"
+#include "dist/worker_threads.h"
+#include "model/llama_model.h"
+#include "support/test_support.h"
+
+using namespace ftune;
+
+namespace {
+
+// Runs fn(rank, comm) on `world` threads, each with its own store client and Gloo context.
+// Returns each rank's error message ("" = none).
+std::vector<std::string> run_ranks(int world, const std::function<void(int, Communicator&)>& fn) {
+  int port = 0;
+  const int listen_fd = bind_listen_socket("127.0.0.1", 0, &port);
+  std::vector<std::string> errors(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        KeyValueStore store("127.0.0.1", port, r, world, 30, r == 0 ? listen_fd : -1);
+        CommOptions o;
+        o.rank = r;
+        o.world_size = world;
+        o.timeout_s = 30;
+        auto comm = make_gloo_communicator(store, o);
+        fn(r, *comm);
+        comm->barrier();  // rank 0's store outlives the others' use of it
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
+ModelSpec tiny_spec() {
+  ModelSpec s;
+  s.vocab_size = 31;
+  s.hidden_size = 16;
+  s.intermediate_size = 24;
+  s.num_layers = 2;
+  s.num_heads = 2;
+  s.num_kv_heads = 1;
+  s.head_dim = 8;
+  return s;
+}
+
+std::unique_ptr<LlamaModel> tiny_model(Ops& ops) {
+  auto m = std::make_unique<LlamaModel>(tiny_spec(), random_base_weights(tiny_spec(), 9, 0.3f), ops);
+  LoraSpec ls;
+  ls.r = 2;
+  ls.dropout = 0.1;
+  LoraWeights w = LoraWeights::init(tiny_spec(), ls, Device::cpu());
+  uint64_t k = 77;
+  for (auto& p : w.params()) p.value->copy_from(test::random_tensor(p.value->shape(), ++k, 0.3f));
+  m->attach_lora(std::move(w));
+  return m;
+}
+
+// Rank r's micro-batches: different lengths so the ranks' token counts differ.
+std::vector<Batch> rank_batches(int r, int world) {
+  std::vector<Batch> v;
+  const int count = r == 0 ? 2 : 1;
+  for (int i = 0; i < count; ++i) {
+    std::vector<int32_t> ids;
+    const int len = 4 + 2 * r + i;
+    for (int j = 0; j < len; ++j) ids.push_back(static_cast<int32_t>((7 * r + 3 * j + 5 * i + 1) % 31));
+    Batch b = batch_from_documents({ids}, {ids}, 12, 0);
+    b.step = 1;
+    b.global_index = r * 10 + i;  // distinct dropout keys
+    v.push_back(b);
+  }
+  (void)world;
+  return v;
+}
+
+std::vector<std::vector<float>> grads_of(LlamaModel& m) {
+  std::vector<std::vector<float>> g;
+  for (auto& p : m.lora().params()) g.push_back(p.grad->to_vector());
+  return g;
+}
+
+// Per-rank summed-loss gradients S_r and token counts n_r, computed one rank at a time.
+void direct_gradients(int world, std::vector<std::vector<std::vector<float>>>* S,
+                      std::vector<int64_t>* n) {
+  auto ops = make_cpu_ops();
+  auto m = tiny_model(*ops);
+  for (int r = 0; r < world; ++r) {
+    m->lora().zero_grad();
+    int64_t count = 0;
+    for (const Batch& b : rank_batches(r, world)) {
+      m->forward_backward(b, 1.0f);
+      count += count_trained_tokens(b);
+    }
+    S->push_back(grads_of(*m));
+    n->push_back(count);
+  }
+}
+
+// Runs one synchronized backward per rank under `mode`; returns every rank's final gradients.
+std::vector<std::vector<std::vector<float>>> synced_gradients(int world, Aggregation mode,
+                                                              std::vector<double> weights = {}) {
+  std::vector<std::vector<std::vector<float>>> out(static_cast<size_t>(world));
+  std::vector<GlobalWindow> globals(static_cast<size_t>(world));
+  auto errors = run_ranks(world, [&](int r, Communicator& comm) {
+    auto ops = make_cpu_ops();
+    auto m = tiny_model(*ops);
+    SyncOptions so;
+    so.aggregation = mode;
+    so.rank_weights = weights;
+    DataParallelSync sync(comm, *ops, m->lora(), so);
+    LocalWindow local;
+    const auto batches = rank_batches(r, world);
+    for (const Batch& b : batches) local.trained_tokens += count_trained_tokens(b);
+    const float scale = static_cast<float>(sync.backward_scale(local.trained_tokens));
+    m->lora().zero_grad();
+    for (const Batch& b : batches) {
+      local.loss_sum += m->forward_backward(b, scale).loss_sum;
+      local.input_tokens += b.tokens();
+    }
+    globals[static_cast<size_t>(r)] = sync.finish_window(local);
+    out[static_cast<size_t>(r)] = grads_of(*m);
+  });
+  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+  // The scalar reduction: totals and per-rank memory slots filled on every rank alike.
+  for (const auto& g : globals) {
+    EXPECT_EQ(g.trained_tokens, globals[0].trained_tokens);
+    EXPECT_EQ(g.memory_mib.size(), static_cast<size_t>(world));
+    for (double mib : g.memory_mib) EXPECT_GT(mib, 1.0);
+  }
+  return out;
+}
+
+void expect_close(const std::vector<std::vector<float>>& got,
+                  const std::vector<std::vector<float>>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  double max_norm = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double e = test::rel_l2(got[i], want[i]);
+    max_norm = std::max(max_norm, e);
+    EXPECT_LT(e, 1e-5) << what << ": tensor " << i;
+  }
+}
+
+}  // namespace
+
+TEST(Shard, WindowsSplitByWeightsCoverEveryMicroBatchOnce) {
+  EXPECT_EQ(split_by_weights(6, {}, 3), (std::vector<int64_t>{2, 2, 2}));
+  EXPECT_EQ(split_by_weights(7, {}, 3), (std::vector<int64_t>{3, 2, 2}));
+  const std::vector<double> w{1, 1, 2, 2};
+  EXPECT_EQ(split_by_weights(12, w, 4), (std::vector<int64_t>{2, 2, 4, 4}));
+  EXPECT_EQ(split_by_weights(5, w, 4), (std::vector<int64_t>{1, 1, 2, 1}));
+  EXPECT_EQ(split_by_weights(2, {}, 3), (std::vector<int64_t>{1, 1, 0}));
+  for (int world : {1, 2, 3, 5}) {
+    for (int64_t count : {0, 1, 4, 9, 13}) {
+      std::vector<int> seen(static_cast<size_t>(count), 0);
+      int64_t expect_begin = 10;
+      for (int r = 0; r < world; ++r) {
+        const auto [b, e] = window_share(10, 10 + count, {}, r, world);
+        EXPECT_EQ(b, expect_begin);  // contiguous, in rank order
+        expect_begin = e;
+        for (int64_t i = b; i < e; ++i) ++seen[static_cast<size_t>(i - 10)];
+      }
+      EXPECT_EQ(expect_begin, 10 + count);
+      for (int s : seen) EXPECT_EQ(s, 1);
+    }
+  }
+  EXPECT_NE(test::error_of([] { split_by_weights(4, std::vector<double>{1, 0}, 2); }).find("positive"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] { split_by_weights(4, std::vector<double>{1, 2, 3}, 2); })
+                .find("3 entries for 2 ranks"),
+            std::string::npos);
+}
+
+TEST(Rendezvous, ReadsEveryLauncherEnvironment) {
+  DistributedConfig cfg;
+  auto env_of = [](std::map<std::string, std::string> m) {
+    return [m = std::move(m)](const char* n) -> const char* {
+      auto it = m.find(n);
+      return it == m.end() ? nullptr : it->second.c_str();
+    };
+  };
+  EXPECT_FALSE(rank_info_from_env(env_of({{"HOME", "/root"}}), cfg, false).has_value());
+
+  auto t = rank_info_from_env(env_of({{"RANK", "3"}, {"LOCAL_RANK", "1"}, {"WORLD_SIZE", "4"},
+                                      {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "n0"},
+                                      {"MASTER_PORT", "29500"}}),
+                              cfg, true);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->launcher, "torchrun");
+  EXPECT_EQ(t->rank, 3);
+  EXPECT_EQ(t->local_rank, 1);
+  EXPECT_EQ(t->world_size, 4);
+  EXPECT_EQ(t->local_world_size, 2);
+  EXPECT_EQ(t->master_addr, "n0");
+  EXPECT_EQ(t->master_port, 29501);  // torch's own store holds MASTER_PORT
+  EXPECT_EQ(t->cuda_device, 1);
+  EXPECT_EQ(t->device, "cuda:1");
+
+  auto s = rank_info_from_env(env_of({{"SLURM_PROCID", "5"}, {"SLURM_LOCALID", "1"},
+                                      {"SLURM_NTASKS", "8"}, {"SLURM_NNODES", "2"},
+                                      {"SLURM_STEP_ID", "0"}, {"SLURM_JOB_ID", "1234"},
+                                      {"SLURM_JOB_NODELIST", "gpu[07-08],x1"}}),
+                              cfg, false);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->launcher, "slurm");
+  EXPECT_EQ(s->rank, 5);
+  EXPECT_EQ(s->local_rank, 1);
+  EXPECT_EQ(s->world_size, 8);
+  EXPECT_EQ(s->local_world_size, 4);
+  EXPECT_EQ(s->master_addr, "gpu07");
+  EXPECT_EQ(s->master_port, 21234);
+  EXPECT_EQ(s->device, "cpu");
+
+  auto o = rank_info_from_env(env_of({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
+                                      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                      {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}}),
+                              cfg, false);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->launcher, "mpirun");
+  EXPECT_EQ(o->rank, 1);
+  EXPECT_EQ(o->master_addr, "127.0.0.1");
+
+  auto f = rank_info_from_env(env_of({{"FTUNE_RANK", "2"}, {"FTUNE_WORLD_SIZE", "3"},
+                                      {"FTUNE_LOCAL_RANK", "2"}, {"FTUNE_LOCAL_WORLD_SIZE", "3"},
+                                      {"FTUNE_MASTER_ADDR", "127.0.0.1"}, {"FTUNE_MASTER_PORT", "4000"},
+                                      {"FTUNE_DEVICE", "cuda:5"}, {"RANK", "0"}, {"WORLD_SIZE", "9"}}),
+                              cfg, true);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->launcher, "ftune");  // ftune's own variables win
+  EXPECT_EQ(f->rank, 2);
+  EXPECT_EQ(f->world_size, 3);
+  EXPECT_EQ(f->device, "cuda:5");
+  EXPECT_EQ(f->cuda_device, 0);  // CUDA_VISIBLE_DEVICES narrowed to that GPU
+
+  EXPECT_NE(test::error_of([&] {
+              rank_info_from_env(env_of({{"RANK", "4"}, {"WORLD_SIZE", "4"}}), cfg, false);
+            }).find("rank 4 of world size 4"),
+            std::string::npos);
+
+  EXPECT_EQ(first_slurm_host("node[10,20-23]"), "node10");
+  EXPECT_EQ(first_slurm_host("a1,b2"), "a1");
+  EXPECT_EQ(first_slurm_host("single"), "single");
+  EXPECT_EQ(parse_gpu_selection("4", 8), (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(parse_gpu_selection("all", 3), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(parse_gpu_selection("0,2,3", 4), (std::vector<int>{0, 2, 3}));
+  EXPECT_NE(test::error_of([] { parse_gpu_selection("0,5", 4); }).find("device 5 does not exist"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] { parse_gpu_selection("1,1", 4); }).find("listed twice"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] { parse_gpu_selection("many", 4); }).find("not a count"),
+            std::string::npos);
+  EXPECT_GE(threads_per_worker(1), threads_per_worker(2));
+  EXPECT_EQ(threads_per_worker(100000), 1);
+}
+
+TEST(Gloo, CollectivesOverTheRendezvousStore) {
+  const int world = 3;
+  auto errors = run_ranks(world, [&](int r, Communicator& comm) {
+    EXPECT_EQ(comm.rank(), r);
+    EXPECT_EQ(comm.world_size(), world);
+    Tensor t = Tensor::from_vector({1.0f * r, 2.0f, -0.5f * r}, {3});
+    comm.all_reduce_sum(t);
+    EXPECT_EQ(t.to_vector(), (std::vector<float>{3.0f, 6.0f, -1.5f}));
+    std::vector<double> v{1.0, static_cast<double>(r), 1e-300};
+    comm.all_reduce_sum(v);
+    EXPECT_EQ(v, (std::vector<double>{3.0, 3.0, 3e-300}));
+    Tensor in = Tensor::from_vector({static_cast<float>(r), 10.0f + r}, {2});
+    Tensor out = Tensor::empty({6});
+    comm.all_gather(in, out);
+    EXPECT_EQ(out.to_vector(), (std::vector<float>{0, 10, 1, 11, 2, 12}));
+  });
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+}
+
+TEST(Aggregation, EveryModeMatchesTheDirectComputation) {
+  const int W = 3;
+  std::vector<std::vector<std::vector<float>>> S;
+  std::vector<int64_t> n;
+  direct_gradients(W, &S, &n);
+  ASSERT_EQ(n.size(), 3u);
+  EXPECT_NE(n[0], n[1]);  // the modes differ only when the counts do
+  const size_t T = S[0].size();
+  const int64_t N = std::accumulate(n.begin(), n.end(), int64_t{0});
+  auto combine = [&](const std::function<float(size_t, size_t)>& f) {
+    std::vector<std::vector<float>> g(T);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < S[0][t].size(); ++i) g[t].push_back(f(t, i));
+    return g;
+  };
+  auto mean_r = [&](int r, size_t t, size_t i) {
+    return static_cast<double>(S[static_cast<size_t>(r)][t][i]) / static_cast<double>(n[static_cast<size_t>(r)]);
+  };
+  const auto token_mean = combine([&](size_t t, size_t i) {
+    double s = 0;
+    for (int r = 0; r < W; ++r) s += S[static_cast<size_t>(r)][t][i];
+    return static_cast<float>(s / static_cast<double>(N));
+  });
+  const auto mean = combine([&](size_t t, size_t i) {
+    double s = 0;
+    for (int r = 0; r < W; ++r) s += mean_r(r, t, i);
+    return static_cast<float>(s / W);
+  });
+  const std::vector<double> w{1.0, 3.0, 0.5};
+  const auto weighted = combine([&](size_t t, size_t i) {
+    double s = 0;
+    for (int r = 0; r < W; ++r) s += w[static_cast<size_t>(r)] * mean_r(r, t, i);
+    return static_cast<float>(s / 4.5);
+  });
+  const auto median = combine([&](size_t t, size_t i) {
+    std::vector<double> c{mean_r(0, t, i), mean_r(1, t, i), mean_r(2, t, i)};
+    std::sort(c.begin(), c.end());
+    return static_cast<float>(c[1]);
+  });
+  // The modes really differ from each other on these gradients.
+  EXPECT_GT(test::rel_l2(mean[0], token_mean[0]), 1e-3);
+  EXPECT_GT(test::rel_l2(weighted[0], mean[0]), 1e-3);
+  EXPECT_GT(test::rel_l2(median[0], mean[0]), 1e-3);
+
+  const auto got_tm = synced_gradients(W, Aggregation::token_mean);
+  const auto got_mean = synced_gradients(W, Aggregation::mean);
+  const auto got_w = synced_gradients(W, Aggregation::weighted, w);
+  const auto got_med = synced_gradients(W, Aggregation::median);
+  for (int r = 0; r < W; ++r) {
+    expect_close(got_tm[static_cast<size_t>(r)], token_mean, "token_mean rank " + std::to_string(r));
+    expect_close(got_mean[static_cast<size_t>(r)], mean, "mean rank " + std::to_string(r));
+    expect_close(got_w[static_cast<size_t>(r)], weighted, "weighted rank " + std::to_string(r));
+    expect_close(got_med[static_cast<size_t>(r)], median, "median rank " + std::to_string(r));
+    // Every rank holds the very same bits afterwards.
+    EXPECT_EQ(got_tm[static_cast<size_t>(r)], got_tm[0]);
+    EXPECT_EQ(got_med[static_cast<size_t>(r)], got_med[0]);
+  }
+}
+
+TEST(Consistency, MismatchesNameTheRankAndTheTensor) {
+  auto errors = run_ranks(3, [&](int r, Communicator& comm) {
+    check_same_job(comm, {{"config", 11}, {"model", 22}, {"data", r == 2 ? 34u : 33u}});
+  });
+  for (const auto& e : errors)
+    EXPECT_NE(e.find("rank 2 has a different data than rank 0"), std::string::npos) << e;
+
+  auto errors2 = run_ranks(3, [&](int r, Communicator& comm) {
+    Tensor a = Tensor::from_vector({1, 2, 3}, {3});
+    Tensor b = Tensor::from_vector({4, 5, r == 1 ? 6.5f : 6.0f}, {3});
+    Tensor c = Tensor::from_vector({7, r == 1 ? 0.0f : 8.0f}, {2});
+    verify_replicas(comm, {{"layers.0.lora_A", &a}, {"layers.0.lora_B", &b}, {"layers.1.exp_avg", &c}}, 12);
+  });
+  for (const auto& e : errors2)
+    EXPECT_NE(e.find("consistency check at step 12: rank 1 differs from rank 0 in 'layers.0.lora_B'"),
+              std::string::npos)
+        << e;
+  // Identical replicas pass.
+  auto ok = run_ranks(2, [&](int, Communicator& comm) {
+    Tensor a = Tensor::from_vector({1, 2, 3}, {3});
+    verify_replicas(comm, {{"a", &a}}, 1);
+    check_same_job(comm, {{"config", 1}});
+  });
+  for (const auto& e : ok) EXPECT_EQ(e, "");
+}
+
+TEST(ExampleConfigs, EveryExampleYamlIsValid) {
+  namespace fs = std::filesystem;
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(test::data_path("../examples/configs"))) {
+    if (e.path().extension() != ".yaml") continue;
+    ++n;
+    // The model and data folders of the examples are the user's; everything else must load.
+    const TrainConfig c = load_config(e.path().string(), {"model.path=\"\"", "data.train=\"\""});
+    if (c.distributed.gpus != "1") {
+      EXPECT_FALSE(parse_gpu_selection(c.distributed.gpus, -1).empty());
+    }
+    if (!c.distributed.shard_weights.empty()) {
+      const int world = static_cast<int>(parse_gpu_selection(c.distributed.gpus, -1).size());
+      EXPECT_EQ(split_by_weights(12, c.distributed.shard_weights, world),
+                (std::vector<int64_t>{2, 2, 4, 4}));
+    }
+  }
+  EXPECT_GE(n, 5);
+}
