@@ -100,7 +100,8 @@ __global__ void attention_forward_kernel(AttnDims d, float scale, const T* __res
   qi.load(q + row * d.hd, d.hd, lane);
   acc.fill(0.0f);
   float mx = -INFINITY, sum = 0.0f;
-  for (int64_t j = ds[i]; j <= i; ++j) {
+  // max(.., 0): memory-safe on unchecked bad values (ctx.check_values off).
+  for (int64_t j = (ds[i] > 0 ? static_cast<int64_t>(ds[i]) : int64_t{0}); j <= i; ++j) {
     const int64_t kv = (j * d.nkv + g) * d.hd;
     const float s = scale * qi.dot(k + kv, d.hd, lane);
     if (s > mx) {  // rescale what was summed so far to the new maximum
@@ -139,7 +140,7 @@ __global__ void attention_backward_dq_kernel(
   if (lane == 0) delta[row] = di;
   const float li = lse[row];
   acc.fill(0.0f);
-  for (int64_t j = ds[i]; j <= i; ++j) {
+  for (int64_t j = (ds[i] > 0 ? static_cast<int64_t>(ds[i]) : int64_t{0}); j <= i; ++j) {
     const int64_t kv = (j * d.nkv + g) * d.hd;
     const float p = expf(scale * qi.dot(k + kv, d.hd, lane) - li);
     const float dsc = scale * (p * (gi.dot(v + kv, d.hd, lane) - di));

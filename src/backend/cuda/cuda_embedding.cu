@@ -4,6 +4,7 @@
 // tokens in order, so repeated ids accumulate in a fixed order without atomics. The forward
 // copies rows of any activation dtype; the backward is F32.
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/device/float_types.cuh"
 #include "backend/cuda/dispatch.cuh"
 
 namespace ftune::cuda {
@@ -12,22 +13,30 @@ namespace {
 
 constexpr int kBlock = 256;
 
+// Ids outside the table (possible only when the host check is off: ctx.check_values) give NaN
+// rows in the forward and are skipped in the backward, instead of reading out of bounds.
 template <typename T>
-__global__ void embedding_forward_kernel(int64_t n, int64_t h, const T* __restrict__ table,
+__global__ void embedding_forward_kernel(int64_t n, int64_t h, int64_t vocab,
+                                         const T* __restrict__ table,
                                          const int32_t* __restrict__ ids, T* out) {
   const int64_t total = n * h;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / h, j = i % h;
-    out[i] = table[static_cast<int64_t>(ids[r]) * h + j];
+    const int64_t id = ids[r];
+    out[i] = id >= 0 && id < vocab ? table[id * h + j] : device::from_f32<T>(NAN);
   }
 }
 
-__global__ void embedding_backward_kernel(int64_t n, int64_t h, const float* __restrict__ dy,
+__global__ void embedding_backward_kernel(int64_t n, int64_t h, int64_t vocab,
+                                          const float* __restrict__ dy,
                                           const int32_t* __restrict__ ids, float* dtable) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (j >= h) return;
-  for (int64_t r = 0; r < n; ++r) dtable[static_cast<int64_t>(ids[r]) * h + j] += dy[r * h + j];
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t id = ids[r];
+    if (id >= 0 && id < vocab) dtable[id * h + j] += dy[r * h + j];
+  }
 }
 
 }  // namespace
@@ -42,7 +51,7 @@ void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor
   dispatch_float(d.act, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     embedding_forward_kernel<T><<<grid_for(n * h, kBlock), kBlock, 0, ctx.stream>>>(
-        n, h, table.data<T>(), ids.i32(), out.data<T>());
+        n, h, d.vocab, table.data<T>(), ids.i32(), out.data<T>());
   });
   check_launch(ctx, op);
 }
@@ -56,7 +65,7 @@ void embedding_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& 
   if (n * h == 0) return;
   const int64_t blocks = (h + kBlock - 1) / kBlock;
   embedding_backward_kernel<<<static_cast<unsigned>(blocks), kBlock, 0, ctx.stream>>>(
-      n, h, dy.f32(), ids.i32(), dtable.f32());
+      n, h, d.vocab, dy.f32(), ids.i32(), dtable.f32());
   check_launch(ctx, op);
 }
 

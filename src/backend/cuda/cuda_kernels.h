@@ -51,7 +51,9 @@ struct CudaContext {
   Workspaces* ws = nullptr;
   // Whether ops copy index tensors (ids, positions, doc_start) to the host to check their values
   // (a host synchronisation each). Ops::set_check_index_values turns it off for callers that
-  // validate every batch once on the host (LlamaModel::prepare).
+  // validate every batch once on the host (LlamaModel::prepare); the kernels then stay
+  // memory-safe on bad values (they write NaN or clamp instead of reading out of bounds) but
+  // give no error.
   bool check_values = true;
   // The device every tensor argument must live on.
   Device dev() const { return Device::cuda(device); }
@@ -65,7 +67,7 @@ Tensor workspace_view(Tensor& slot, const Shape& shape, DType dt, int device);
 std::vector<int32_t> ints_to_host(const CudaContext& ctx, const Tensor& t);
 // Every value of the I32 device tensor t is in [0, limit) (or equals `allowed`, when given);
 // else throws "op: name[i] = v is outside <what> [0, limit)" (check_indices on a host copy).
-// Returns the host copy.
+// Returns the host copy (empty, without copying or checking, when !ctx.check_values).
 std::vector<int32_t> require_indices(const CudaContext& ctx, const char* op, const char* name,
                                      const Tensor& t, int64_t limit, const char* what,
                                      const int32_t* allowed = nullptr);

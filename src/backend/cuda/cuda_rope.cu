@@ -3,7 +3,8 @@
 //   x'[i] = x[i] cos - x[i+hd/2] sin;  x'[i+hd/2] = x[i+hd/2] cos + x[i] sin.
 // The backward is the same rotation with -sin. One thread per (token, head, i) pair, fp32 math on
 // activations of any float dtype, cos/sin F32.
-//   rope_forward/backward: in place on x [N, heads, hd]; positions range-checked on a host copy.
+//   rope_forward/backward: in place on x [N, heads, hd]; positions range-checked on a host copy
+//   (unless CudaContext::check_values is off: then out-of-table positions give NaN).
 //   qkv_rope_split_forward / qkv_rope_merge_backward: between a fused QKV row
 //   [(nh + 2 nkv) hd] (q heads, k heads, v heads) and q/k/v [N, heads, hd]; v is copied. These
 //   do not copy positions to the host (no synchronisation inside a step): a position outside the
@@ -24,7 +25,8 @@ using device::to_f32;
 constexpr int kBlock = 256;
 
 template <typename T>
-__global__ void rope_kernel(int64_t n, int64_t heads, int64_t half, float sign, T* x,
+__global__ void rope_kernel(int64_t n, int64_t heads, int64_t half, int64_t table_len,
+                            float sign, T* x,
                             const int32_t* __restrict__ pos, const float* __restrict__ cos,
                             const float* __restrict__ sin) {
   const int64_t total = n * heads * half;
@@ -34,8 +36,11 @@ __global__ void rope_kernel(int64_t n, int64_t heads, int64_t half, float sign, 
     const int64_t th = w / half;  // token * heads + head
     const int64_t t = th / heads;
     const int64_t p = pos[t];
-    const float c = cos[p * half + i];
-    const float si = sign * sin[p * half + i];
+    float c = NAN, si = NAN;  // out-of-table positions (unchecked: ctx.check_values off) -> NaN
+    if (p >= 0 && p < table_len) {
+      c = cos[p * half + i];
+      si = sign * sin[p * half + i];
+    }
     T* row = x + th * 2 * half;
     const float a = to_f32(row[i]), b = to_f32(row[i + half]);
     row[i] = from_f32<T>(a * c - b * si);
@@ -92,7 +97,7 @@ void rope_apply(const CudaContext& ctx, const char* op, Tensor& x, const Tensor&
   dispatch_float(d.act, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     rope_kernel<T><<<grid_for(total, kBlock), kBlock, 0, ctx.stream>>>(
-        n, heads, half, sign, x.data<T>(), positions.i32(), cos.f32(), sin.f32());
+        n, heads, half, d.table_len, sign, x.data<T>(), positions.i32(), cos.f32(), sin.f32());
   });
   check_launch(ctx, op);
 }
