@@ -20,7 +20,7 @@ LOG=${OUT:+$OUT/bench.jsonl}
 FTUNE_LD=${LD_LIBRARY_PATH:-}
 if [ -d .carry/root/usr ]; then
   ML=$PWD/.carry/root/usr/lib/x86_64-linux-gnu
-  FTUNE_LD="$ML:$ML/openblas-openmp${FTUNE_LD:+:$FTUNE_LD}"
+  FTUNE_LD="$ML:$ML/openblas-openmp:$PWD/.carry/root/usr/lib${FTUNE_LD:+:$FTUNE_LD}"
   ldconfig -p 2>/dev/null | grep -q 'libgfortran\.so\.5 ' || FTUNE_LD="$FTUNE_LD:$PWD/.carry/fallback/lib"
 fi
 record() { grep '^RESULT ' | sed 's/^RESULT //' | tee -a "${LOG:-/dev/null}"; }

@@ -74,7 +74,7 @@ if [ -d "$CARRY/root/usr" ]; then
   export CPATH="$R/include:$R/include/x86_64-linux-gnu/openblas-openmp${CPATH:+:$CPATH}"
   export LIBRARY_PATH="$ML:$ML/openblas-openmp${LIBRARY_PATH:+:$LIBRARY_PATH}"
   export PKG_CONFIG_PATH="$ML/pkgconfig:$R/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  run_ld="$ML:$ML/openblas-openmp"
+  run_ld="$ML:$ML/openblas-openmp:$R/lib"
   # OpenBLAS needs libgfortran.so.5; the carried (older) copy is used only if the system has none.
   if ! ldconfig -p 2>/dev/null | grep -q 'libgfortran\.so\.5 '; then
     run_ld="$run_ld:$CARRY/fallback/lib"
