@@ -3,7 +3,8 @@
 # (HF Transformers + PEFT, ../shared/peer/hf_lora_bench.py; PEER=path overrides), same shape,
 # batch, sequence length and LoRA (r=16, all seven projections), random weights and tokens.
 #   bench/compare.sh SHAPE BATCH SEQ GC [PEER_MODES]
-#     GC: gc (activation checkpointing in both) or nogc;  PEER_MODES: "eager compile" (default)
+#     GC: gc (activation checkpointing in both) or nogc;  PEER_MODES: "eager compile" (default),
+#     or none (ftune only)
 # Prints every RESULT line; the JSON lines also go to $OUT/bench.jsonl when OUT is set.
 # Environment: FTUNE (build-gpu/ftune), STEPS (10), WARMUP (3), FTUNE_ARGS (extra bench flags).
 set -uo pipefail
@@ -31,6 +32,7 @@ echo "== ftune bench --preset $SHAPE --batch $BATCH --seq $SEQ ${gcflag[*]} ${FT
 LD_LIBRARY_PATH=$FTUNE_LD "$FTUNE" bench --preset "$SHAPE" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
   --warmup "$WARMUP" "${gcflag[@]}" ${FTUNE_ARGS:-} 2>&1 | tee /dev/stderr | record
 for m in $MODES; do
+  [ "$m" = none ] && continue
   extra=(); [ "$m" = compile ] && extra=(--compile)
   echo "== peer ($m): $PEER --shape $SHAPE --batch $BATCH --seq $SEQ ${peer_gc[*]} ${extra[*]}"
   python3 "$PEER" --shape "$SHAPE" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \

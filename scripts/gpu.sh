@@ -201,15 +201,18 @@ stage_defaultjob() {
 }
 
 # NCCL at world size 1 through the command line: the default job as the one rank of a
-# torchrun-style environment (NCCL communicator, DataParallelSync) against the plain GPU run of
-# stage defaultjob; the losses must agree to a relative 1e-5.
+# torchrun-style environment (NCCL communicator, DataParallelSync) against a plain GPU run, both
+# in float32 (so the comparison sees the communication path, not bf16 rounding of a differently
+# ordered scaling); the losses must agree to a relative 1e-5.
 stage_nccl1() {
-  local d=$SRC/$BUILD/defaultjob-nccl1
-  rm -rf "$d"
+  local d=$SRC/$BUILD/defaultjob-nccl1 p=$SRC/$BUILD/defaultjob-cuda-f32
+  rm -rf "$d" "$p"
+  "$SRC/$BUILD/ftune" train "train.output_dir=$p" train.device=cuda model.dtype=float32 \
+    logging.console=none 2>&1 | grep -E "done:|error" || return 1
   RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29611 \
-    "$SRC/$BUILD/ftune" train "train.output_dir=$d" train.device=cuda logging.console=none \
-    2>&1 | grep -E "distributed:|done:|error" || return 1
-  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 - "$d" "$SRC/$BUILD/defaultjob-cuda" <<'PY'
+    "$SRC/$BUILD/ftune" train "train.output_dir=$d" train.device=cuda model.dtype=float32 \
+    logging.console=none 2>&1 | grep -E "distributed:|done:|error" || return 1
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 - "$d" "$p" <<'PY'
 import json, sys
 def losses(d):
     return [json.loads(l).get("loss", json.loads(l).get("eval_loss")) for l in open(d + "/metrics.jsonl")]

@@ -67,6 +67,7 @@ std::vector<Batch> window(int step) {
 
 TEST(CudaNccl, WorldOfOneMatchesNoCommunicator) {
   if (!have_gpu()) GTEST_SKIP() << "no usable CUDA device";
+  cuda_register_allocator();  // device tensors are made before any CudaOps
   int port = 0;
   const int fd = bind_listen_socket("127.0.0.1", 0, &port);
   KeyValueStore store("127.0.0.1", port, 0, 1, 30, fd);
