@@ -424,6 +424,11 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
               "--nnodes {}: set --master-addr (node 0's host) and --master-port", dc.nnodes);
   FTUNE_CHECK(dc.node_rank < dc.nnodes, "--node-rank {} with --nnodes {}", dc.node_rank, dc.nnodes);
   plan.hosts_store = dc.node_rank == 0;
+  // The rendezvous admits only workers that present this job's token: a fresh random one on one
+  // machine; across machines every launcher must hold the same, so it comes from the
+  // environment (FTUNE_JOB_TOKEN, or torchrun's/SLURM's job id) there.
+  plan.job_token = rendezvous_job_token();
+  if (plan.job_token.empty() && dc.nnodes == 1) plan.job_token = new_job_token();
   plan.timeout_s = static_cast<int>(dc.timeout_s);
   plan.threads_per_worker = threads_per_worker(local);
   plan.argv = args.argv;

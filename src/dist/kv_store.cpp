@@ -1,6 +1,8 @@
 // TCP key-value store for the rendezvous (kv_store.h). Messages: op (1 byte), key length
-// (u32), key, value length (u32), value. Ops: 'H' hello with the world size, 'S' set, 'G' get
-// (answered once the key exists).
+// (u32), key, value length (u32), value. Ops: 'H' hello with the world size and the job's token,
+// 'S' set, 'G' get (answered once the key exists). Admission: a connection must say hello with
+// the right world size and token before anything else, or it is answered 'E' and closed, so a
+// stray or hostile process that finds the port cannot read or write the job's keys.
 #include "dist/kv_store.h"
 
 #include <arpa/inet.h>
@@ -9,10 +11,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+
+#include <set>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -80,6 +86,23 @@ sockaddr_storage resolve(const std::string& addr, int port, socklen_t* len) {
 
 }  // namespace
 
+std::string rendezvous_job_token() {
+  for (const char* name : {"FTUNE_JOB_TOKEN", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"})
+    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') return v;
+  return "";
+}
+
+std::string new_job_token() {
+  unsigned char b[16] = {};
+  FILE* f = std::fopen("/dev/urandom", "rb");
+  FTUNE_CHECK(f != nullptr && std::fread(b, 1, sizeof b, f) == sizeof b,
+              "rendezvous: cannot read /dev/urandom for the job token");
+  std::fclose(f);
+  std::string hex;
+  for (unsigned char c : b) hex += fmt::format("{:02x}", c);
+  return hex;
+}
+
 int bind_listen_socket(const std::string& addr, int port, int* bound_port) {
   socklen_t len = 0;
   sockaddr_storage ss = resolve(addr, port, &len);
@@ -133,13 +156,16 @@ KeyValueStore::KeyValueStore(const std::string& addr, int port, int rank, int wo
   ::setsockopt(sock_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   timeval tv{timeout_s, 0};
   ::setsockopt(sock_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const std::string token = rendezvous_job_token();
   std::vector<char> hello(sizeof(int32_t)), reply;
   const int32_t w = world_size;
   std::memcpy(hello.data(), &w, sizeof w);
+  hello.insert(hello.end(), token.begin(), token.end());
   request('H', std::to_string(rank), hello, &reply);
   if (reply.size() != 1 || reply[0] != 'K')
-    throw CommError(fmt::format("rendezvous: the server at {}:{} belongs to a job of another "
-                                "size (this one has {} ranks)",
+    throw CommError(fmt::format("rendezvous: the server at {}:{} belongs to another job (a "
+                                "different world size than this one's {} ranks, or another job "
+                                "token: FTUNE_JOB_TOKEN must be the same on every node)",
                                 addr_, port_, world_size));
 }
 
@@ -183,8 +209,11 @@ void KeyValueStore::serve(int listen_fd) {
   std::map<std::string, std::vector<char>> data;
   std::multimap<std::string, int> waiting;  // key -> client fd blocked in get
   std::vector<int> clients;
+  std::set<int> admitted;  // connections that said hello with the right size and token
+  const std::string token = rendezvous_job_token();
   auto drop = [&](int fd) {
     ::close(fd);
+    admitted.erase(fd);
     std::erase(clients, fd);
     std::erase_if(waiting, [fd](const auto& kv) { return kv.second == fd; });
   };
@@ -213,8 +242,19 @@ void KeyValueStore::serve(int listen_fd) {
       bool ok = true;
       if (op == 'H') {
         int32_t w = 0;
-        if (value.size() == sizeof w) std::memcpy(&w, value.data(), sizeof w);
-        ok = send_msg(c, 'R', "", {w == world_ ? 'K' : 'E'});
+        bool good = value.size() == sizeof w + token.size();
+        if (good) {
+          std::memcpy(&w, value.data(), sizeof w);
+          // Compare every byte whatever the first difference (no timing hint of the token).
+          unsigned char diff = 0;
+          for (size_t i = 0; i < token.size(); ++i)
+            diff |= static_cast<unsigned char>(value[sizeof w + i] ^ token[i]);
+          good = diff == 0 && w == world_;
+        }
+        ok = send_msg(c, 'R', "", {good ? 'K' : 'E'}) && good;
+        if (ok) admitted.insert(c);
+      } else if (!admitted.count(c)) {
+        ok = false;  // anything before a good hello: not one of ours
       } else if (op == 'S') {
         data[key] = value;
         ok = send_msg(c, 'R', "", {});

@@ -47,4 +47,12 @@ class KeyValueStore {
 // writes the port. Throws when the port is taken.
 int bind_listen_socket(const std::string& addr, int port, int* bound_port);
 
+// The secret every rank presents to the store: FTUNE_JOB_TOKEN (ftune's launcher sets a random
+// one for its workers; give every node the same value for --nnodes > 1), else torchrun's
+// TORCHELASTIC_RUN_ID or SLURM_JOB_ID; empty when none is set (then only the world size is
+// checked, and the store relies on its address: 127.0.0.1 for one machine).
+std::string rendezvous_job_token();
+// 128 random bits as 32 hex digits (/dev/urandom).
+std::string new_job_token();
+
 }  // namespace ftune

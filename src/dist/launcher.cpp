@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <optional>
+#include <cstdio>
 #include <cstring>
 #include <fmt/format.h>
 #include <string>
@@ -41,7 +43,24 @@ struct Worker {
   std::string last_line;   // last other non-empty line
   bool running = false;
   int status = 0;
+  // Since when the process has been seen stopped (SIGSTOP, a debugger): a stopped worker makes
+  // no progress even while it is marked as waiting inside a collective.
+  std::optional<Clock::time_point> stopped_since;
 };
+
+// True when the kernel reports the process stopped or traced (/proc/<pid>/stat state T or t).
+bool process_stopped(pid_t pid) {
+  FILE* f = std::fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r");
+  if (f == nullptr) return false;
+  char buf[512] = {};
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  // "pid (comm) S ...": the state follows the last ')' (comm may contain spaces or parens).
+  const char* close = nullptr;
+  for (size_t i = 0; i < n; ++i)
+    if (buf[i] == ')') close = buf + i;
+  return close != nullptr && close + 2 < buf + n && (close[2] == 'T' || close[2] == 't');
+}
 
 std::string signal_text(int sig) {
   const char* d = strsignal(sig);
@@ -106,6 +125,7 @@ std::vector<std::string> worker_env(const LaunchPlan& plan, const Worker& w, int
   env.push_back(fmt::format("FTUNE_LOCAL_WORLD_SIZE={}", plan.workers.size()));
   env.push_back(fmt::format("FTUNE_MASTER_ADDR={}", plan.master_addr));
   env.push_back(fmt::format("FTUNE_MASTER_PORT={}", plan.master_port));
+  env.push_back("FTUNE_JOB_TOKEN=" + plan.job_token);
   env.push_back(fmt::format("FTUNE_HEARTBEAT_FD={}", hb_fd));
   env.push_back(fmt::format("FTUNE_DEVICE={}", w.spec.device));
   if (store_fd >= 0) env.push_back(fmt::format("FTUNE_STORE_FD={}", store_fd));
@@ -340,9 +360,14 @@ void run_launcher(const LaunchPlan& plan) {
       break;
     }
     for (auto& w : ws) {
-      if (!w.running || w.waiting) continue;
+      if (!w.running) continue;
+      const bool stopped = process_stopped(w.pid);
+      if (!stopped) w.stopped_since.reset();
+      else if (!w.stopped_since) w.stopped_since = now;
       const double quiet = std::chrono::duration<double>(now - w.last_beat).count();
-      if (quiet > p.timeout_s) {
+      const bool stopped_too_long =
+          stopped && std::chrono::duration<double>(now - *w.stopped_since).count() > p.timeout_s;
+      if ((!w.waiting && quiet > p.timeout_s) || stopped_too_long) {
         int others = 0;
         for (auto& o : ws) others += o.running && &o != &w;
         failure = fmt::format("rank {} ({}, pid {}) hung: no progress for {:.0f} s "

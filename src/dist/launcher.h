@@ -35,6 +35,7 @@ struct LaunchPlan {
   int threads_per_worker = 1;       // OMP_NUM_THREADS / OPENBLAS_NUM_THREADS (0 = leave)
   std::vector<std::string> argv;    // the command line each worker runs (argv[0] ignored)
   std::string exe;                  // the binary workers exec; "" = this program
+  std::string job_token;            // FTUNE_JOB_TOKEN for the workers (rendezvous admission)
 };
 
 // Starts and supervises the workers; returns when all exited 0. Throws ftune::Error with the

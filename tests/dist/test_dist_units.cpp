@@ -2,6 +2,12 @@
 // the rendezvous store and Gloo collectives (ranks as threads), every aggregation mode against
 // a direct computation from per-rank gradients, and the consistency checks.
 #include <gtest/gtest.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <cstring>
+#include <optional>
 
 #include <cmath>
 #include <filesystem>
@@ -396,4 +402,74 @@ TEST(ExampleConfigs, EveryExampleYamlIsValid) {
     }
   }
   EXPECT_GE(n, 5);
+}
+
+// ---- rendezvous admission (issue: a run listens only for its own workers) ----
+namespace {
+
+// A raw client of the store's wire format (kv_store.cpp): op, u32 key length, key, u32 value
+// length, value. Returns the reply's value, or nullopt when the server closed the connection.
+std::optional<std::vector<char>> raw_request(int port, char op, const std::string& key,
+                                             const std::vector<char>& value) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const uint32_t kl = static_cast<uint32_t>(key.size()), vl = static_cast<uint32_t>(value.size());
+  std::string msg(1, op);
+  msg.append(reinterpret_cast<const char*>(&kl), 4).append(key);
+  msg.append(reinterpret_cast<const char*>(&vl), 4).append(value.begin(), value.end());
+  EXPECT_EQ(::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL), static_cast<ssize_t>(msg.size()));
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char rop = 0;
+  uint32_t rkl = 0, rvl = 0;
+  std::optional<std::vector<char>> out;
+  if (::recv(fd, &rop, 1, MSG_WAITALL) == 1 && ::recv(fd, &rkl, 4, MSG_WAITALL) == 4) {
+    std::string rkey(rkl, '\0');
+    if ((rkl == 0 || ::recv(fd, rkey.data(), rkl, MSG_WAITALL) == static_cast<ssize_t>(rkl)) &&
+        ::recv(fd, &rvl, 4, MSG_WAITALL) == 4) {
+      std::vector<char> v(rvl);
+      if (rvl == 0 || ::recv(fd, v.data(), rvl, MSG_WAITALL) == static_cast<ssize_t>(rvl)) out = v;
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+std::vector<char> hello(int32_t world, const std::string& token) {
+  std::vector<char> v(sizeof world);
+  std::memcpy(v.data(), &world, sizeof world);
+  v.insert(v.end(), token.begin(), token.end());
+  return v;
+}
+
+}  // namespace
+
+TEST(Rendezvous, AdmitsOnlyWorkersWithTheJobToken) {
+  ::setenv("FTUNE_JOB_TOKEN", "0123456789abcdef", 1);
+  EXPECT_EQ(rendezvous_job_token(), "0123456789abcdef");
+  int port = 0;
+  const int listen_fd = bind_listen_socket("127.0.0.1", 0, &port);
+  std::unique_ptr<KeyValueStore> rank0;
+  std::thread t0([&] { rank0 = std::make_unique<KeyValueStore>("127.0.0.1", port, 0, 2, 30, listen_fd); });
+  // Rank 0's own hello is in: the server is up once its constructor returns.
+  t0.join();
+  // A wrong token, a wrong world size, and a request before any hello are all turned away.
+  EXPECT_EQ(raw_request(port, 'H', "1", hello(2, "fedcba9876543210")), std::vector<char>{'E'});
+  EXPECT_EQ(raw_request(port, 'H', "1", hello(3, "0123456789abcdef")), std::vector<char>{'E'});
+  EXPECT_FALSE(raw_request(port, 'S', "secret", {'x'}).has_value());
+  EXPECT_FALSE(raw_request(port, 'G', "secret", {}).has_value());
+  // The job's token is admitted, and a genuine rank 1 works with rank 0.
+  EXPECT_EQ(raw_request(port, 'H', "1", hello(2, "0123456789abcdef")), std::vector<char>{'K'});
+  KeyValueStore rank1("127.0.0.1", port, 1, 2, 30);
+  rank1.set("k", {'v'});
+  EXPECT_EQ(rank0->get("k"), std::vector<char>{'v'});
+  ::unsetenv("FTUNE_JOB_TOKEN");
+  // Two tokens drawn for two jobs differ and are 128 bits of hex.
+  const std::string a = new_job_token(), b = new_job_token();
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_NE(a, b);
 }
