@@ -8,10 +8,13 @@
 #include "cli/commands.h"
 #include "cli/embedded_assets.h"
 #include "cli/job_setup.h"
+#include "cli/memory_check.h"
+#include "cli/output_dir.h"
 #include "core/error.h"
 #include "data/packing.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "train/signals.h"
 
 namespace ftune {
 
@@ -25,25 +28,6 @@ TrainConfig load_job_config(const TrainArgs& args) {
   if (!args.config.empty()) return load_config(args.config, overrides);
   return load_config_text(std::string(embedded_asset("default_job_yaml")), "<default job>",
                           overrides);
-}
-
-// An existing non-empty output_dir is never overwritten by accident.
-void check_output_dir(const TrainConfig& cfg, bool resume) {
-  const fs::path out = cfg.train.output_dir;
-  if (!fs::exists(out)) return;
-  FTUNE_CHECK(fs::is_directory(out), "train.output_dir '{}' exists and is not a folder", out.string());
-  bool has_results = false;
-  for (const auto& e : fs::directory_iterator(out)) {
-    const std::string n = e.path().filename().string();
-    if (n != ".cache" && n != "base_model") has_results = true;
-  }
-  if (!has_results || resume) return;
-  FTUNE_CHECK(cfg.train.overwrite_output_dir,
-              "train.output_dir '{}' already holds results; use --resume to continue, "
-              "train.overwrite_output_dir=true to replace them, or another output_dir",
-              out.string());
-  for (const char* n : {"adapter", "checkpoints", "tensorboard", "metrics.jsonl", "config.resolved.yaml"})
-    fs::remove_all(out / n);
 }
 
 void print_data_summary(const PreparedData& d, const DataOptions& o, const std::string& label) {
@@ -75,7 +59,10 @@ int cmd_train(const TrainArgs& args) {
               cfg.model.dtype);
   FTUNE_CHECK(!cfg.model.load_in_4bit,
               "model.load_in_4bit: QLoRA (NF4 base weights) is not available in this version");
+  // Nothing is written before every input is checked; a refused run leaves output_dir as it was.
   check_output_dir(cfg, args.resume);
+  if (args.resume) check_resume_possible(cfg, config_fingerprint(cfg));
+  OutputDirTransaction out_dir(cfg);
 
   // Everything that can be wrong with the inputs is checked before any training starts.
   const std::string model_dir = resolve_model_dir(cfg);
@@ -93,6 +80,8 @@ int cmd_train(const TrainArgs& args) {
               tok.vocab_size(), spec.vocab_size);
   const DataOptions dopts = data_options_from_config(cfg, tok_dir);
   const PreparedData data = prepare_data(dopts, tok);
+  check_micro_batch_fits(spec, cfg.train.micro_batch_size, longest_example(data.train),
+                         "train.micro_batch_size (or data.max_seq_length)");
   print_data_summary(data, dopts, cfg.data.train.empty() ? "data (built-in debug set)" : "data " + cfg.data.train);
 
   auto ops = make_ops(cfg.train.device);
@@ -108,7 +97,7 @@ int cmd_train(const TrainArgs& args) {
                fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str(),
                static_cast<long long>(model.lora().num_params()));
 
-  fs::create_directories(cfg.train.output_dir);
+  out_dir.start_writing();
   write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
 
   TrainData td;
@@ -123,7 +112,21 @@ int cmd_train(const TrainArgs& args) {
   TrainLoopOptions lopts = loop_options_from_config(cfg);
   lopts.resume = args.resume;
   lopts.adapter_meta.base_model_name_or_path = fs::absolute(model_dir).string();
-  const TrainSummary s = run_training(model, lopts, td);
+  TrainSummary s;
+  {
+    InterruptScope signals;
+    s = run_training(model, lopts, td);
+  }
+  if (s.interrupted != 0) {
+    if (s.checkpoint_dir.empty())
+      std::fprintf(stderr, "interrupted after %lld steps: no checkpoint written\n",
+                   static_cast<long long>(s.steps));
+    else
+      std::fprintf(stderr, "interrupted after %lld steps: checkpoint %s; continue with --resume\n",
+                   static_cast<long long>(s.steps), s.checkpoint_dir.c_str());
+    return interrupt_exit_code(s.interrupted);
+  }
+  out_dir.commit();
   if (s.steps == 0) {
     std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
     return 0;

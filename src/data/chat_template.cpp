@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "data/data_files.h"
 
 namespace ftune {
@@ -356,7 +357,9 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
   nlohmann::json cfg;
   if (!config_path.empty()) {
     try {
-      cfg = nlohmann::json::parse(read_file_bytes(config_path));
+      const std::string text = read_file_bytes(config_path);
+      check_json_nesting(text, config_path);
+      cfg = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       fail("{}: invalid JSON: {}", config_path, e.what());
     }

@@ -4,6 +4,7 @@
 #include <array>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "data/data_files.h"
 
 namespace ftune {
@@ -112,6 +113,11 @@ std::string_view strip_bom(std::string_view s) {
 
 std::vector<DatasetRecord> parse_json_array(std::string_view text, const std::string& name) {
   json arr;
+  if (const size_t deep = json_nesting_overflow(text); deep != std::string_view::npos) {
+    const auto [line, col] = line_col(text, deep);
+    fail("{}:{}: column {}: JSON nested deeper than {} levels (refused)", name, line, col,
+         kMaxJsonDepth);
+  }
   try {
     arr = json::parse(text);
   } catch (const json::parse_error& e) {
@@ -150,6 +156,9 @@ std::vector<DatasetRecord> parse_jsonl(std::string_view text, const std::string&
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank line
     json v;
+    if (const size_t deep = json_nesting_overflow(line); deep != std::string_view::npos)
+      fail("{}:{}: column {}: JSON nested deeper than {} levels (refused)", name, line_no, deep + 1,
+           kMaxJsonDepth);
     try {
       v = json::parse(line);
     } catch (const json::parse_error& e) {

@@ -118,15 +118,20 @@ std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
     row_tokens.push_back(t);
   }
   const auto plan = shard_rows(row_tokens, opt.rows, opt.rank, opt.world);
+  // Rows are as wide as the longest row of the epoch (the same on every rank), not as
+  // max_seq_length: memory follows the data, so a generous max_seq_length costs nothing.
+  int64_t width = 1;
+  for (int64_t t : row_tokens) width = std::max(width, t);
+  width = std::min(width, opt.seq_len);
 
   std::vector<Batch> batches;
   batches.reserve(plan.size());
-  const auto seq = static_cast<int32_t>(opt.seq_len);
+  const auto seq = static_cast<int32_t>(width);
   for (const auto& rows : plan) {
     Batch b;
     b.rows = opt.rows;
-    b.seq_len = opt.seq_len;
-    const size_t total = static_cast<size_t>(opt.rows * opt.seq_len);
+    b.seq_len = width;
+    const size_t total = static_cast<size_t>(opt.rows * width);
     b.input_ids.reserve(total);
     b.labels.reserve(total);
     b.position_ids.reserve(total);

@@ -49,7 +49,8 @@ std::vector<std::vector<int64_t>> shard_rows(const std::vector<int64_t>& row_tok
                                              int64_t rows, int rank, int world);
 
 // All of the above: rank `opt.rank`'s micro-batches for epoch `opt.epoch`; each Batch has
-// opt.rows rows of opt.seq_len tokens and passes Batch::validate().
+// opt.rows rows of W tokens, W = the longest row of the epoch (at most opt.seq_len; the same
+// on every rank), and passes Batch::validate().
 std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
                                 const BatchOptions& opt);
 

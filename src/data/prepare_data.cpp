@@ -10,6 +10,7 @@
 
 #include "core/batch.h"
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "data/data_files.h"
 #include "data/debug_dataset.h"
 #include "data/shuffle.h"
@@ -43,7 +44,9 @@ class Pipeline {
       if (std::filesystem::is_regular_file(p, ec)) {
         config_path_ = p.string();
         try {
-          config_ = nlohmann::json::parse(read_file_bytes(config_path_));
+          const std::string text = read_file_bytes(config_path_);
+          check_json_nesting(text, config_path_);
+          config_ = nlohmann::json::parse(text);
         } catch (const nlohmann::json::exception& e) {
           fail("{}: invalid JSON: {}", config_path_, e.what());
         }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 
 namespace ftune {
 
@@ -55,6 +56,7 @@ std::string read_text_file(const std::string& path) {
 
 nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
                                const nlohmann::json::parser_callback_t& callback) {
+  check_json_nesting(text, origin);
   try {
     return nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true);
   } catch (const nlohmann::json::parse_error& e) {

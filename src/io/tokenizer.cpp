@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "io/tokenizer_added.h"
 #include "io/tokenizer_bpe.h"
 #include "io/tokenizer_decoder.h"
@@ -46,6 +47,7 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 
 Tokenizer Tokenizer::from_json(const std::string& json_text, const std::string& origin) {
   tok::json root;
+  check_json_nesting(json_text, "tokenizer '" + origin + "'");
   try {
     root = tok::json::parse(json_text);
   } catch (const tok::json::parse_error& e) {

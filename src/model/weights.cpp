@@ -3,6 +3,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/finite_check.h"
 #include "io/safetensors.h"
 
 namespace ftune {
@@ -19,6 +20,7 @@ Tensor load_one(const CheckpointReader& ckpt, const std::string& origin, const s
   FTUNE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16,
               "{}: tensor '{}' in {} has dtype {}; expected F32, BF16 or F16", origin, name,
               ckpt.file_of(name), dtype_name(t.dtype()));
+  check_finite(t, fmt::format("{}: tensor '{}' in {}", origin, name, ckpt.file_of(name)));
   Tensor f = t.to_dtype(DType::F32);  // always a copy: the mmap may go away
   return device.is_cpu() ? f : f.to(device);
 }

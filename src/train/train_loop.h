@@ -32,6 +32,7 @@ struct TrainLoopOptions {
   TrainerOptions trainer;  // schedule.total_steps/warmup_steps are filled by the loop
   AdapterMeta adapter_meta;
   bool is_main_process = true;  // rank 0 writes logs, checkpoints and the adapter
+  bool save_on_interrupt = true;  // SIGINT/SIGTERM: checkpoint at the step boundary (signals.h)
 };
 
 struct TrainData {
@@ -48,6 +49,8 @@ struct TrainSummary {
   int64_t trained_tokens = 0;  // over the run (this session)
   double seconds = 0;
   std::string adapter_dir;
+  int interrupted = 0;         // the signal that stopped the run at a step boundary, or 0
+  std::string checkpoint_dir;  // the checkpoint written when interrupted ("" when none)
 };
 
 TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const TrainData& data,
