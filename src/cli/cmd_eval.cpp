@@ -11,7 +11,9 @@
 #include "core/error.h"
 #include "data/packing.h"
 #include "io/hf_config.h"
+#include "io/safetensors.h"
 #include "model/adapter_io.h"
+#include "model/unused_tensors.h"
 
 namespace ftune {
 
@@ -44,6 +46,11 @@ int cmd_eval(const EvalArgs& a) {
   const PreparedData data = prepare_data(d, tok);
   const ModelSpec spec = model_spec_from_hf(load_hf_config(a.model + "/config.json"),
                                             a.model + "/config.json");
+  FTUNE_CHECK(tok.vocab_size() <= spec.vocab_size,
+              "{}/tokenizer.json has token ids up to {}, outside the model's vocabulary "
+              "(vocab_size {} in {}/config.json)",
+              a.model, tok.vocab_size() - 1, spec.vocab_size, a.model);
+  check_unused_tensors(spec, CheckpointReader::open_folder(a.model), a.model + "/config.json");
   check_micro_batch_fits(spec, a.batch_size, longest_example(data.train),
                          "--batch-size (or --max-seq-length)");
   auto ops = make_ops(a.device);

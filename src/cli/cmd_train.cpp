@@ -14,6 +14,7 @@
 #include "data/packing.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "model/unused_tensors.h"
 #include "train/signals.h"
 
 namespace ftune {
@@ -69,15 +70,16 @@ int cmd_train(const TrainArgs& args) {
   // The model folder is checked (config.json, weights present) before the data is prepared.
   const ModelSpec spec = model_spec_from_hf(load_hf_config(model_dir + "/config.json"),
                                             model_dir + "/config.json");
-  (void)CheckpointReader::open_folder(model_dir);
+  check_unused_tensors(spec, CheckpointReader::open_folder(model_dir), model_dir + "/config.json");
   // model.tokenizer is resolved to model.path when unset; the built-in model carries its own.
   const std::string tok_dir = cfg.model.path.empty() ? model_dir : cfg.model.tokenizer;
   FTUNE_CHECK(fs::exists(tok_dir + "/tokenizer.json"), "{}: no tokenizer.json (set model.tokenizer)",
               tok_dir);
   const Tokenizer tok = Tokenizer::from_file(tok_dir + "/tokenizer.json");
   FTUNE_CHECK(tok.vocab_size() <= spec.vocab_size,
-              "{}/tokenizer.json has {} tokens, more than the model's vocabulary ({})", tok_dir,
-              tok.vocab_size(), spec.vocab_size);
+              "{}/tokenizer.json has token ids up to {}, outside the model's vocabulary "
+              "(vocab_size {} in {}/config.json)",
+              tok_dir, tok.vocab_size() - 1, spec.vocab_size, model_dir);
   const DataOptions dopts = data_options_from_config(cfg, tok_dir);
   const PreparedData data = prepare_data(dopts, tok);
   check_micro_batch_fits(spec, cfg.train.micro_batch_size, longest_example(data.train),

@@ -366,7 +366,7 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
     FTUNE_CHECK(cfg.is_object(), "{}: expected a JSON object", config_path);
   } else if (is_auto) {
     fail("model.chat_template is auto but no tokenizer_config.json was given; set "
-         "data.chat_template to one of {}",
+         "model.chat_template to one of {}",
          known_names());
   }
 

@@ -56,6 +56,8 @@ class Pipeline {
     pad_id_ = eos_.value_or(0);
     if (auto pad = config_token(config_, "pad_token")) {
       if (auto id = enc_.token_to_id(*pad)) pad_id_ = *id;
+      else spdlog::warn("{}: pad_token '{}' is not a token of the tokenizer; padding with id {}",
+                        config_path_, *pad, pad_id_);
     }
   }
 
@@ -125,6 +127,9 @@ class Pipeline {
   std::optional<int32_t> find_eos() const {
     if (auto eos = config_token(config_, "eos_token")) {
       if (auto id = enc_.token_to_id(*eos)) return id;
+      // An eos_token the tokenizer does not know would silently end examples with another id.
+      fail("{}: eos_token '{}' is not a token of the tokenizer in {}", config_path_, *eos,
+           opts_.tokenizer_dir);
     }
     if (auto id = enc_.eos_id()) return id;
     for (const char* s : {"<|end_of_text|>", "</s>", "<|endoftext|>"}) {
