@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& err) {
-    return app.exit(err);
+    const int rc = app.exit(err);  // prints help, or the usage error
+    return rc == 0 ? 0 : 2;        // one code for every usage error (README)
   }
   try {
     if (*t) {

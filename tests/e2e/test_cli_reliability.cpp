@@ -396,6 +396,9 @@ TEST(Reliability, SizesAreCheckedBeforeAllocation) {
   const std::string d = trained_copy("rel_sizes");
   const std::string data = ftune::test::data_path("../assets/debug_dataset/conversations.jsonl");
   CliRun r = run_ftune("eval --model out/base_model --data '" + data + "' --max-seq-length 1e11", d);
+  EXPECT_EQ(r.code, 2);  // not an integer: a usage error
+  EXPECT_NE(r.err.find("Could not convert: --max-seq-length = 1e11"), std::string::npos) << r.err;
+  r = run_ftune("eval --model out/base_model --data '" + data + "' --max-seq-length 100000000000", d);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(last_line(r.err).find("--max-seq-length 100000000000 is out of range [2, 1048576]"),
             std::string::npos) << r.err;
