@@ -11,6 +11,7 @@
 #include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
+#include "train/resume_logs.h"
 
 namespace ftune {
 
@@ -43,8 +44,7 @@ std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, co
   fs::create_directories(root);
   const fs::path final_dir = root / ("step-" + std::to_string(st.global_step));
   const fs::path tmp = root / (".tmp-step-" + std::to_string(st.global_step));
-  for (const auto& e : fs::directory_iterator(root))  // this or an earlier killed run's
-    if (e.path().filename().string().rfind(".tmp-step-", 0) == 0) fs::remove_all(e.path());
+  remove_stale_checkpoint_temps(output_dir);  // this step's or an earlier killed run's
   fs::create_directories(tmp);
   save_peft_adapter(tmp.string(), lora, meta);
   std::vector<std::pair<std::string, Tensor>> state;

@@ -210,7 +210,7 @@ TEST(Packing, ShuffleIsDeterministicPerSeedAndEpoch) {
   ordered.packing = false;
   const auto b = make_batches(ex, ordered);
   for (size_t e = 0; e < ex.size(); ++e) {
-    EXPECT_EQ(b[e / 2].input_ids[(e % 2) * 32], ex[e].ids[0]);
+    EXPECT_EQ(b[e / 2].input_ids[(e % 2) * b[e / 2].seq_len], ex[e].ids[0]);
   }
 }
 

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -149,12 +150,27 @@ void poison_tensor(const std::string& file, const std::string& name, float value
 
 const char* kTiny = "train.max_steps=2 train.eval_steps=0 logging.console=plain";
 
-// A finished tiny run in <tag>/out, shared by the tests of one process.
+// A copy of a finished tiny run in <tag>/out. The run is made once per ftune binary and shared
+// by the tests (ctest runs each in its own process, maybe in parallel): the first trains under
+// a file lock, the others wait and copy.
 std::string trained_copy(const std::string& tag) {
   static std::string base = [] {
-    const std::string d = ftune::test::temp_dir("rel_base");
-    CliRun r = run_ftune(std::string("train ") + kTiny + " train.output_dir=out", d);
-    EXPECT_EQ(r.code, 0) << r.err;
+    const std::string d = std::string(FTUNE_BINARY_DIR) + "/e2e_reliability_base";
+    fs::create_directories(d);
+    const int fd = open((d + "/.lock").c_str(), O_CREAT | O_RDWR, 0644);
+    EXPECT_GE(fd, 0);
+    flock(fd, LOCK_EX);
+    const std::string done = d + "/.done";
+    const fs::path bin = std::string(FTUNE_BINARY_DIR) + "/ftune";
+    if (!fs::exists(done) || fs::last_write_time(bin) > fs::last_write_time(done)) {
+      fs::remove(done);
+      fs::remove_all(d + "/out");
+      CliRun r = run_ftune(std::string("train ") + kTiny + " train.output_dir=out", d);
+      EXPECT_EQ(r.code, 0) << r.err;
+      if (r.code == 0) write(done, "ok\n");
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
     return d;
   }();
   const std::string d = ftune::test::temp_dir(tag);
