@@ -50,7 +50,7 @@ std::pair<size_t, size_t> line_col(std::string_view text, size_t pos) {
 // nlohmann's message without its "[json.exception...] parse error at line L, column C: "
 // prefix (we report our own position), bytes outside ASCII escaped: the bytes it quotes may be
 // the invalid UTF-8 that caused the error.
-std::string parse_error_text(const json::parse_error& e) {
+std::string parse_error_text(const json::exception& e) {
   std::string what = e.what();
   if (auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
   if (what.rfind("parse error at line ", 0) == 0) {
@@ -124,6 +124,8 @@ std::vector<DatasetRecord> parse_json_array(std::string_view text, const std::st
     const size_t pos = e.byte > 0 ? e.byte - 1 : 0;
     const auto [line, col] = line_col(text, pos);
     fail("{}:{}: invalid JSON: column {}: {}", name, line, col, parse_error_text(e));
+  } catch (const json::exception& e) {  // e.g. out_of_range: a number too large for a double
+    fail("{}: invalid JSON: {}", name, parse_error_text(e));
   }
   FTUNE_CHECK(arr.is_array(), "{}:1: expected a JSON array of records", name);
   const std::vector<size_t> starts = array_element_offsets(text);
@@ -164,6 +166,8 @@ std::vector<DatasetRecord> parse_jsonl(std::string_view text, const std::string&
     } catch (const json::parse_error& e) {
       const size_t col = e.byte > 0 ? e.byte : 1;
       fail("{}:{}: invalid JSON: column {}: {}", name, line_no, col, parse_error_text(e));
+    } catch (const json::exception& e) {  // e.g. out_of_range: a number too large for a double
+      fail("{}:{}: invalid JSON: {}", name, line_no, parse_error_text(e));
     }
     out.push_back(DatasetRecord{std::move(v), fmt::format("{}:{}", name, line_no)});
   }

@@ -65,6 +65,11 @@ nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
     const size_t p = what.find("] ");
     if (p != std::string_view::npos) what.remove_prefix(p + 2);
     fail("{}: invalid JSON: {}", origin, printable(what));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: a number too large for a double
+    std::string_view what = e.what();
+    const size_t p = what.find("] ");
+    if (p != std::string_view::npos) what.remove_prefix(p + 2);
+    fail("{}: invalid JSON: {}", origin, printable(what));
   }
 }
 

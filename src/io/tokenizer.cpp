@@ -66,7 +66,7 @@ Tokenizer Tokenizer::from_json(const std::string& json_text, const std::string& 
   check_json_nesting(json_text, "tokenizer '" + origin + "'");
   try {
     root = tok::json::parse(json_text);
-  } catch (const tok::json::parse_error& e) {
+  } catch (const tok::json::exception& e) {  // parse_error, or out_of_range for a huge number
     fail("tokenizer '{}': invalid JSON: {}", origin, e.what());
   }
   FTUNE_CHECK(root.is_object(), "tokenizer '{}': top level must be a JSON object", origin);

@@ -80,6 +80,20 @@ TEST(JsonLimits, EveryJsonReaderRefusesDeepNestingWithAMessage) {
             std::string::npos);
 }
 
+// Found by fuzz_dataset: a number too large for a double is nlohmann's out_of_range, not a
+// parse_error, and escaped the parsers' handlers (ftune printed nlohmann's text, no file/line).
+TEST(JsonLimits, NumberOverflowIsAnErrorNamingTheFile) {
+  EXPECT_EQ(test::error_of([&] { parse_dataset_text("{\"text\": \"a\"}\n{\"prompt\": 22.2E2222}\n", "d.jsonl"); }),
+            "d.jsonl:2: invalid JSON: number overflow parsing '22.2E2222'");
+  EXPECT_EQ(test::error_of([&] { parse_dataset_text("[{\"prompt\": 1e999}]", "d.json"); }),
+            "d.json: invalid JSON: number overflow parsing '1e999'");
+  EXPECT_EQ(test::error_of([&] { parse_json_text("{\"vocab_size\": -1e999}", "config.json"); }),
+            "config.json: invalid JSON: number overflow parsing '-1e999'");
+  EXPECT_NE(test::error_of([&] { Tokenizer::from_json("{\"model\": 1e400}", "tok.json"); })
+                .find("tokenizer 'tok.json': invalid JSON: [json.exception.out_of_range.406] number overflow"),
+            std::string::npos);
+}
+
 TEST(JsonFields, ErrorsNameFileAndKey) {
   const json j = json::parse(R"({"a": 1, "b": "x", "c": true, "d": -3, "n": null, "big": 18446744073709551615})");
   EXPECT_EQ(json_int(j, "a", "f.json"), 1);
