@@ -63,7 +63,7 @@ int cmd_train(const TrainArgs& args) {
   // Nothing is written before every input is checked; a refused run leaves output_dir as it was.
   check_output_dir(cfg, args.resume);
   if (args.resume) check_resume_possible(cfg, config_fingerprint(cfg));
-  OutputDirTransaction out_dir(cfg);
+  OutputDirTransaction out_dir(cfg, args.resume);
 
   // Everything that can be wrong with the inputs is checked before any training starts.
   const std::string model_dir = resolve_model_dir(cfg);

@@ -52,8 +52,8 @@ void check_resume_possible(const TrainConfig& cfg, const std::string& fingerprin
               *ck);
 }
 
-OutputDirTransaction::OutputDirTransaction(const TrainConfig& cfg)
-    : out_(cfg.train.output_dir), overwrite_(cfg.train.overwrite_output_dir),
+OutputDirTransaction::OutputDirTransaction(const TrainConfig& cfg, bool resume)
+    : out_(cfg.train.output_dir), overwrite_(cfg.train.overwrite_output_dir && !resume),
       cache_dir_(cfg.data.cache_dir) {
   std::error_code ec;
   existed_ = fs::exists(out_, ec);

@@ -22,8 +22,9 @@ void check_resume_possible(const TrainConfig& cfg, const std::string& fingerprin
 
 class OutputDirTransaction {
  public:
-  // Records what exists now; writes nothing.
-  explicit OutputDirTransaction(const TrainConfig& cfg);
+  // Records what exists now; writes nothing. With --resume old results are never moved aside
+  // (the run continues them), whatever train.overwrite_output_dir says.
+  OutputDirTransaction(const TrainConfig& cfg, bool resume);
   // Not committed and not started: removes what this run created (see above).
   ~OutputDirTransaction();
   OutputDirTransaction(const OutputDirTransaction&) = delete;

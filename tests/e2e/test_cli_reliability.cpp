@@ -228,6 +228,18 @@ TEST(Reliability, RefusedResumeDoesNotRewriteTheResolvedConfig) {
   EXPECT_EQ(read(d + "/out/config.resolved.yaml"), resolved);
 }
 
+// --resume with train.overwrite_output_dir=true continues the run; nothing is moved aside.
+TEST(Reliability, ResumeWithOverwriteContinuesTheRun) {
+  const std::string d = trained_copy("rel_resume_overwrite");
+  CliRun r = run_ftune(std::string("train ") + kTiny +
+                           " train.max_steps=3 train.overwrite_output_dir=true train.output_dir=out --resume",
+                       d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(logged_steps(d + "/out/metrics.jsonl"), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_TRUE(fs::exists(d + "/out/checkpoints/step-2"));
+  EXPECT_FALSE(fs::exists(d + "/out/.replaced-results"));
+}
+
 TEST(Reliability, ACopiedRunResumesInItsNewFolder) {
   const std::string d = trained_copy("rel_copied");
   fs::rename(d + "/out", d + "/moved");
