@@ -10,5 +10,9 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${FTUNE_CMAKE_ARGS:-} >/dev/nu
 cmake --build "$BUILD" -j "$JOBS"
 (cd "$BUILD" && ctest --output-on-failure -j "$JOBS" ${CTEST_ARGS:-})
 if [ "${FTUNE_RUN_FUZZ:-1}" != 0 ]; then
-  FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz.sh
+  if command -v "${CXX_FUZZ:-clang++}" >/dev/null; then
+    FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz.sh
+  else
+    echo "test: ${CXX_FUZZ:-clang++} not found, fuzzers NOT run (bash scripts/setup.sh installs clang)"
+  fi
 fi
