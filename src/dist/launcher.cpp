@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <cstdio>
 #include <fmt/format.h>
 #include <string>
 
@@ -26,8 +27,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-volatile sig_atomic_t g_interrupted = 0;
-void on_signal(int sig) { g_interrupted = sig; }
+volatile sig_atomic_t g_interrupted = 0;  // the first SIGINT/SIGTERM
+volatile sig_atomic_t g_signals = 0;      // how many arrived
+void on_signal(int sig) {
+  if (!g_interrupted) g_interrupted = sig;
+  g_signals = g_signals + 1;
+}
 
 struct Worker {
   WorkerSpec spec;
@@ -166,7 +171,7 @@ void send_heartbeat(int fd, bool entering_collective) {
   (void)!::write(fd, &c, 1);
 }
 
-void run_launcher(const LaunchPlan& plan) {
+int run_launcher(const LaunchPlan& plan) {
   FTUNE_CHECK(!plan.workers.empty(), "launcher: no workers to start");
   char exe[4096];
   if (plan.exe.empty()) {
@@ -190,6 +195,8 @@ void run_launcher(const LaunchPlan& plan) {
   ::sigaction(SIGINT, &sa, &old_int);
   ::sigaction(SIGTERM, &sa, &old_term);
   g_interrupted = 0;
+  g_signals = 0;
+  bool forwarded = false;  // the first signal was passed on to the workers
 
   std::vector<Worker> ws(p.workers.size());
   pid_t pgid = 0;
@@ -283,7 +290,22 @@ void run_launcher(const LaunchPlan& plan) {
         all_done = false;
       }
     }
-    if (g_interrupted) {
+    if (g_interrupted && !forwarded && g_signals < 2) {
+      // First signal: passed on, and the workers stop together at the next step boundary
+      // (writing a checkpoint when train.save_on_interrupt; train/signals.h). Their exits
+      // from here on are the interruption, not failures.
+      forwarded = true;
+      std::fprintf(stderr, "launcher: %s: asking the workers to stop at the end of the step "
+                           "(again to stop them at once)\n", signal_text(g_interrupted).c_str());
+      if (pgid > 0) {
+        ::kill(-pgid, g_interrupted);  // once: a second delivery would stop a worker at once
+      } else {
+        for (auto& w : ws)
+          if (w.running) ::kill(w.pid, g_interrupted);
+      }
+    }
+    if (forwarded && g_signals < 2) failed = nullptr;  // exits are the interruption
+    if (g_interrupted && (!forwarded || g_signals >= 2)) {
       int n = 0;
       for (auto& w : ws) n += w.running;
       stop_all(ws, pgid, SIGTERM);
@@ -362,6 +384,7 @@ void run_launcher(const LaunchPlan& plan) {
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   if (!failure.empty()) throw Error(failure);
+  return forwarded ? static_cast<int>(g_interrupted) : 0;
 }
 
 }  // namespace ftune

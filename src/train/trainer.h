@@ -50,6 +50,9 @@ class GradientSync {
   virtual StepLoss reduce_eval(const StepLoss& local) = 0;
   // After the optimizer update of step `step` (1-based): consistency checks.
   virtual void after_step(int64_t step, const AdamW& optimizer) {}
+  // `v` summed over ranks (a collective: every rank calls it at the same point), e.g. the
+  // step-boundary vote on a stop request (train/signals.h).
+  virtual double sum_over_ranks(double v) { return reduce_eval(StepLoss{v, 0}).loss_sum; }
 };
 
 struct TrainerOptions {
