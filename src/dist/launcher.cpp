@@ -122,6 +122,20 @@ std::vector<std::string> worker_env(const LaunchPlan& plan, const Worker& w, int
   return env;
 }
 
+// Whether `pid` is stopped (state T or t in /proc/<pid>/stat).
+bool is_stopped(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (!f) return false;
+  char buf[512];
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* close = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
+  return close && close[1] == ' ' && (close[2] == 'T' || close[2] == 't');
+}
+
 // Signals every running worker, then waits up to `grace`, then SIGKILLs the rest; reaps all.
 void stop_all(std::vector<Worker>& ws, pid_t pgid, int sig) {
   if (pgid > 0) ::kill(-pgid, sig);
@@ -340,7 +354,7 @@ int run_launcher(const LaunchPlan& plan) {
       if (WIFEXITED(failed->status) && WEXITSTATUS(failed->status) == kExitPeerLost) {
         const Worker* quiet = nullptr;
         for (auto& w : ws)
-          if (w.running && !w.waiting && (!quiet || w.last_beat < quiet->last_beat)) quiet = &w;
+          if (w.running && (!w.waiting || is_stopped(w.pid)) && (!quiet || w.last_beat < quiet->last_beat)) quiet = &w;
         if (quiet && std::chrono::duration<double>(Clock::now() - quiet->last_beat).count() >
                          0.5 * p.timeout_s) {
           int others = 0;
@@ -362,7 +376,9 @@ int run_launcher(const LaunchPlan& plan) {
       break;
     }
     for (auto& w : ws) {
-      if (!w.running || w.waiting) continue;
+      // Waiting in a collective is not a hang, unless the rank is stopped (SIGSTOP, a debugger):
+      // then it is the one the others wait for.
+      if (!w.running || (w.waiting && !is_stopped(w.pid))) continue;
       const double quiet = std::chrono::duration<double>(now - w.last_beat).count();
       if (quiet > p.timeout_s) {
         int others = 0;

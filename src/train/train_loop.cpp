@@ -132,14 +132,15 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     progress.message("saved checkpoint " + dir);
     return dir;
   };
-  // A stop request seen by any rank stops every rank at the same step boundary.
+  // A stop request seen by any rank stops every rank at the same step boundary: with several
+  // ranks the decision is the vote reduced with the last step's scalars (the same on every
+  // rank; a signal arriving after it is seen one step later), alone the signal itself.
+  bool stop_voted = false;
   auto stop_signal = [&]() -> int {
-    int sig = interrupt_signal();
-    if (sync) {
-      const double any = sync->sum_over_ranks(sig != 0 ? 1.0 : 0.0);
-      if (sig == 0 && any > 0) sig = SIGTERM;  // stopped by another rank's signal
-    }
-    return sig;
+    const int sig = interrupt_signal();
+    if (!sync) return sig;
+    if (!stop_voted) return 0;
+    return sig != 0 ? sig : SIGTERM;  // stopped by another rank's signal
   };
 
   TrainSummary summary;
@@ -172,7 +173,8 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
       window.back().global_index = i;
     }
     const auto ts = std::chrono::steady_clock::now();
-    const StepStats st = trainer.step(window);
+    const StepStats st = trainer.step(window, [] { return interrupt_signal() != 0; });
+    stop_voted = st.stop_requested;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     state.batch_in_epoch = end;
     state.global_step = st.step;
