@@ -6,7 +6,8 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config git
       libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
       libopenblas-dev libopenblas-openmp-dev libgloo-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
-      python3 python3-pip)
+      python3 python3-pip
+      clang libclang-rt-14-dev)  # libFuzzer + sanitizer runtimes for scripts/fuzz.sh
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -7,20 +7,33 @@
 
 #include "cli/commands.h"
 #include "cli/job_setup.h"
+#include "cli/memory_check.h"
 #include "core/error.h"
 #include "data/packing.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
 #include "model/adapter_io.h"
+#include "model/unused_tensors.h"
 
 namespace ftune {
 
 namespace fs = std::filesystem;
+
+namespace {
+// The same bounds as data.max_seq_length and train.micro_batch_size (docs/CONFIG.md).
+constexpr int64_t kMaxSeqLength = 1048576;
+constexpr int64_t kMaxMicroBatch = 65536;
+}  // namespace
 
 int cmd_eval(const EvalArgs& a) {
   FTUNE_CHECK(!a.model.empty(), "eval: --model is required");
   FTUNE_CHECK(!a.data.empty(), "eval: --data is required");
   FTUNE_CHECK(fs::exists(a.data), "eval: data file '{}' not found", a.data);
   FTUNE_CHECK(fs::exists(a.model + "/tokenizer.json"), "eval: {}: no tokenizer.json", a.model);
-  FTUNE_CHECK(a.batch_size >= 1 && a.max_seq_length >= 2, "eval: bad --batch-size or --max-seq-length");
+  FTUNE_CHECK(a.max_seq_length >= 2 && a.max_seq_length <= kMaxSeqLength,
+              "eval: --max-seq-length {} is out of range [2, {}]", a.max_seq_length, kMaxSeqLength);
+  FTUNE_CHECK(a.batch_size >= 1 && a.batch_size <= kMaxMicroBatch,
+              "eval: --batch-size {} is out of range [1, {}]", a.batch_size, kMaxMicroBatch);
   const Tokenizer tok = Tokenizer::from_file(a.model + "/tokenizer.json");
   DataOptions d;
   d.train = a.data;
@@ -31,6 +44,15 @@ int cmd_eval(const EvalArgs& a) {
   d.shuffle = false;
   d.micro_batch_rows = a.batch_size;
   const PreparedData data = prepare_data(d, tok);
+  const ModelSpec spec = model_spec_from_hf(load_hf_config(a.model + "/config.json"),
+                                            a.model + "/config.json");
+  FTUNE_CHECK(tok.vocab_size() <= spec.vocab_size,
+              "{}/tokenizer.json has token ids up to {}, outside the model's vocabulary "
+              "(vocab_size {} in {}/config.json)",
+              a.model, tok.vocab_size() - 1, spec.vocab_size, a.model);
+  check_unused_tensors(spec, CheckpointReader::open_folder(a.model), a.model + "/config.json");
+  check_micro_batch_fits(spec, a.batch_size, longest_example(data.train),
+                         "--batch-size (or --max-seq-length)");
   auto ops = make_ops(a.device);
   ModelOptions mo;
   mo.dtype = compute_dtype("auto", *ops);

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <functional>
 #include <new>
+#include <optional>
 #include <unistd.h>
 #include <filesystem>
 #include <fmt/format.h>
@@ -18,6 +19,8 @@
 #include "cli/commands.h"
 #include "cli/embedded_assets.h"
 #include "cli/job_setup.h"
+#include "cli/memory_check.h"
+#include "cli/output_dir.h"
 #include "cli/train_job.h"
 #include "train/checkpoint.h"
 #include "core/error.h"
@@ -34,6 +37,8 @@
 #include "backend/cuda_ops.h"
 #include "backend/gpu.h"
 #include "data/token_cache.h"
+#include "model/unused_tensors.h"
+#include "train/signals.h"
 
 namespace ftune {
 
@@ -55,25 +60,6 @@ TrainConfig load_job_config(const TrainArgs& args) {
   if (!args.config.empty()) return load_config(args.config, overrides);
   return load_config_text(std::string(embedded_asset("default_job_yaml")), "<default job>",
                           overrides);
-}
-
-// An existing non-empty output_dir is never overwritten by accident.
-void check_output_dir(const TrainConfig& cfg, bool resume) {
-  const fs::path out = cfg.train.output_dir;
-  if (!fs::exists(out)) return;
-  FTUNE_CHECK(fs::is_directory(out), "train.output_dir '{}' exists and is not a folder", out.string());
-  bool has_results = false;
-  for (const auto& e : fs::directory_iterator(out)) {
-    const std::string n = e.path().filename().string();
-    if (n != ".cache" && n != "base_model") has_results = true;
-  }
-  if (!has_results || resume) return;
-  FTUNE_CHECK(cfg.train.overwrite_output_dir,
-              "train.output_dir '{}' already holds results; use --resume to continue, "
-              "train.overwrite_output_dir=true to replace them, or another output_dir",
-              out.string());
-  for (const char* n : {"adapter", "checkpoints", "tensorboard", "metrics.jsonl", "config.resolved.yaml"})
-    fs::remove_all(out / n);
 }
 
 void print_data_summary(const PreparedData& d, const DataOptions& o, const std::string& label) {
@@ -100,24 +86,31 @@ struct JobInputs {
   PreparedData data;
 };
 
-JobInputs prepare_inputs(const TrainConfig& cfg, bool print_summary) {
+// `host_activations`: the micro-batches are computed in host memory (CPU backend), so a
+// micro-batch that cannot fit in this machine's memory is refused here (cli/memory_check.h).
+JobInputs prepare_inputs(const TrainConfig& cfg, bool print_summary, bool host_activations) {
   JobInputs in;
   // Everything that can be wrong with the inputs is checked before any training starts.
   in.model_dir = resolve_model_dir(cfg);
   // The model folder is checked (config.json, weights present) before the data is prepared.
   const ModelSpec spec = model_spec_from_hf(load_hf_config(in.model_dir + "/config.json"),
                                             in.model_dir + "/config.json");
-  (void)CheckpointReader::open_folder(in.model_dir);
+  check_unused_tensors(spec, CheckpointReader::open_folder(in.model_dir),
+                       in.model_dir + "/config.json");
   // model.tokenizer is resolved to model.path when unset; the built-in model carries its own.
   in.tok_dir = cfg.model.path.empty() ? in.model_dir : cfg.model.tokenizer;
   FTUNE_CHECK(fs::exists(in.tok_dir + "/tokenizer.json"), "{}: no tokenizer.json (set model.tokenizer)",
               in.tok_dir);
   const Tokenizer tok = Tokenizer::from_file(in.tok_dir + "/tokenizer.json");
   FTUNE_CHECK(tok.vocab_size() <= spec.vocab_size,
-              "{}/tokenizer.json has {} tokens, more than the model's vocabulary ({})", in.tok_dir,
-              tok.vocab_size(), spec.vocab_size);
+              "{}/tokenizer.json has token ids up to {}, outside the model's vocabulary "
+              "(vocab_size {} in {}/config.json)",
+              in.tok_dir, tok.vocab_size() - 1, spec.vocab_size, in.model_dir);
   in.dopts = data_options_from_config(cfg, in.tok_dir);
   in.data = prepare_data(in.dopts, tok);
+  if (host_activations)
+    check_micro_batch_fits(spec, cfg.train.micro_batch_size, longest_example(in.data.train),
+                           "train.micro_batch_size (or data.max_seq_length)");
   if (print_summary)
     print_data_summary(in.data, in.dopts,
                        cfg.data.train.empty() ? "data (built-in debug set)" : "data " + cfg.data.train);
@@ -143,10 +136,14 @@ uint64_t examples_hash(const std::vector<TokenizedExample>& ex) {
 
 // Builds the model, trains, saves. make_sync (distributed runs) gets the model once built and
 // returns the GradientSync to train with (owned by the caller); null for one process.
+// before_writing (may be empty) runs once the model is loaded, before training writes anything
+// (the one-process run starts its output_dir transaction there: cli/output_dir.h). SIGINT and
+// SIGTERM during training stop it at a step boundary (summary.interrupted; train/signals.h).
 TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, bool resume,
                          bool main, int world,
                          const std::function<GradientSync*(LlamaModel&)>& make_sync,
-                         const std::function<void(int64_t)>& on_progress) {
+                         const std::function<void(int64_t)>& on_progress,
+                         const std::function<void()>& before_writing = nullptr) {
   ModelOptions mopts;
   mopts.gradient_checkpointing = cfg.train.gradient_checkpointing;
   mopts.dtype = compute_dtype(cfg.model.dtype, ops);
@@ -161,6 +158,7 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                  fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str(),
                  static_cast<long long>(model.lora().num_params()));
   GradientSync* sync = make_sync ? make_sync(model) : nullptr;
+  if (before_writing) before_writing();
 
   TrainData td;
   const PreparedData& data = in.data;
@@ -184,7 +182,19 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
   lopts.auto_shard_steps = cfg.distributed.auto_shard_steps;
   lopts.on_progress = on_progress;
   lopts.adapter_meta.base_model_name_or_path = fs::absolute(in.model_dir).string();
+  InterruptScope signals;
   return run_training(model, lopts, td, sync);
+}
+
+// A run stopped by SIGINT/SIGTERM at a step boundary: what was saved, and the exit code.
+int report_interrupted(const TrainSummary& s) {
+  if (s.checkpoint_dir.empty())
+    std::fprintf(stderr, "interrupted after %lld steps: no checkpoint written\n",
+                 static_cast<long long>(s.steps));
+  else
+    std::fprintf(stderr, "interrupted after %lld steps: checkpoint %s; continue with --resume\n",
+                 static_cast<long long>(s.steps), s.checkpoint_dir.c_str());
+  return interrupt_exit_code(s.interrupted);
 }
 
 void print_done(const TrainSummary& s) {
@@ -226,22 +236,34 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
   try {
     KeyValueStore store(ri.master_addr, ri.master_port, ri.rank, ri.world_size,
                         static_cast<int>(cfg.distributed.timeout_s), ri.store_fd);
+    const bool gpu = ri.cuda_device >= 0;
     // Rank 0 first (output folder, built-in model, token cache), then the others reuse them.
+    // Under another launcher (torchrun, srun, mpirun) rank 0 owns the output_dir transaction
+    // (cli/output_dir.h); under ftune's the launcher did it.
+    const bool owns_output = main && ri.launcher != "ftune";
+    std::optional<OutputDirTransaction> out_dir;
     JobInputs in;
     if (main) {
-      if (ri.launcher != "ftune") check_output_dir(cfg, args.resume);  // else the launcher did
-      in = prepare_inputs(cfg, ri.launcher != "ftune");
-      if (ri.launcher != "ftune") write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
+      if (owns_output) {
+        check_output_dir(cfg, args.resume);
+        if (args.resume)
+          check_resume_possible(cfg, config_fingerprint(cfg, ri.world_size), ri.world_size);
+        out_dir.emplace(cfg, args.resume);
+      }
+      in = prepare_inputs(cfg, owns_output, !gpu);
+      if (owns_output) {
+        out_dir->start_writing();
+        write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
+      }
       store.set("ftune/rank0_prepared", {'1'});
     } else {
       send_heartbeat(ri.heartbeat_fd, true);  // waiting for rank 0 is not a hang
       (void)store.get("ftune/rank0_prepared");
       send_heartbeat(ri.heartbeat_fd);
-      in = prepare_inputs(cfg, false);
+      in = prepare_inputs(cfg, false, !gpu);
     }
     send_heartbeat(ri.heartbeat_fd);
 
-    const bool gpu = ri.cuda_device >= 0;
     std::string backend = cfg.distributed.backend;
     if (backend == "auto") backend = gpu ? "nccl" : "gloo";
     FTUNE_CHECK(!(backend == "nccl" && !gpu), "distributed.backend=nccl needs GPU workers (--gpus)");
@@ -303,6 +325,11 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
                                          send_heartbeat(ri.heartbeat_fd);
                                        });
     *summary = s;
+    if (s.interrupted != 0) {
+      if (main) return report_interrupted(s);
+      return interrupt_exit_code(s.interrupted);
+    }
+    if (out_dir) out_dir->commit();
     if (main) {
       if (s.steps == 0)
         std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
@@ -388,14 +415,24 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
     // One process: N equal to one.
     FTUNE_CHECK(cfg.distributed.shard_weights.size() <= 1, "distributed.shard_weights has {} "
                 "entries for 1 process", cfg.distributed.shard_weights.size());
+    // Nothing is written before every input is checked; a refused run leaves output_dir as it
+    // was (cli/output_dir.h).
     check_output_dir(cfg, args.resume);
-    const JobInputs in = prepare_inputs(cfg, true);
+    if (args.resume) check_resume_possible(cfg, config_fingerprint(cfg, 1), 1);
+    OutputDirTransaction out_dir(cfg, args.resume);
     auto ops = make_ops(cfg.train.device);
-    fs::create_directories(cfg.train.output_dir);
-    write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
-    const TrainSummary s = train_model(cfg, in, *ops, args.resume, true, 1, nullptr, nullptr);
+    const JobInputs in = prepare_inputs(cfg, true, ops->device().is_cpu());
+    const TrainSummary s = train_model(cfg, in, *ops, args.resume, true, 1, nullptr, nullptr, [&] {
+      out_dir.start_writing();
+      write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
+    });
     outcome.role = "single";
     outcome.summary = s;
+    if (s.interrupted != 0) {
+      outcome.exit_code = report_interrupted(s);
+      return outcome;
+    }
+    out_dir.commit();
     if (s.steps == 0) {
       std::fprintf(stderr, "nothing to do: the newest checkpoint is already at train.max_steps\n");
       return outcome;
@@ -433,27 +470,29 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
   plan.threads_per_worker = threads_per_worker(local);
   plan.argv = args.argv;
   plan.exe = args.worker_exe;
+  std::optional<OutputDirTransaction> out_dir;
   if (dc.node_rank == 0) {
+    // Refused here, before any worker starts and before anything is written.
     check_output_dir(cfg, args.resume);
-    if (args.resume) {  // refused here, before any worker starts, when the run cannot resume
-      const auto ck = latest_checkpoint(cfg.train.output_dir);
-      FTUNE_CHECK(ck.has_value(), "--resume: no checkpoint in {}/checkpoints", cfg.train.output_dir);
-      const std::string fp = checkpoint_fingerprint(*ck);
-      FTUNE_CHECK(fp.empty() || fp == config_fingerprint(cfg, plan.world_size),
-                  "--resume: {} was written by a different configuration (model, data, LoRA or "
-                  "batch settings changed; it ran {} process(es), this run {}: with another "
-                  "process count keep train.gradient_accumulation_steps x processes the same)",
-                  *ck, checkpoint_world_size(*ck), plan.world_size);
-    }
-    (void)prepare_inputs(cfg, true);  // fills the token cache; errors before any worker starts
-    fs::create_directories(cfg.train.output_dir);
+    if (args.resume)
+      check_resume_possible(cfg, config_fingerprint(cfg, plan.world_size), plan.world_size);
+    out_dir.emplace(cfg, args.resume);
+    (void)prepare_inputs(cfg, true, cpu_workers);  // fills the token cache
+    out_dir->start_writing();
     write_resolved_config(cfg, cfg.train.output_dir + "/config.resolved.yaml");
   }
   std::fprintf(stderr, "launcher: %zu worker(s) on this machine (%s), %d threads each, world size %d\n",
                plan.workers.size(), plan.workers.front().device == "cpu" ? "cpu" : "gpus",
                plan.threads_per_worker, plan.world_size);
-  run_launcher(plan);
+  const int sig = run_launcher(plan);
   outcome.role = "launcher";
+  if (sig != 0) {
+    // The workers stopped at a step boundary; rank 0 said what it saved.
+    outcome.exit_code = interrupt_exit_code(sig);
+    outcome.world_size = plan.world_size;
+    return outcome;
+  }
+  if (out_dir) out_dir->commit();
   outcome.world_size = plan.world_size;
   outcome.summary.adapter_dir = cfg.train.output_dir + "/adapter";
   return outcome;

@@ -1,6 +1,7 @@
 #include "cli/job_setup.h"
 
 #include <filesystem>
+#include <unistd.h>
 #include <fmt/format.h>
 
 #include "backend/cuda_ops.h"
@@ -52,6 +53,18 @@ DType compute_dtype(const std::string& model_dtype, const Ops& ops) {
   fail("model.dtype={}: expected auto, float32, bfloat16 or float16", model_dtype);
 }
 
+namespace {
+
+// Written last into the built-in model's folder: its presence says the folder is complete and
+// which seed made the weights.
+constexpr const char* kBuiltinMarker = "ftune_builtin_model.json";
+
+std::string builtin_marker_text(uint64_t seed) {
+  return fmt::format("{{\"seed\": {}}}\n", seed);
+}
+
+}  // namespace
+
 void write_builtin_model(const std::string& dir, uint64_t seed) {
   fs::create_directories(dir);
   const std::string_view tok_json = embedded_asset("tokenizer_json");
@@ -92,13 +105,24 @@ void write_builtin_model(const std::string& dir, uint64_t seed) {
       spec.num_kv_heads, spec.head_dim, spec.max_position_embeddings, spec.rms_norm_eps,
       spec.rope.theta, bos ? fmt::format("{}", *bos) : "null", eos ? fmt::format("{}", *eos) : "null");
   write_file_atomic(dir + "/config.json", config);
+  write_file_atomic(dir + "/" + kBuiltinMarker, builtin_marker_text(seed));
 }
 
 std::string resolve_model_dir(const TrainConfig& cfg) {
   if (!cfg.model.path.empty()) return cfg.model.path;
   const std::string dir = cfg.train.output_dir + "/base_model";
-  if (!fs::exists(dir + "/model.safetensors"))
-    write_builtin_model(dir, static_cast<uint64_t>(cfg.model.seed));
+  const auto seed = static_cast<uint64_t>(cfg.model.seed);
+  std::error_code ec;
+  if (fs::is_regular_file(dir + "/" + kBuiltinMarker, ec) &&
+      read_file_bytes(dir + "/" + kBuiltinMarker) == builtin_marker_text(seed))
+    return dir;
+  // Missing, half written by a killed run, or made with another model.seed: written whole into
+  // a temporary folder, then renamed into place.
+  const std::string tmp = fmt::format("{}.tmp-{}", dir, ::getpid());
+  fs::remove_all(tmp);
+  write_builtin_model(tmp, seed);
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
   return dir;
 }
 
@@ -162,6 +186,7 @@ TrainLoopOptions loop_options_from_config(const TrainConfig& cfg) {
   o.trainer.adamw.weight_decay = t.weight_decay;
   o.trainer.max_grad_norm = t.max_grad_norm;
   o.config_fingerprint = config_fingerprint(cfg);
+  o.save_on_interrupt = t.save_on_interrupt;
   return o;
 }
 
@@ -180,6 +205,10 @@ std::string config_fingerprint(const TrainConfig& cfg, int world_size) {
   c.train.num_epochs = 0;
   c.train.eval_steps = c.train.save_steps = c.train.save_total_limit = c.train.logging_steps = 0;
   c.train.overwrite_output_dir = false;
+  c.train.save_on_interrupt = false;
+  // Where the run lives is not what it computes: a run copied to another folder resumes there.
+  c.train.output_dir.clear();
+  c.data.cache_dir.clear();
   c.logging = LoggingConfig{};
   Fnv1a64 h;
   h.field(to_resolved_yaml(c));

@@ -3,8 +3,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <new>
+#include <string>
 
 #include "cli/commands.h"
+#include "cli/command_names.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
@@ -51,10 +54,18 @@ int main(int argc, char** argv) {
   b->add_option("--device", bench.device, "auto, cpu or cuda");
   b->add_option("--peak-tflops", bench.peak_tflops, "Dense bf16 TFLOP/s of the device, for MFU")->check(CLI::PositiveNumber);
 
+  if (argc >= 2 && argv[1][0] != '-') {
+    const std::string cmd = argv[1];
+    if (const std::string hint = unknown_command_message(cmd); !hint.empty()) {
+      std::fprintf(stderr, "error: %s\n", hint.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& err) {
-    return app.exit(err);
+    const int rc = app.exit(err);  // prints help, or the usage error
+    return rc == 0 ? 0 : 2;        // one code for every usage error (README)
   }
   try {
     if (*t) {
@@ -72,6 +83,9 @@ int main(int argc, char** argv) {
     return cmd_doctor();
   } catch (const Error& err) {
     std::fprintf(stderr, "error: %s\n", err.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory (a size check missed this case: please report it)\n");
     return 1;
   } catch (const std::exception& err) {
     std::fprintf(stderr, "error: %s\n", err.what());

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "data/data_files.h"
 
 namespace ftune {
@@ -356,14 +357,16 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
   nlohmann::json cfg;
   if (!config_path.empty()) {
     try {
-      cfg = nlohmann::json::parse(read_file_bytes(config_path));
+      const std::string text = read_file_bytes(config_path);
+      check_json_nesting(text, config_path);
+      cfg = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       fail("{}: invalid JSON: {}", config_path, e.what());
     }
     FTUNE_CHECK(cfg.is_object(), "{}: expected a JSON object", config_path);
   } else if (is_auto) {
     fail("model.chat_template is auto but no tokenizer_config.json was given; set "
-         "data.chat_template to one of {}",
+         "model.chat_template to one of {}",
          known_names());
   }
 

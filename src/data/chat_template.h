@@ -60,7 +60,7 @@ ChatTemplate chat_template_by_name(std::string_view name);
 // date/tool headers, Qwen3 <think> blocks), naming what to set instead.
 std::optional<ChatTemplate> detect_chat_template(std::string_view jinja_source);
 
-// Resolves data.chat_template: a table name, or "auto" = detect from tokenizer_config.json's
+// Resolves model.chat_template: a table name, or "auto" = detect from tokenizer_config.json's
 // chat_template (or a chat_template.jinja next to it). bos_token/eos_token are taken from
 // tokenizer_config.json when it has them (string or {"content": ...}). `tokenizer_config_path`
 // may be empty when `spec` is a name. Errors name the file and what to set.

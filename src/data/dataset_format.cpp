@@ -4,6 +4,7 @@
 #include <array>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "data/data_files.h"
 
 namespace ftune {
@@ -49,7 +50,7 @@ std::pair<size_t, size_t> line_col(std::string_view text, size_t pos) {
 // nlohmann's message without its "[json.exception...] parse error at line L, column C: "
 // prefix (we report our own position), bytes outside ASCII escaped: the bytes it quotes may be
 // the invalid UTF-8 that caused the error.
-std::string parse_error_text(const json::parse_error& e) {
+std::string parse_error_text(const json::exception& e) {
   std::string what = e.what();
   if (auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
   if (what.rfind("parse error at line ", 0) == 0) {
@@ -112,12 +113,19 @@ std::string_view strip_bom(std::string_view s) {
 
 std::vector<DatasetRecord> parse_json_array(std::string_view text, const std::string& name) {
   json arr;
+  if (const size_t deep = json_nesting_overflow(text); deep != std::string_view::npos) {
+    const auto [line, col] = line_col(text, deep);
+    fail("{}:{}: column {}: JSON nested deeper than {} levels (refused)", name, line, col,
+         kMaxJsonDepth);
+  }
   try {
     arr = json::parse(text);
   } catch (const json::parse_error& e) {
     const size_t pos = e.byte > 0 ? e.byte - 1 : 0;
     const auto [line, col] = line_col(text, pos);
     fail("{}:{}: invalid JSON: column {}: {}", name, line, col, parse_error_text(e));
+  } catch (const json::exception& e) {  // e.g. out_of_range: a number too large for a double
+    fail("{}: invalid JSON: {}", name, parse_error_text(e));
   }
   FTUNE_CHECK(arr.is_array(), "{}:1: expected a JSON array of records", name);
   const std::vector<size_t> starts = array_element_offsets(text);
@@ -150,11 +158,16 @@ std::vector<DatasetRecord> parse_jsonl(std::string_view text, const std::string&
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank line
     json v;
+    if (const size_t deep = json_nesting_overflow(line); deep != std::string_view::npos)
+      fail("{}:{}: column {}: JSON nested deeper than {} levels (refused)", name, line_no, deep + 1,
+           kMaxJsonDepth);
     try {
       v = json::parse(line);
     } catch (const json::parse_error& e) {
       const size_t col = e.byte > 0 ? e.byte : 1;
       fail("{}:{}: invalid JSON: column {}: {}", name, line_no, col, parse_error_text(e));
+    } catch (const json::exception& e) {  // e.g. out_of_range: a number too large for a double
+      fail("{}:{}: invalid JSON: {}", name, line_no, parse_error_text(e));
     }
     out.push_back(DatasetRecord{std::move(v), fmt::format("{}:{}", name, line_no)});
   }

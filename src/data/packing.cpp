@@ -119,6 +119,12 @@ BatchPlan plan_batches(const std::vector<TokenizedExample>& examples, const Batc
     row_tokens.push_back(t);
   }
   plan.micro_batches = shard_rows(row_tokens, opt.rows, opt.rank, opt.world);
+  // Rows are as wide as the longest row of the epoch (the same on every rank: the plan covers
+  // the epoch's rows), not as max_seq_length: memory follows the data, so a generous
+  // max_seq_length costs nothing.
+  int64_t width = 1;
+  for (int64_t t : row_tokens) width = std::max(width, t);
+  plan.width = std::min(width, opt.seq_len);
   return plan;
 }
 
@@ -130,13 +136,13 @@ Batch build_batch(const std::vector<TokenizedExample>& examples, const BatchPlan
   const auto& rows = plan.micro_batches[static_cast<size_t>(index)];
   Batch b;
   b.rows = opt.rows;
-  b.seq_len = opt.seq_len;
-  const size_t total = static_cast<size_t>(opt.rows * opt.seq_len);
+  b.seq_len = plan.width;
+  const size_t total = static_cast<size_t>(opt.rows * plan.width);
   b.input_ids.reserve(total);
   b.labels.reserve(total);
   b.position_ids.reserve(total);
   b.doc_start.reserve(total);
-  const auto seq = static_cast<int32_t>(opt.seq_len);
+  const auto seq = static_cast<int32_t>(plan.width);
   for (size_t r = 0; r < rows.size(); ++r) {
     const int32_t row0 = static_cast<int32_t>(r) * seq;
     int32_t used = 0;

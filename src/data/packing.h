@@ -53,7 +53,8 @@ std::vector<std::vector<int64_t>> shard_rows(const std::vector<int64_t>& row_tok
                                              int64_t rows, int rank, int world);
 
 // All of the above: rank `opt.rank`'s micro-batches for epoch `opt.epoch`; each Batch has
-// opt.rows rows of opt.seq_len tokens and passes Batch::validate().
+// opt.rows rows of W tokens, W = the longest row of the epoch (at most opt.seq_len; the same
+// on every rank), and passes Batch::validate().
 std::vector<Batch> make_batches(const std::vector<TokenizedExample>& examples,
                                 const BatchOptions& opt);
 
@@ -64,6 +65,7 @@ struct BatchPlan {
   BatchOptions options;
   std::vector<std::vector<int64_t>> row_examples;  // per row: example indices
   std::vector<std::vector<int64_t>> micro_batches; // per micro-batch: row indices (-1 = padding)
+  int64_t width = 0;  // tokens per row: the epoch's longest row, at most options.seq_len
   int64_t size() const { return static_cast<int64_t>(micro_batches.size()); }
 };
 BatchPlan plan_batches(const std::vector<TokenizedExample>& examples, const BatchOptions& opt);

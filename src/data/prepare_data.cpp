@@ -10,6 +10,7 @@
 
 #include "core/batch.h"
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "data/data_files.h"
 #include "data/debug_dataset.h"
 #include "data/shuffle.h"
@@ -43,7 +44,9 @@ class Pipeline {
       if (std::filesystem::is_regular_file(p, ec)) {
         config_path_ = p.string();
         try {
-          config_ = nlohmann::json::parse(read_file_bytes(config_path_));
+          const std::string text = read_file_bytes(config_path_);
+          check_json_nesting(text, config_path_);
+          config_ = nlohmann::json::parse(text);
         } catch (const nlohmann::json::exception& e) {
           fail("{}: invalid JSON: {}", config_path_, e.what());
         }
@@ -53,6 +56,8 @@ class Pipeline {
     pad_id_ = eos_.value_or(0);
     if (auto pad = config_token(config_, "pad_token")) {
       if (auto id = enc_.token_to_id(*pad)) pad_id_ = *id;
+      else spdlog::warn("{}: pad_token '{}' is not a token of the tokenizer; padding with id {}",
+                        config_path_, *pad, pad_id_);
     }
   }
 
@@ -122,6 +127,9 @@ class Pipeline {
   std::optional<int32_t> find_eos() const {
     if (auto eos = config_token(config_, "eos_token")) {
       if (auto id = enc_.token_to_id(*eos)) return id;
+      // An eos_token the tokenizer does not know would silently end examples with another id.
+      fail("{}: eos_token '{}' is not a token of the tokenizer in {}", config_path_, *eos,
+           opts_.tokenizer_dir);
     }
     if (auto id = enc_.eos_id()) return id;
     for (const char* s : {"<|end_of_text|>", "</s>", "<|endoftext|>"}) {

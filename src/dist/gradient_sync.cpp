@@ -79,11 +79,12 @@ GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
   const int W = world_size(), r = rank();
   // The step's one scalar reduction: totals, then per-rank slots (trained tokens, memory,
   // micro-batches and compute seconds for auto shard weights).
-  enum { kTrained, kLoss, kInput, kFixed };
+  enum { kTrained, kLoss, kInput, kStop, kFixed };
   std::vector<double> v(kFixed + 5 * static_cast<size_t>(W), 0.0);
   v[kTrained] = static_cast<double>(local.trained_tokens);
   v[kLoss] = local.loss_sum;
   v[kInput] = static_cast<double>(local.input_tokens);
+  v[kStop] = local.stop_request ? 1.0 : 0.0;  // the step-boundary stop vote (train/signals.h)
   const auto [mem, peak] = memory_();
   v[kFixed + r] = static_cast<double>(local.trained_tokens);
   v[kFixed + W + r] = mem;
@@ -96,6 +97,7 @@ GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
   g.trained_tokens = static_cast<int64_t>(v[kTrained]);
   g.loss_sum = v[kLoss];
   g.input_tokens = static_cast<int64_t>(v[kInput]);
+  g.stop_requests = static_cast<int64_t>(v[kStop]);
   std::vector<double> counts(v.begin() + kFixed, v.begin() + kFixed + W);
   g.memory_mib.assign(v.begin() + kFixed + W, v.begin() + kFixed + 2 * W);
   g.peak_memory_mib.assign(v.begin() + kFixed + 2 * W, v.begin() + kFixed + 3 * W);

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <optional>
 #include <cstdio>
 #include <cstring>
 #include <fmt/format.h>
@@ -28,8 +27,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-volatile sig_atomic_t g_interrupted = 0;
-void on_signal(int sig) { g_interrupted = sig; }
+volatile sig_atomic_t g_interrupted = 0;  // the first SIGINT/SIGTERM
+volatile sig_atomic_t g_signals = 0;      // how many arrived
+void on_signal(int sig) {
+  if (!g_interrupted) g_interrupted = sig;
+  g_signals = g_signals + 1;
+}
 
 struct Worker {
   WorkerSpec spec;
@@ -43,24 +46,8 @@ struct Worker {
   std::string last_line;   // last other non-empty line
   bool running = false;
   int status = 0;
-  // Since when the process has been seen stopped (SIGSTOP, a debugger): a stopped worker makes
-  // no progress even while it is marked as waiting inside a collective.
-  std::optional<Clock::time_point> stopped_since;
 };
 
-// True when the kernel reports the process stopped or traced (/proc/<pid>/stat state T or t).
-bool process_stopped(pid_t pid) {
-  FILE* f = std::fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r");
-  if (f == nullptr) return false;
-  char buf[512] = {};
-  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  // "pid (comm) S ...": the state follows the last ')' (comm may contain spaces or parens).
-  const char* close = nullptr;
-  for (size_t i = 0; i < n; ++i)
-    if (buf[i] == ')') close = buf + i;
-  return close != nullptr && close + 2 < buf + n && (close[2] == 'T' || close[2] == 't');
-}
 
 std::string signal_text(int sig) {
   const char* d = strsignal(sig);
@@ -137,6 +124,20 @@ std::vector<std::string> worker_env(const LaunchPlan& plan, const Worker& w, int
   return env;
 }
 
+// Whether `pid` is stopped (state T or t in /proc/<pid>/stat).
+bool is_stopped(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "r");
+  if (!f) return false;
+  char buf[512];
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* close = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
+  return close && close[1] == ' ' && (close[2] == 'T' || close[2] == 't');
+}
+
 // Signals every running worker, then waits up to `grace`, then SIGKILLs the rest; reaps all.
 void stop_all(std::vector<Worker>& ws, pid_t pgid, int sig) {
   if (pgid > 0) ::kill(-pgid, sig);
@@ -186,7 +187,7 @@ void send_heartbeat(int fd, bool entering_collective) {
   (void)!::write(fd, &c, 1);
 }
 
-void run_launcher(const LaunchPlan& plan) {
+int run_launcher(const LaunchPlan& plan) {
   FTUNE_CHECK(!plan.workers.empty(), "launcher: no workers to start");
   char exe[4096];
   if (plan.exe.empty()) {
@@ -210,6 +211,8 @@ void run_launcher(const LaunchPlan& plan) {
   ::sigaction(SIGINT, &sa, &old_int);
   ::sigaction(SIGTERM, &sa, &old_term);
   g_interrupted = 0;
+  g_signals = 0;
+  bool forwarded = false;  // the first signal was passed on to the workers
 
   std::vector<Worker> ws(p.workers.size());
   pid_t pgid = 0;
@@ -303,7 +306,22 @@ void run_launcher(const LaunchPlan& plan) {
         all_done = false;
       }
     }
-    if (g_interrupted) {
+    if (g_interrupted && !forwarded && g_signals < 2) {
+      // First signal: passed on, and the workers stop together at the next step boundary
+      // (writing a checkpoint when train.save_on_interrupt; train/signals.h). Their exits
+      // from here on are the interruption, not failures.
+      forwarded = true;
+      std::fprintf(stderr, "launcher: %s: asking the workers to stop at the end of the step "
+                           "(again to stop them at once)\n", signal_text(g_interrupted).c_str());
+      if (pgid > 0) {
+        ::kill(-pgid, g_interrupted);  // once: a second delivery would stop a worker at once
+      } else {
+        for (auto& w : ws)
+          if (w.running) ::kill(w.pid, g_interrupted);
+      }
+    }
+    if (forwarded && g_signals < 2) failed = nullptr;  // exits are the interruption
+    if (g_interrupted && (!forwarded || g_signals >= 2)) {
       int n = 0;
       for (auto& w : ws) n += w.running;
       stop_all(ws, pgid, SIGTERM);
@@ -338,7 +356,7 @@ void run_launcher(const LaunchPlan& plan) {
       if (WIFEXITED(failed->status) && WEXITSTATUS(failed->status) == kExitPeerLost) {
         const Worker* quiet = nullptr;
         for (auto& w : ws)
-          if (w.running && !w.waiting && (!quiet || w.last_beat < quiet->last_beat)) quiet = &w;
+          if (w.running && (!w.waiting || is_stopped(w.pid)) && (!quiet || w.last_beat < quiet->last_beat)) quiet = &w;
         if (quiet && std::chrono::duration<double>(Clock::now() - quiet->last_beat).count() >
                          0.5 * p.timeout_s) {
           int others = 0;
@@ -360,14 +378,11 @@ void run_launcher(const LaunchPlan& plan) {
       break;
     }
     for (auto& w : ws) {
-      if (!w.running) continue;
-      const bool stopped = process_stopped(w.pid);
-      if (!stopped) w.stopped_since.reset();
-      else if (!w.stopped_since) w.stopped_since = now;
+      // Waiting in a collective is not a hang, unless the rank is stopped (SIGSTOP, a debugger):
+      // then it is the one the others wait for.
+      if (!w.running || (w.waiting && !is_stopped(w.pid))) continue;
       const double quiet = std::chrono::duration<double>(now - w.last_beat).count();
-      const bool stopped_too_long =
-          stopped && std::chrono::duration<double>(now - *w.stopped_since).count() > p.timeout_s;
-      if ((!w.waiting && quiet > p.timeout_s) || stopped_too_long) {
+      if (quiet > p.timeout_s) {
         int others = 0;
         for (auto& o : ws) others += o.running && &o != &w;
         failure = fmt::format("rank {} ({}, pid {}) hung: no progress for {:.0f} s "
@@ -387,6 +402,7 @@ void run_launcher(const LaunchPlan& plan) {
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   if (!failure.empty()) throw Error(failure);
+  return forwarded ? static_cast<int>(g_interrupted) : 0;
 }
 
 }  // namespace ftune

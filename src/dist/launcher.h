@@ -6,8 +6,9 @@
 // the launcher. When a worker dies (exit code != 0 or a signal) or sends no progress beat for
 // distributed.timeout_s outside a collective, the others get SIGTERM, then SIGKILL 3 s later, and the launcher
 // fails with one line naming the rank, its device and the cause (exit code and the worker's
-// last error line, the signal, or the hang). Ctrl-C (SIGINT/SIGTERM to the launcher) stops all
-// workers the same way. Workers' stderr is forwarded (ranks other than 0 prefixed "[rank r]").
+// last error line, the signal, or the hang). Ctrl-C (SIGINT/SIGTERM to the launcher) is
+// forwarded to the workers, which stop together at the next step boundary (train/signals.h);
+// a second one stops all workers as on a failure. Workers' stderr is forwarded (ranks other than 0 prefixed "[rank r]").
 #pragma once
 #include <string>
 #include <vector>
@@ -38,9 +39,10 @@ struct LaunchPlan {
   std::string job_token;            // FTUNE_JOB_TOKEN for the workers (rendezvous admission)
 };
 
-// Starts and supervises the workers; returns when all exited 0. Throws ftune::Error with the
-// failure line otherwise (after every worker is gone).
-void run_launcher(const LaunchPlan& plan);
+// Starts and supervises the workers; returns 0 when all exited 0, or the signal (SIGINT or
+// SIGTERM) that interrupted the run once all workers have stopped. Throws ftune::Error with
+// the failure line otherwise (after every worker is gone).
+int run_launcher(const LaunchPlan& plan);
 
 // Worker side: one progress beat to the launcher (no-op when fd < 0). A worker about to wait
 // in a collective says so (entering_collective): waiting for a slow peer is not a hang, and

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 
 namespace ftune {
 
@@ -55,10 +56,16 @@ std::string read_text_file(const std::string& path) {
 
 nlohmann::json parse_json_text(std::string_view text, const std::string& origin,
                                const nlohmann::json::parser_callback_t& callback) {
+  check_json_nesting(text, origin);
   try {
     return nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true);
   } catch (const nlohmann::json::parse_error& e) {
     // e.what(): "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
+    std::string_view what = e.what();
+    const size_t p = what.find("] ");
+    if (p != std::string_view::npos) what.remove_prefix(p + 2);
+    fail("{}: invalid JSON: {}", origin, printable(what));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: a number too large for a double
     std::string_view what = e.what();
     const size_t p = what.find("] ");
     if (p != std::string_view::npos) what.remove_prefix(p + 2);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -223,6 +224,13 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
   // const_cast: Tensor has no read-only flavour; the pages are PROT_READ, so a write faults
   // rather than silently changing shared data.
   void* p = const_cast<uint8_t*>(base_ + data_start_ + i.begin);
+  if (reinterpret_cast<uintptr_t>(p) % dtype_size(i.dtype) != 0) {
+    // The format does not align tensors (an odd-sized U8 or BF16 tensor shifts the next one):
+    // a misaligned one is copied, so that typed reads of it are well defined (UBSan found this).
+    Tensor t = Tensor::empty(i.shape, i.dtype);
+    std::memcpy(t.raw(), p, static_cast<size_t>(i.end - i.begin));
+    return t;
+  }
   return Tensor::borrow(p, i.shape, i.dtype, mapping_);
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_limits.h"
 #include "io/tokenizer_added.h"
 #include "io/tokenizer_bpe.h"
 #include "io/tokenizer_decoder.h"
@@ -30,6 +31,22 @@ struct Tokenizer::Impl {
   int64_t vocab_size = 0;
 };
 
+namespace {
+
+// Runs f; an ftune::Error whose message does not name `origin` is rethrown with it in front.
+template <typename F>
+void with_origin(const std::string& origin, F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (what.find(origin) != std::string::npos) throw;
+    fail("tokenizer '{}': {}", origin, what);
+  }
+}
+
+}  // namespace
+
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
@@ -46,9 +63,10 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 
 Tokenizer Tokenizer::from_json(const std::string& json_text, const std::string& origin) {
   tok::json root;
+  check_json_nesting(json_text, "tokenizer '" + origin + "'");
   try {
     root = tok::json::parse(json_text);
-  } catch (const tok::json::parse_error& e) {
+  } catch (const tok::json::exception& e) {  // parse_error, or out_of_range for a huge number
     fail("tokenizer '{}': invalid JSON: {}", origin, e.what());
   }
   FTUNE_CHECK(root.is_object(), "tokenizer '{}': top level must be a JSON object", origin);
@@ -72,15 +90,19 @@ Tokenizer Tokenizer::from_json(const std::string& json_text, const std::string& 
   }
   if (model_type != "BPE") tok::unsupported_component("model", model_type, model_where);
   impl->model = tok::BpeModel::from_json(model, model_where);
+  FTUNE_CHECK(impl->model->id_bound() > 0, "{}: the vocabulary is empty", model_where);
 
-  impl->normalizer = tok::parse_normalizer(section("normalizer"), origin + ": normalizer");
-  impl->pre_tokenizer =
-      tok::parse_pre_tokenizer(section("pre_tokenizer"), origin + ": pre_tokenizer");
-  impl->post_processor =
-      tok::parse_post_processor(section("post_processor"), origin + ": post_processor");
-  impl->decoder = tok::parse_decoder(section("decoder"), origin + ": decoder");
-  impl->added = tok::AddedVocabulary(tok::AddedVocabulary::parse(section("added_tokens"), origin),
-                                     impl->normalizer.get());
+  // Errors from deep inside (a regex that does not compile) name the file they came from.
+  with_origin(origin, [&] {
+    impl->normalizer = tok::parse_normalizer(section("normalizer"), origin + ": normalizer");
+    impl->pre_tokenizer =
+        tok::parse_pre_tokenizer(section("pre_tokenizer"), origin + ": pre_tokenizer");
+    impl->post_processor =
+        tok::parse_post_processor(section("post_processor"), origin + ": post_processor");
+    impl->decoder = tok::parse_decoder(section("decoder"), origin + ": decoder");
+    impl->added = tok::AddedVocabulary(tok::AddedVocabulary::parse(section("added_tokens"), origin),
+                                       impl->normalizer.get());
+  });
 
   impl->vocab_size = impl->model->id_bound();
   for (const auto& t : impl->added.tokens())
@@ -102,7 +124,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
     }
     pieces.clear();
     pieces.push_back(std::move(seg.text));
-    if (impl_->pre_tokenizer) impl_->pre_tokenizer->pre_tokenize(pieces);
+    if (impl_->pre_tokenizer)  // a regex past its match limit names the tokenizer file
+      with_origin(impl_->origin, [&] { impl_->pre_tokenizer->pre_tokenize(pieces); });
     for (const auto& p : pieces) {
       const auto word = impl_->model->tokenize(p.text);
       ids.insert(ids.end(), word.begin(), word.end());

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/finite_check.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 
@@ -81,14 +83,13 @@ LoraSpec load_adapter_config(const std::string& path) {
   FTUNE_CHECK(r.is_number_integer() && r.get<int64_t>() > 0, "{}: r must be a positive integer, got {}",
               path, r.dump());
   s.r = r.get<int64_t>();
-  s.alpha = cfg.contains("lora_alpha") ? cfg.at("lora_alpha").get<double>() : 8.0;
-  s.dropout = cfg.contains("lora_dropout") && !cfg.at("lora_dropout").is_null()
-                  ? cfg.at("lora_dropout").get<double>()
-                  : 0.0;
-  s.use_rslora = cfg.value("use_rslora", false);
-  FTUNE_CHECK(!cfg.value("use_dora", false), "{}: DoRA adapters (use_dora) are not supported", path);
-  FTUNE_CHECK(!cfg.value("fan_in_fan_out", false), "{}: fan_in_fan_out adapters are not supported",
-              path);
+  s.alpha = json_number(cfg, "lora_alpha", path, 8.0);
+  s.dropout = json_number(cfg, "lora_dropout", path, 0.0);
+  s.use_rslora = json_bool(cfg, "use_rslora", path, false);
+  FTUNE_CHECK(!json_bool(cfg, "use_dora", path, false),
+              "{}: DoRA adapters (use_dora) are not supported", path);
+  FTUNE_CHECK(!json_bool(cfg, "fan_in_fan_out", path, false),
+              "{}: fan_in_fan_out adapters are not supported", path);
   for (const char* k : {"rank_pattern", "alpha_pattern"}) {
     if (cfg.contains(k) && !cfg.at(k).is_null())
       FTUNE_CHECK(cfg.at(k).empty(), "{}: per-module {} is not supported", path, k);
@@ -136,6 +137,7 @@ LoraWeights load_peft_adapter(const std::string& dir, const ModelSpec& model, De
     FTUNE_CHECK(t.shape() == shape, "{}: tensor '{}' has shape {}, expected {}", st_path, name,
                 shape_str(t.shape()), shape_str(shape));
     ++used;
+    check_finite(t, fmt::format("{}: tensor '{}'", st_path, name));
     return t.to_dtype(DType::F32);
   };
   for (int l = 0; l < model.num_layers; ++l) {

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "backend/ops.h"
+#include "core/finite_check.h"
 #include "io/safetensors.h"
 
 namespace ftune {
@@ -20,6 +21,7 @@ Tensor load_one(const CheckpointReader& ckpt, const std::string& origin, const s
   FTUNE_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16,
               "{}: tensor '{}' in {} has dtype {}; expected F32, BF16 or F16", origin, name,
               ckpt.file_of(name), dtype_name(t.dtype()));
+  check_finite(t, fmt::format("{}: tensor '{}' in {}", origin, name, ckpt.file_of(name)));
   // One tensor at a time: converted on the host (a copy: the mmap may go away), then uploaded.
   Tensor f = t.to_dtype(dt);
   return device.is_cpu() ? f : f.to(device);

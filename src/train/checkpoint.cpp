@@ -7,8 +7,11 @@
 #include <regex>
 
 #include "core/error.h"
+#include "core/finite_check.h"
+#include "io/json_fields.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
+#include "train/resume_logs.h"
 
 namespace ftune {
 
@@ -41,7 +44,7 @@ std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, co
   fs::create_directories(root);
   const fs::path final_dir = root / ("step-" + std::to_string(st.global_step));
   const fs::path tmp = root / (".tmp-step-" + std::to_string(st.global_step));
-  fs::remove_all(tmp);
+  remove_stale_checkpoint_temps(output_dir);  // this step's or an earlier killed run's
   fs::create_directories(tmp);
   save_peft_adapter(tmp.string(), lora, meta);
   std::vector<std::pair<std::string, Tensor>> state;
@@ -80,11 +83,13 @@ std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
 }
 
 std::string checkpoint_fingerprint(const std::string& dir) {
-  return read_json_file(dir + "/trainer_state.json").value("config_fingerprint", std::string());
+  const std::string sf = dir + "/trainer_state.json";
+  return json_string(read_json_file(sf), "config_fingerprint", sf, std::string());
 }
 
 int64_t checkpoint_world_size(const std::string& dir) {
-  return read_json_file(dir + "/trainer_state.json").value("world_size", int64_t{1});
+  const std::string sf = dir + "/trainer_state.json";
+  return json_int(read_json_file(sf), "world_size", sf, 1);
 }
 
 TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& opt) {
@@ -97,20 +102,28 @@ TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& o
     FTUNE_CHECK(t.shape() == p.value->shape() && t.dtype() == DType::F32,
                 "{}: '{}' is {} {}, expected F32 {}", dir, p.name, dtype_name(t.dtype()),
                 shape_str(t.shape()), shape_str(p.value->shape()));
+    check_finite(t, fmt::format("{}/adapter_model.safetensors: tensor '{}'", dir, p.name));
     p.value->copy_from(p.value->device().is_cpu() ? t : t.to(p.value->device()));
   }
   SafetensorsFile optf = SafetensorsFile::open(dir + "/optimizer.safetensors");
   std::vector<std::pair<std::string, Tensor>> state;
   for (const auto& n : optf.names()) state.emplace_back(n, optf.tensor(n));
-  opt.load_state(state, j.at("optimizer_steps").get<int64_t>());
+  for (const auto& [name, t] : state)
+    check_finite(t, fmt::format("{}/optimizer.safetensors: tensor '{}'", dir, name));
+  const std::string sf = dir + "/trainer_state.json";
+  const int64_t optimizer_steps = json_int(j, "optimizer_steps", sf);
   TrainerState st;
-  st.global_step = j.at("global_step").get<int64_t>();
-  st.epoch = j.at("epoch").get<int64_t>();
-  st.batch_in_epoch = j.at("batch_in_epoch").get<int64_t>();
-  st.world_size = j.value("world_size", int64_t{1});
-  st.tokens_seen = j.value("tokens_seen", int64_t{0});
-  st.elapsed_s = j.value("elapsed_s", 0.0);
-  st.config_fingerprint = j.value("config_fingerprint", std::string());
+  st.global_step = json_int(j, "global_step", sf);
+  st.epoch = json_int(j, "epoch", sf);
+  st.batch_in_epoch = json_int(j, "batch_in_epoch", sf);
+  st.world_size = json_int(j, "world_size", sf, 1);
+  st.tokens_seen = json_int(j, "tokens_seen", sf, 0);
+  st.elapsed_s = json_number(j, "elapsed_s", sf, 0.0);
+  st.config_fingerprint = json_string(j, "config_fingerprint", sf, std::string());
+  FTUNE_CHECK(st.global_step >= 0 && st.epoch >= 0 && st.batch_in_epoch >= 0 && optimizer_steps >= 0,
+              "{}: global_step, epoch, batch_in_epoch and optimizer_steps must be >= 0", sf);
+  FTUNE_CHECK(st.world_size >= 1, "{}: world_size must be >= 1, got {}", sf, st.world_size);
+  opt.load_state(state, optimizer_steps);
   return st;
 }
 

@@ -474,6 +474,9 @@ class ConfigLoader {
         problem(origin(k.path), std::string(k.path), fmt::format("file not found: '{}'", p));
     }
     const TrainSection& t = cfg_.train;
+    if (trim(t.output_dir).empty())
+      problem(origin("train.output_dir"), "train.output_dir",
+              "must not be empty (the folder for the adapter, checkpoints and metrics)");
     if (t.warmup_steps > 0 && t.warmup_ratio > 0)
       problem(origin("train.warmup_ratio"), "train.warmup_ratio",
               fmt::format("set together with train.warmup_steps ({}); set only one",

@@ -59,6 +59,7 @@ struct DataConfig {
 struct TrainSection {
   std::string output_dir;
   bool overwrite_output_dir = false;
+  bool save_on_interrupt = false;
   int64_t max_steps = 0;  // -1 = run num_epochs
   int64_t num_epochs = 0;
   int64_t micro_batch_size = 0;

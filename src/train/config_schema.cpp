@@ -98,6 +98,9 @@ constexpr std::array kSchema = {
     ConfigKey{"train.overwrite_output_dir", T::Bool, "false", 0, 0, false, "",
               "allow writing into an output_dir that already holds a run",
               FTUNE_FIELD(train, overwrite_output_dir)},
+    ConfigKey{"train.save_on_interrupt", T::Bool, "true", 0, 0, false, "",
+              "on SIGINT/SIGTERM stop at the end of the step and write a checkpoint (exit 130/143)",
+              FTUNE_FIELD(train, save_on_interrupt)},
     ConfigKey{"train.max_steps", T::Int, "-1", -1, kInf, false, "",
               "optimizer steps to run; -1 = train.num_epochs epochs", FTUNE_FIELD(train, max_steps)},
     ConfigKey{"train.num_epochs", T::Int, "1", 1, 1000000, false, "",
@@ -224,7 +227,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 63, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 64, "update the schema count when adding a config key");
 
 }  // namespace
 

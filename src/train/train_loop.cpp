@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
@@ -12,6 +13,8 @@
 #include "train/checkpoint.h"
 #include "train/metrics_jsonl.h"
 #include "train/progress.h"
+#include "train/resume_logs.h"
+#include "train/signals.h"
 #include "train/tensorboard_writer.h"
 
 namespace ftune {
@@ -84,6 +87,11 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   std::unique_ptr<TensorBoardWriter> tb;
   if (main) {
     fs::create_directories(opts.output_dir);
+    remove_stale_checkpoint_temps(opts.output_dir);
+    if (opts.resume) {  // the crashed run may have logged steps after its checkpoint
+      truncate_metrics_jsonl(opts.output_dir + "/metrics.jsonl", state.global_step);
+      truncate_tensorboard_events(opts.output_dir + "/tensorboard", state.global_step);
+    }
     if (opts.jsonl) jsonl = std::make_unique<MetricsJsonl>(opts.output_dir, opts.resume);
     if (opts.tensorboard) tb = std::make_unique<TensorBoardWriter>(opts.output_dir + "/tensorboard");
   }
@@ -115,19 +123,41 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     }
     return loss;
   };
-  auto checkpoint = [&] {
-    if (!main) return;
+  auto checkpoint = [&]() -> std::string {
+    if (!main) return "";
     state.world_size = world;
     state.elapsed_s = elapsed();
     const std::string dir = save_checkpoint(opts.output_dir, model.lora(), trainer.optimizer(),
                                             state, opts.adapter_meta, opts.save_total_limit);
     progress.message("saved checkpoint " + dir);
+    return dir;
+  };
+  // A stop request seen by any rank stops every rank at the same step boundary: with several
+  // ranks the decision is the vote reduced with the last step's scalars (the same on every
+  // rank; a signal arriving after it is seen one step later), alone the signal itself.
+  bool stop_voted = false;
+  auto stop_signal = [&]() -> int {
+    const int sig = interrupt_signal();
+    if (!sync) return sig;
+    if (!stop_voted) return 0;
+    return sig != 0 ? sig : SIGTERM;  // stopped by another rank's signal
   };
 
   TrainSummary summary;
   double eval_loss = -1;
   bool evaluated_last = false, saved_last = false;
   while (state.global_step < total) {
+    if (const int sig = stop_signal(); sig != 0) {
+      summary.interrupted = sig;
+      if (opts.save_on_interrupt && !saved_last && state.global_step > 0)
+        summary.checkpoint_dir = checkpoint();
+      else if (main && saved_last)
+        summary.checkpoint_dir = latest_checkpoint(opts.output_dir).value_or("");
+      progress.finish();
+      if (tb) tb->flush();
+      summary.seconds = elapsed();
+      return summary;
+    }
     if (state.batch_in_epoch >= epoch_batches.size) {
       ++state.epoch;
       state.batch_in_epoch = 0;
@@ -143,7 +173,8 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
       window.back().global_index = i;
     }
     const auto ts = std::chrono::steady_clock::now();
-    const StepStats st = trainer.step(window);
+    const StepStats st = trainer.step(window, [] { return interrupt_signal() != 0; });
+    stop_voted = st.stop_requested;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     state.batch_in_epoch = end;
     state.global_step = st.step;

@@ -38,6 +38,7 @@ struct TrainLoopOptions {
   int64_t auto_shard_steps = 0;
   // Called after every step and evaluation (the worker's heartbeat to its launcher).
   std::function<void(int64_t step)> on_progress;
+  bool save_on_interrupt = true;  // SIGINT/SIGTERM: checkpoint at the step boundary (signals.h)
 };
 
 // One epoch's GLOBAL micro-batches, built on demand: a rank builds only those it trains.
@@ -66,6 +67,8 @@ struct TrainSummary {
   std::string adapter_dir;
   double peak_memory_mib = -1;   // largest tensor-memory peak of any rank (< 0: not measured)
   std::string memory_device;     // "GPU" or "host"
+  int interrupted = 0;         // the signal that stopped the run at a step boundary, or 0
+  std::string checkpoint_dir;  // the checkpoint written when interrupted ("" when none)
 };
 
 TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const TrainData& data,

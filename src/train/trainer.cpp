@@ -18,7 +18,8 @@ Trainer::Trainer(LlamaModel& model, TrainerOptions opts, GradientSync* sync)
               opts_.max_grad_norm);
 }
 
-StepStats Trainer::step(const std::vector<Batch>& window) {
+StepStats Trainer::step(const std::vector<Batch>& window,
+                         const std::function<bool()>& stop_request) {
   FTUNE_CHECK(sync_ || !window.empty(), "trainer: empty accumulation window");
   LocalWindow local;
   for (const Batch& b : window) local.trained_tokens += count_trained_tokens(b);
@@ -43,8 +44,10 @@ StepStats Trainer::step(const std::vector<Batch>& window) {
   local.loss_sum = loss_dev.to(Device::cpu()).data<double>()[0];
   local.micro_batches = static_cast<int64_t>(window.size());
   local.compute_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  local.stop_request = stop_request && stop_request();
   StepStats st;
   GlobalWindow global{local.trained_tokens, local.loss_sum, local.input_tokens, {}, {}, {}, {}};
+  global.stop_requests = local.stop_request ? 1 : 0;
   if (sync_) {
     global = sync_->finish_window(local);
     FTUNE_CHECK(global.trained_tokens > 0, "trainer: the accumulation window has no trained "
@@ -58,6 +61,7 @@ StepStats Trainer::step(const std::vector<Batch>& window) {
   st.loss = global.loss_sum / static_cast<double>(global.trained_tokens);
   st.trained_tokens = global.trained_tokens;
   st.input_tokens = global.input_tokens;
+  st.stop_requested = global.stop_requests > 0;
   st.memory_mib = std::move(global.memory_mib);
   st.peak_memory_mib = std::move(global.peak_memory_mib);
   if (!sync_) {  // one process: the tensor memory of the model's device (allocator accounting)

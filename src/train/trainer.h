@@ -4,6 +4,7 @@
 // before any forward (from the labels), so each backward is scaled by 1/count directly.
 // A GradientSync (src/dist) hooks in between backward and the optimizer step.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "core/batch.h"
@@ -20,6 +21,7 @@ struct LocalWindow {
   int64_t input_tokens = 0;    // tokens fed through the model
   int64_t micro_batches = 0;   // micro-batches trained
   double compute_s = 0.0;      // seconds spent in forward/backward
+  bool stop_request = false;   // this rank was asked to stop (SIGINT/SIGTERM: train/signals.h)
 };
 
 // The step over all ranks: the result of the step's one scalar reduction.
@@ -31,6 +33,7 @@ struct GlobalWindow {
   std::vector<double> peak_memory_mib;  // per rank: peak so far
   std::vector<double> micro_batches;    // per rank: micro-batches of this step
   std::vector<double> compute_s;        // per rank: forward/backward seconds of this step
+  int64_t stop_requests = 0;            // ranks that asked to stop (the same on every rank)
 };
 
 // Implemented by the distributed layer (src/dist/gradient_sync.h); the single-process trainer
@@ -67,6 +70,7 @@ struct StepStats {
   int64_t input_tokens = 0;     // tokens fed through the model, all ranks
   std::vector<double> memory_mib, peak_memory_mib;  // per rank (distributed runs only)
   std::vector<double> micro_batches, compute_s;     // per rank (distributed runs only)
+  bool stop_requested = false;  // some rank asked to stop (decided alike on every rank)
 };
 
 class Trainer {
@@ -75,7 +79,11 @@ class Trainer {
 
   // `window`: this rank's micro-batches of the step (may be empty on a rank of a distributed
   // run whose share of the global window is empty).
-  StepStats step(const std::vector<Batch>& window);
+  // `stop_request` (may be empty) is asked once the window's compute is done; its answer
+  // travels with the step's scalar reduction, so every rank learns whether any rank must stop
+  // (StepStats::stop_requested) without a collective of its own.
+  StepStats step(const std::vector<Batch>& window,
+                 const std::function<bool()>& stop_request = nullptr);
   // Mean loss over batches without gradients (evaluation), token-weighted, all ranks.
   StepLoss evaluate(const std::vector<Batch>& batches);
 

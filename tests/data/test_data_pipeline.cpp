@@ -433,7 +433,8 @@ TEST(PrepareData, BadInputErrorsComeBeforeTraining) {
             o.train + ":2: chat template mistral: conversation roles must alternate "
                       "user/assistant/user/assistant/... (message 0 has role 'system')");
 
-  // A template whose special tokens the tokenizer does not have.
+  // An eos_token the tokenizer does not have (which the alpaca template would write): refused
+  // up front, naming tokenizer_config.json (issue 8: never silent).
   o.validation.clear();
   o.validation_split = 0;
   o.train = w.write("conv.jsonl", messages_line("q", "a"));
@@ -441,8 +442,8 @@ TEST(PrepareData, BadInputErrorsComeBeforeTraining) {
   w.config({{"eos_token", "<|nope|>"}});
   o.chat_template = "alpaca";
   EXPECT_EQ(error_of([&] { prepare_data(o, words); }),
-            "chat template alpaca writes '<|nope|>', which is not a single token of this "
-            "tokenizer; the template does not fit the model (set model.chat_template)");
+            o.tokenizer_dir + "/tokenizer_config.json: eos_token '<|nope|>' is not a token of the "
+                              "tokenizer in " + o.tokenizer_dir);
 }
 
 TEST(PrepareData, ValidationSplitIsDeterministicAndSized) {

@@ -50,7 +50,7 @@ std::vector<int> check_batch(const Batch& b, const std::vector<TokenizedExample>
                              const BatchOptions& opt) {
   b.validate();
   EXPECT_EQ(b.rows, opt.rows);
-  EXPECT_EQ(b.seq_len, opt.seq_len);
+  EXPECT_LE(b.seq_len, opt.seq_len);  // exact width: MakeBatchesRowsAsWideAsTheLongestRow
   std::vector<int> found;
   const int64_t n = b.tokens();
   int64_t i = 0;
@@ -155,6 +155,36 @@ TEST(Packing, BatchesHoldEveryExampleOnceWithCorrectLayout) {
   }
 }
 
+// Memory follows the data: rows are as wide as the longest row, not as max_seq_length (issue 8:
+// max_seq_length 1,048,576 used to allocate rows of a million tokens for 1,122 tokens of data).
+TEST(Packing, MakeBatchesRowsAsWideAsTheLongestRow) {
+  const auto ex = make_examples({5, 9, 3, 7});
+  BatchOptions opt;
+  opt.seq_len = 1048576;
+  opt.rows = 2;
+  opt.packing = false;
+  opt.shuffle = false;
+  opt.pad_id = kPad;
+  auto batches = make_batches(ex, opt);
+  ASSERT_EQ(batches.size(), 2u);
+  for (const auto& b : batches) {
+    check_batch(b, ex, opt);
+    EXPECT_EQ(b.seq_len, 9);
+    EXPECT_EQ(b.tokens(), 18);
+  }
+  // Packed: 5+9+3+7 = 24 tokens fit one row of 1M; the row is 24 wide.
+  opt.packing = true;
+  batches = make_batches(ex, opt);
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].seq_len, 24);
+  EXPECT_EQ(batches[0].tokens(), 48);  // the second row is all padding
+  // seq_len 10: first fit gives rows {5,3} {9} {7}, so rows are 9 wide.
+  opt.seq_len = 10;
+  batches = make_batches(ex, opt);
+  ASSERT_EQ(batches.size(), 2u);
+  for (const auto& b : batches) EXPECT_EQ(b.seq_len, 9);
+}
+
 TEST(Packing, ShuffleIsDeterministicPerSeedAndEpoch) {
   const auto ex = make_examples(random_lengths(60, 20, 11));
   BatchOptions opt;
@@ -180,7 +210,7 @@ TEST(Packing, ShuffleIsDeterministicPerSeedAndEpoch) {
   ordered.packing = false;
   const auto b = make_batches(ex, ordered);
   for (size_t e = 0; e < ex.size(); ++e) {
-    EXPECT_EQ(b[e / 2].input_ids[(e % 2) * 32], ex[e].ids[0]);
+    EXPECT_EQ(b[e / 2].input_ids[(e % 2) * b[e / 2].seq_len], ex[e].ids[0]);
   }
 }
 

@@ -320,15 +320,41 @@ TEST(DistE2E, HungWorkerIsStoppedAfterTheTimeout) {
   for (pid_t p : w) EXPECT_FALSE(alive(p)) << "worker " << p << " left behind";
 }
 
-TEST(DistE2E, CtrlCStopsEveryWorker) {
+// Ctrl-C reaches the launcher only (the workers have their own process group): it forwards it,
+// the workers stop together at a step boundary, rank 0 writes a checkpoint, the job exits 130.
+TEST(DistE2E, CtrlCStopsEveryWorkerAtAStepBoundaryWithACheckpoint) {
   const std::string dir = test::temp_dir("dist_sigint");
   std::vector<pid_t> w;
   const Proc launcher = start_long_job(dir, &w);
   kill(launcher.pid, SIGINT);
   const Result r = wait_for(launcher);
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(last_line(r.err).find("interrupted"), std::string::npos) << r.err;
-  EXPECT_NE(last_line(r.err).find("stopped 3 running worker(s)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.code, 130) << r.err;
+  EXPECT_NE(r.err.find("launcher: signal 2"), std::string::npos) << r.err;
+  EXPECT_NE(last_line(r.err).find("continue with --resume"), std::string::npos) << r.err;
+  bool checkpoint = false;
+  if (fs::exists(dir + "/out/checkpoints"))
+    for (const auto& e : fs::directory_iterator(dir + "/out/checkpoints"))
+      checkpoint |= e.path().filename().string().rfind("step-", 0) == 0;
+  EXPECT_TRUE(checkpoint) << r.err;
+  for (pid_t p : w) EXPECT_FALSE(alive(p)) << "worker " << p << " left behind";
+}
+
+// A second Ctrl-C stops every worker at once, without a checkpoint.
+TEST(DistE2E, SecondCtrlCStopsEveryWorkerAtOnce) {
+  const std::string dir = test::temp_dir("dist_sigint2");
+  std::vector<pid_t> w;
+  const Proc launcher = start_long_job(dir, &w);
+  kill(launcher.pid, SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(launcher.pid, SIGINT);
+  const Result r = wait_for(launcher);
+  if (r.code == 130) {  // the workers had already stopped at the step boundary
+    EXPECT_NE(last_line(r.err).find("continue with --resume"), std::string::npos) << r.err;
+  } else {
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_NE(last_line(r.err).find("interrupted"), std::string::npos) << r.err;
+    EXPECT_NE(last_line(r.err).find("running worker(s)"), std::string::npos) << r.err;
+  }
   for (pid_t p : w) EXPECT_FALSE(alive(p)) << "worker " << p << " left behind";
 }
 

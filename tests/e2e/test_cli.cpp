@@ -168,7 +168,8 @@ TEST(Cli, ResumeContinuesFromTheCheckpoint) {
   std::vector<int64_t> steps;
   for (const json& j : read_jsonl(d + "/outputs/metrics.jsonl"))
     if (j.contains("loss")) steps.push_back(j["step"].get<int64_t>());
-  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 3, 4}));
+  // Steps 3 and 4 logged by the lost end of the run are dropped on resume: each step once.
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4}));
   // A changed LoRA setting refuses to resume.
   CliRun c = run_ftune("train train.max_steps=4 lora.r=8 --resume", d);
   EXPECT_EQ(c.code, 1);

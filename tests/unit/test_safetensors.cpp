@@ -134,8 +134,14 @@ TEST_F(SafetensorsTest, HandBuiltFileAnyEntryOrderZeroDimAndEmpty) {
   Tensor h = f.tensor("h");
   EXPECT_EQ(h.dtype(), DType::BF16);
   EXPECT_EQ(bf16_to_f32(h.data<uint16_t>()[0]), 1.5f);
-  // Borrowed: points into the mapping at data_start + begin.
-  EXPECT_EQ(static_cast<const char*>(w.raw()) - static_cast<const char*>(z.raw()), 4);
+  // Borrowed: points into the mapping at data_start + begin, when that address suits the dtype;
+  // else (this header leaves the data unaligned) an aligned copy, so typed reads are defined.
+  if ((8 + header.size()) % 4 == 0) {
+    EXPECT_EQ(static_cast<const char*>(w.raw()) - static_cast<const char*>(z.raw()), 4);
+  } else {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(z.raw()) % 4, 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(w.raw()) % 4, 0u);
+  }
 
   try {
     f.tensor("nope");
