@@ -83,9 +83,15 @@ void OutputDirTransaction::start_writing() {
     if (fs::exists(fs::path(out_) / n)) old.push_back(fs::path(out_) / n);
   if (old.empty()) return;
   const fs::path park = fs::path(out_) / kReplacedResultsDir;
-  fs::remove_all(park);
-  fs::create_directories(park);
-  for (const fs::path& p : old) fs::rename(p, park / p.filename());
+  if (fs::exists(park)) {
+    // An earlier overwriting run failed before it finished: the parked set is the last finished
+    // run's results and what lies in output_dir is the failed run's. Keep the parked set (never
+    // replace finished results by a failed run's), drop the failed run's files.
+    for (const fs::path& p : old) fs::remove_all(p);
+  } else {
+    fs::create_directories(park);
+    for (const fs::path& p : old) fs::rename(p, park / p.filename());
+  }
   parked_ = park.string();
   std::fprintf(stderr, "train.overwrite_output_dir: the previous results are kept in %s until "
                        "this run finishes\n", parked_.c_str());

@@ -313,6 +313,24 @@ CliRun interrupt_run(const std::string& d, const std::string& extra, int sig, in
   return r;
 }
 
+// Two overwriting runs that fail in a row: the finished results parked by the first are still
+// there after the second (which finds the first one's partial results in output_dir).
+TEST(Reliability, FailedOverwritesNeverLoseTheLastFinishedResults) {
+  const std::string d = trained_copy("rel_overwrite_twice");
+  const std::string adapter = read(d + "/out/adapter/adapter_model.safetensors");
+  // What a failed first overwrite leaves: the finished results parked, its own partial ones.
+  fs::create_directories(d + "/out/.replaced-results");
+  fs::rename(d + "/out/adapter", d + "/out/.replaced-results/adapter");
+  fs::rename(d + "/out/metrics.jsonl", d + "/out/.replaced-results/metrics.jsonl");
+  fs::create_directories(d + "/out/adapter");
+  write(d + "/out/adapter/adapter_model.safetensors", "partial, from a run that failed");
+  // A second overwrite, stopped by SIGTERM once it has started writing (2 steps logged).
+  CliRun r = interrupt_run(d, "train.overwrite_output_dir=true", SIGTERM, 1);
+  EXPECT_EQ(r.code, 143) << r.err;
+  ASSERT_TRUE(fs::exists(d + "/out/.replaced-results/adapter/adapter_model.safetensors"));
+  EXPECT_EQ(read(d + "/out/.replaced-results/adapter/adapter_model.safetensors"), adapter);
+}
+
 }  // namespace
 
 TEST(Reliability, SigintStopsAtAStepBoundaryWithACheckpoint) {
