@@ -433,11 +433,12 @@ TEST(DistE2E, RanksWithDifferentConfigsAreRefused) {
 
 TEST(DistE2E, OutOfMemoryNamesTheRankAndStep) {
   const std::string dir = test::temp_dir("dist_oom");
-  // One micro-batch of 256 unpacked rows, each padded to 16384 tokens (4M tokens: one
-  // activation alone is 2 GB), does not fit in 1.5 GB of address space; it is rank 0's (the
-  // window of 2 micro-batches holds only one).
+  // Rows are as wide as the epoch's longest row (data/packing.h): packed into 16384-token rows,
+  // the whole debug set (12173 tokens) is one row, so one micro-batch of 256 rows of that width
+  // (3M tokens: one activation alone is 1.5 GB) does not fit in 1.5 GB of address space; it is
+  // rank 0's (the window of 2 micro-batches holds only one).
   auto args = job(dir + "/out", 1);
-  args.insert(args.end(), {"--nproc", "2", "train.micro_batch_size=256", "data.packing=false",
+  args.insert(args.end(), {"--nproc", "2", "train.micro_batch_size=256", "data.packing=true",
                            "data.max_seq_length=16384"});
   const Result r = wait_for(spawn(args, {}, dir + "/run.stderr", size_t{1500} << 20));
   EXPECT_EQ(r.code, 1);
