@@ -19,7 +19,8 @@ std::unique_ptr<Ops> make_ops(const std::string& device);
 
 // The dtype base weights and activations are stored in (model.dtype): auto = bfloat16 on GPUs
 // that have it (compute capability 8.0+), float32 on the CPU and older GPUs. bfloat16 on the CPU
-// and float16 (which needs dynamic loss scaling, not implemented) are refused with the reason.
+// and float16 throw ftune::Error with the reason (float16 training would need dynamic loss
+// scaling, which ftune does not have; the error says to use bfloat16 or float32).
 DType compute_dtype(const std::string& model_dtype, const Ops& ops);
 
 // Writes the built-in tiny model as an HF folder (config.json, model.safetensors, tokenizer

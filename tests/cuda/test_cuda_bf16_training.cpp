@@ -15,10 +15,12 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <memory>
 #include <cstdio>
 #include <random>
 
 #include "backend/cuda_ops.h"
+#include "cuda/cuda_test_support.h"
 #include "backend/ops.h"
 #include "model/llama_model.h"
 #include "train/trainer.h"
@@ -26,14 +28,6 @@
 namespace ftune {
 namespace {
 
-std::string no_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    cudaGetLastError();
-    return "no usable CUDA device";
-  }
-  return "";
-}
 
 ModelSpec small_spec(const std::string& arch) {
   ModelSpec s;
@@ -86,27 +80,40 @@ double rel_l2(const std::vector<float>& got, const std::vector<float>& want, dou
   return std::sqrt(d / std::max(w, 1e-300));
 }
 
+// The same random model and LoRA adapter (r=8, alpha=16) twice: in F32 on the CPU and in BF16
+// on the GPU.
+struct TwinModels {
+  TwinModels(const ModelSpec& s, uint64_t seed)
+      : cpu(make_cpu_ops()),
+        gpu(make_cuda_ops(0)),
+        cpu_model(s, random_base_weights(s, seed, 0.05f), *cpu),
+        gpu_model(s, base_weights_to(cpu_model.base(), s, Device::cuda(0)), *gpu, bf16()) {
+    LoraSpec ls;
+    ls.r = 8;
+    ls.alpha = 16;
+    cpu_model.attach_lora(LoraWeights::init(s, ls, Device::cpu()));
+    gpu_model.attach_lora(LoraWeights::init(s, ls, Device::cuda(0)));
+  }
+  static ModelOptions bf16() {
+    ModelOptions o;
+    o.dtype = DType::BF16;
+    return o;
+  }
+  std::unique_ptr<Ops> cpu, gpu;  // before the models, which hold references to them
+  LlamaModel cpu_model, gpu_model;
+};
+
 class Bf16Training : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (!no_gpu().empty()) GTEST_SKIP() << no_gpu();
+    if (!test::no_gpu_reason().empty()) GTEST_SKIP() << test::no_gpu_reason();
   }
 };
 
 TEST_P(Bf16Training, ForwardBackwardMatchesFp32Cpu) {
   const ModelSpec s = small_spec(GetParam());
-  auto cpu = make_cpu_ops();
-  auto gpu = make_cuda_ops(0);
-  const BaseWeights base = random_base_weights(s, 5, 0.05f);
-  LoraSpec ls;
-  ls.r = 8;
-  ls.alpha = 16;
-  LlamaModel cm(s, base, *cpu);
-  ModelOptions go;
-  go.dtype = DType::BF16;
-  LlamaModel gm(s, base_weights_to(base, s, Device::cuda(0)), *gpu, go);
-  cm.attach_lora(LoraWeights::init(s, ls, Device::cpu()));
-  gm.attach_lora(LoraWeights::init(s, ls, Device::cuda(0)));
+  TwinModels t(s, 5);
+  LlamaModel &cm = t.cpu_model, &gm = t.gpu_model;
   // B = 0 at init would make every A gradient 0: give B values on both sides.
   std::mt19937_64 rng(3);
   std::normal_distribution<float> nd(0.0f, 0.02f);
@@ -140,18 +147,8 @@ TEST_P(Bf16Training, ForwardBackwardMatchesFp32Cpu) {
 
 TEST_P(Bf16Training, FiftyStepsTrackTheFp32CpuRun) {
   const ModelSpec s = small_spec(GetParam());
-  auto cpu = make_cpu_ops();
-  auto gpu = make_cuda_ops(0);
-  const BaseWeights base = random_base_weights(s, 9, 0.05f);
-  LoraSpec ls;
-  ls.r = 8;
-  ls.alpha = 16;
-  LlamaModel cm(s, base, *cpu);
-  ModelOptions go;
-  go.dtype = DType::BF16;
-  LlamaModel gm(s, base_weights_to(base, s, Device::cuda(0)), *gpu, go);
-  cm.attach_lora(LoraWeights::init(s, ls, Device::cpu()));
-  gm.attach_lora(LoraWeights::init(s, ls, Device::cuda(0)));
+  TwinModels t(s, 9);
+  LlamaModel &cm = t.cpu_model, &gm = t.gpu_model;
   TrainerOptions to;
   to.schedule.base_lr = 3e-3;
   to.schedule.total_steps = 50;

@@ -28,26 +28,14 @@
 #include "backend/cuda/flash_attention.h"
 #include "backend/ops.h"
 #include "core/dtype.h"
+#include "cuda/cuda_test_support.h"
 #include "support/test_support.h"
 
 using namespace ftune;
 
 namespace {
 
-const std::string& no_gpu_reason() {
-  static const std::string reason = [] {
-    int n = 0;
-    const cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return std::string("no usable CUDA device (cudaGetDeviceCount: ") + cudaGetErrorString(e) +
-             ")";
-    }
-    if (n == 0) return std::string("no CUDA device visible (cudaGetDeviceCount returned 0)");
-    return std::string();
-  }();
-  return reason;
-}
+using test::no_gpu_reason;
 
 #define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
 

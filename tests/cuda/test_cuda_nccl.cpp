@@ -12,6 +12,7 @@
 #include "dist/gradient_sync.h"
 #include "dist/kv_store.h"
 #include "model/llama_model.h"
+#include "cuda/cuda_test_support.h"
 #include "support/test_support.h"
 #include "train/trainer.h"
 
@@ -19,14 +20,7 @@ using namespace ftune;
 
 namespace {
 
-bool have_gpu() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return n > 0;
-}
+bool have_gpu() { return test::no_gpu_reason().empty(); }
 
 ModelSpec tiny_spec() {
   ModelSpec s;

@@ -27,27 +27,14 @@
 #include "backend/cuda_ops.h"
 #include "core/batch.h"
 #include "model/llama_model.h"
+#include "cuda/cuda_test_support.h"
 #include "support/test_support.h"
 
 using namespace ftune;
 
 namespace {
 
-// Why the GPU tests cannot run on this machine, or "" when device 0 is usable.
-const std::string& no_gpu_reason() {
-  static const std::string reason = [] {
-    int n = 0;
-    const cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return std::string("no usable CUDA device (cudaGetDeviceCount: ") + cudaGetErrorString(e) +
-             ")";
-    }
-    if (n == 0) return std::string("no CUDA device visible (cudaGetDeviceCount returned 0)");
-    return std::string();
-  }();
-  return reason;
-}
+using test::no_gpu_reason;
 
 // Tolerances per dtype for a result that sums `terms` products of O(1) values: relative to the
 // reference element, plus an absolute part scaled by the reference's largest magnitude (so
