@@ -46,7 +46,7 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, Ops& ops, ModelOptions 
               dtype_name(opts_.dtype));
   FTUNE_CHECK(opts_.dtype == DType::F32 || opts_.dtype == DType::BF16 || opts_.dtype == DType::F16,
               "LlamaModel: dtype {} is not one of F32, BF16, F16", dtype_name(opts_.dtype));
-  fuse_base_weights(base_, spec_, ops_, opts_.dtype);
+  fuse_base_weights(base_, ops_, opts_.dtype);
   // prepare() validates every batch's index values on the host, so backends need not copy them
   // back to check (a synchronisation per op on the GPU).
   ops_.set_check_index_values(false);

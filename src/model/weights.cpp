@@ -160,7 +160,7 @@ Tensor stack_rows(Ops& ops, const std::vector<Tensor*>& parts, DType dt) {
 
 }  // namespace
 
-void fuse_base_weights(BaseWeights& w, const ModelSpec& spec, Ops& ops, DType dt) {
+void fuse_base_weights(BaseWeights& w, Ops& ops, DType dt) {
   const bool tied = w.lm_head.defined() && w.lm_head.same_data(w.embed);
   w.embed = converted(ops, w.embed, dt);
   w.final_norm = converted(ops, w.final_norm, dt);
@@ -201,7 +201,6 @@ void fuse_base_weights(BaseWeights& w, const ModelSpec& spec, Ops& ops, DType dt
       L.bias[i] = converted(ops, L.bias[i], dt);
     }
   }
-  (void)spec;
 }
 
 BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device) {

@@ -41,7 +41,7 @@ BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std 
 // Stacks q/k/v and gate/up of every layer (see LayerWeights) and converts every tensor to `dt`
 // through `ops` (on its device). Tensors already stacked and of that dtype are kept as they are.
 class Ops;
-void fuse_base_weights(BaseWeights& w, const ModelSpec& spec, Ops& ops, DType dt);
+void fuse_base_weights(BaseWeights& w, Ops& ops, DType dt);
 
 // A copy of `w` on `device` (tied embeddings stay tied).
 BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device);
