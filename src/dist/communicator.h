@@ -40,6 +40,16 @@ class Communicator {
   // Host bytes, the same count on every rank: out = world_size() * in.size() bytes.
   virtual void all_gather_bytes(std::span<const uint8_t> in, std::span<uint8_t> out) = 0;
   virtual void barrier() = 0;
+
+  // Starts an in-place sum of `t` over all ranks that proceeds while the caller goes on (the
+  // gradient buckets reduced during backward). Every rank starts the same reductions in the same
+  // order; `t` must be neither read nor written until wait_async() returns, and no other
+  // collective may be called in between. NCCL: queued on the communicator's stream behind the
+  // compute queued so far; Gloo: run by one communication thread. Default: synchronous.
+  virtual void all_reduce_sum_async(Tensor& t) { all_reduce_sum(t); }
+  // Waits until every started reduction is done (GPU: compute queued from now on waits for
+  // them, the host does not). Rethrows a failure of any of them.
+  virtual void wait_async() {}
 };
 
 struct CommOptions {

@@ -11,7 +11,12 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include "dist/communicator.h"
 #include "dist/kv_store.h"
@@ -60,6 +65,16 @@ class GlooCommunicator : public Communicator {
     }
   }
 
+  ~GlooCommunicator() override {
+    if (!worker_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
+
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   std::string backend() const override { return "gloo"; }
@@ -76,6 +91,34 @@ class GlooCommunicator : public Communicator {
       opts.setTag(next_tag());
       gloo::allreduce(opts);
     });
+  }
+
+  // One communication thread runs the started reductions in order, while the caller computes.
+  void all_reduce_sum_async(Tensor& t) override {
+    FTUNE_CHECK(t.device().is_cpu() && t.dtype() == DType::F32,
+                "gloo all_reduce: expects an F32 tensor in host memory");
+    if (world_ == 1 || t.numel() == 0) return;
+    if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(t);
+    }
+    cv_.notify_all();
+  }
+
+  void wait_async() override {
+    if (!worker_.joinable()) return;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!queue_.empty() || busy_) {
+      if (on_wait_) on_wait_(true);
+      done_cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+      if (on_wait_) on_wait_(false);
+    }
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
   }
 
   void all_reduce_sum(std::span<double> values) override {
@@ -127,6 +170,47 @@ class GlooCommunicator : public Communicator {
  private:
   uint32_t next_tag() { return tag_++; }
 
+  // The communication thread: reduces queued tensors one after another. After a failure the
+  // rest of the queue is dropped (the peers are gone) and wait_async() rethrows it.
+  void work() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return quit_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // quit_
+      Tensor t = queue_.front();
+      queue_.pop_front();
+      busy_ = true;
+      const bool failed = error_ != nullptr;
+      lock.unlock();
+      std::exception_ptr err;
+      if (!failed) {
+        try {
+          reduce(t);
+        } catch (...) {
+          err = std::current_exception();
+        }
+      }
+      lock.lock();
+      busy_ = false;
+      if (err && !error_) error_ = err;
+      if (queue_.empty()) done_cv_.notify_all();
+    }
+  }
+
+  void reduce(Tensor& t) {
+    try {
+      gloo::AllreduceOptions opts(ctx_);
+      opts.setOutput(t.f32(), static_cast<size_t>(t.numel()));
+      opts.setReduceFunction(
+          static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+      opts.setTag(next_tag());
+      gloo::allreduce(opts);
+    } catch (const gloo::Exception& e) {
+      throw CommError(fmt::format("gloo all_reduce (during backward) failed on rank {} (another "
+                                  "rank stopped or timed out?): {}", rank_, e.what()));
+    }
+  }
+
   template <class F>
   void run(const char* what, F&& f) {
     if (on_wait_) on_wait_(true);
@@ -144,6 +228,13 @@ class GlooCommunicator : public Communicator {
   uint32_t tag_ = 1;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> ctx_;
+  // The communication thread and its queue (all_reduce_sum_async / wait_async).
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::deque<Tensor> queue_;
+  bool busy_ = false, quit_ = false;
+  std::exception_ptr error_;
 };
 
 }  // namespace

@@ -21,19 +21,14 @@ Aggregation parse_aggregation(std::string_view name) {
 }
 
 std::vector<GradBucket> layer_buckets(LoraWeights& lora) {
+  FTUNE_CHECK(lora.flat_grads.defined() && lora.layer_range.size() == lora.layers.size(),
+              "data parallelism needs the adapter's gradients in one flat buffer "
+              "(LoraWeights::allocate/init)");
   std::vector<GradBucket> out;
   for (int l = static_cast<int>(lora.layers.size()) - 1; l >= 0; --l) {
-    GradBucket b;
-    b.layer = l;
-    for (LoraPair& lp : lora.layers[static_cast<size_t>(l)]) {
-      if (!lp.defined()) continue;
-      b.grads.push_back(&lp.dA);
-      b.grads.push_back(&lp.dB);
-      b.numel += lp.dA.numel() + lp.dB.numel();
-    }
-    if (b.numel == 0) continue;
-    b.staging = Tensor::empty({b.numel}, DType::F32, b.grads.front()->device());
-    out.push_back(std::move(b));
+    const auto [first, last] = lora.layer_range[static_cast<size_t>(l)];
+    if (last <= first) continue;
+    out.push_back(GradBucket{l, lora.flat_grads.slice_rows(first, last)});
   }
   return out;
 }
@@ -77,6 +72,15 @@ double DataParallelSync::backward_scale(int64_t n) {
 
 GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
   const int W = world_size(), r = rank();
+  // The gradient sums started during backward; a rank whose backward started none of them (an
+  // empty window, or overlap off) starts them now, in the same order as everyone else.
+  if (overlaps()) {
+    start_buckets_through(0);
+    comm_.wait_async();
+    started_ = 0;
+  } else if (opts_.aggregation != Aggregation::median) {
+    for (GradBucket& b : buckets_) comm_.all_reduce_sum(b.grads);
+  }
   // The step's one scalar reduction: totals, then per-rank slots (trained tokens, memory,
   // micro-batches and compute seconds for auto shard weights).
   enum { kTrained, kLoss, kInput, kStop, kFixed };
@@ -119,61 +123,44 @@ GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
       post = 1.0 / wsum;
       break;
     }
-    case Aggregation::median: break;
+    case Aggregation::median:
+      for (GradBucket& b : buckets_) median_bucket(b, counts);
+      return g;
   }
-  for (GradBucket& b : buckets_) {
-    if (opts_.aggregation == Aggregation::median)
-      median_bucket(b, counts);
-    else
-      reduce_bucket(b, counts, post);
-  }
+  if (post != 1.0) ops_.scale(lora_.flat_grads, static_cast<float>(post));
   return g;
 }
 
-void DataParallelSync::reduce_bucket(GradBucket& b, const std::vector<double>&, double post) {
-  int64_t off = 0;
-  for (Tensor* t : b.grads) {
-    b.staging.slice_rows(off, off + t->numel()).view(t->shape()).copy_from(*t);
-    off += t->numel();
-  }
-  comm_.all_reduce_sum(b.staging);
-  if (post != 1.0) ops_.scale(b.staging, static_cast<float>(post));
-  off = 0;
-  for (Tensor* t : b.grads) {
-    t->copy_from(b.staging.slice_rows(off, off + t->numel()).view(t->shape()));
-    off += t->numel();
-  }
+std::function<void(int)> DataParallelSync::grads_ready_hook() {
+  if (!overlaps()) return nullptr;
+  return [this](int layer) { start_buckets_through(layer); };
+}
+
+void DataParallelSync::start_buckets_through(int layer) {
+  while (started_ < buckets_.size() && buckets_[started_].layer >= layer)
+    comm_.all_reduce_sum_async(buckets_[started_++].grads);
 }
 
 void DataParallelSync::median_bucket(GradBucket& b, const std::vector<double>& counts) {
   const int W = world_size();
-  int64_t off = 0;
-  for (Tensor* t : b.grads) {
-    b.staging.slice_rows(off, off + t->numel()).view(t->shape()).copy_from(*t);
-    off += t->numel();
-  }
-  Tensor all = Tensor::empty({b.numel * W}, DType::F32, b.staging.device());
-  comm_.all_gather(b.staging, all);
+  const int64_t n = b.grads.numel();
+  Tensor all = Tensor::empty({n * W}, DType::F32, b.grads.device());
+  comm_.all_gather(b.grads, all);
   Tensor host = all.device().is_cpu() ? all : all.to(Device::cpu());
   std::vector<int> active;
   for (int k = 0; k < W; ++k)
     if (counts[static_cast<size_t>(k)] > 0) active.push_back(k);
-  Tensor med = Tensor::empty({b.numel});
+  Tensor med = Tensor::empty({n});
   const float* src = host.f32();
   float* dst = med.f32();
   std::vector<float> col(active.size());
-  for (int64_t i = 0; i < b.numel; ++i) {
-    for (size_t a = 0; a < active.size(); ++a) col[a] = src[static_cast<int64_t>(active[a]) * b.numel + i];
+  for (int64_t i = 0; i < n; ++i) {
+    for (size_t a = 0; a < active.size(); ++a) col[a] = src[static_cast<int64_t>(active[a]) * n + i];
     std::sort(col.begin(), col.end());
     const size_t m = col.size() / 2;
     dst[i] = col.size() % 2 ? col[m] : 0.5f * (col[m - 1] + col[m]);
   }
-  Tensor dev_med = b.staging.device().is_cpu() ? med : med.to(b.staging.device());
-  off = 0;
-  for (Tensor* t : b.grads) {
-    t->copy_from(dev_med.slice_rows(off, off + t->numel()).view(t->shape()));
-    off += t->numel();
-  }
+  b.grads.copy_from(med);
 }
 
 StepLoss DataParallelSync::reduce_eval(const StepLoss& local) {

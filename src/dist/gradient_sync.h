@@ -14,9 +14,12 @@
 // gradients, so the logged norm is the global one.
 //
 // Gradients are reduced in per-layer buckets, last layer first (the order backward finishes
-// them). A bucket is a list of tensors staged into one contiguous buffer today; once LoRA
-// gradients live in one flat buffer in reverse layer order, a bucket becomes that buffer's
-// element range and the staging copies go away (GradBucket is the one place that changes).
+// them). A bucket is a layer's element range of the flat gradient buffer (LoraWeights keeps it
+// in reverse layer order), so nothing is staged or copied. For token_mean, mean and weighted the
+// sum is linear, so each bucket's all-reduce starts as soon as the backward of the window's last
+// micro-batch has finished that layer (Communicator::all_reduce_sum_async, while the earlier
+// layers' backward goes on); finish_window waits for them and applies the global factor to the
+// whole buffer at once. median needs the step's counts first and runs in finish_window.
 #pragma once
 #include <functional>
 #include <string>
@@ -32,21 +35,21 @@ enum class Aggregation { token_mean, mean, weighted, median };
 // "token_mean" | "mean" | "weighted" | "median"; throws for anything else.
 Aggregation parse_aggregation(std::string_view name);
 
-// One layer's gradients, reduced as one message.
+// One layer's gradients, reduced as one message: a view of its range of lora.flat_grads.
 struct GradBucket {
   int layer = 0;
-  std::vector<Tensor*> grads;
-  int64_t numel = 0;
-  Tensor staging;  // [numel] on the gradients' device
+  Tensor grads;  // F32 [numel]
 };
 
-// Buckets of `lora`'s gradients, one per layer, last layer first.
+// Buckets of `lora`'s gradients, one per layer with trainable parameters, last layer first.
+// Needs the flat layout (LoraWeights::allocate/init).
 std::vector<GradBucket> layer_buckets(LoraWeights& lora);
 
 struct SyncOptions {
   Aggregation aggregation = Aggregation::token_mean;
   std::vector<double> rank_weights;  // weighted: one per rank
   int64_t verify_every = 0;          // consistency checksum every this many steps (0 = never)
+  bool overlap_reduce = true;        // reduce buckets during backward (not for median)
 };
 
 // Memory of this process in MiB: (in use, peak). Host RSS by default.
@@ -61,12 +64,17 @@ class DataParallelSync : public GradientSync {
   int rank() const override { return comm_.rank(); }
   int world_size() const override { return comm_.world_size(); }
   double backward_scale(int64_t local_trained_tokens) override;
+  std::function<void(int layer)> grads_ready_hook() override;
   GlobalWindow finish_window(const LocalWindow& local) override;
   StepLoss reduce_eval(const StepLoss& local) override;
   void after_step(int64_t step, const AdamW& optimizer) override;
 
  private:
-  void reduce_bucket(GradBucket& b, const std::vector<double>& counts, double post_scale);
+  bool overlaps() const {
+    return opts_.overlap_reduce && opts_.aggregation != Aggregation::median;
+  }
+  // Starts the reductions of every bucket up to (and including) layer `layer`, in bucket order.
+  void start_buckets_through(int layer);
   void median_bucket(GradBucket& b, const std::vector<double>& counts);
 
   Communicator& comm_;
@@ -75,6 +83,7 @@ class DataParallelSync : public GradientSync {
   SyncOptions opts_;
   MemoryProbe memory_;
   std::vector<GradBucket> buckets_;
+  size_t started_ = 0;  // buckets whose reduction started in this window
 };
 
 }  // namespace ftune

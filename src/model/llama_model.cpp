@@ -304,6 +304,7 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
     }
     layer_backward(l, in, c, dx);
     c = LayerCache();
+    if (grads_ready_) grads_ready_(l);
   }
   return count;
 }

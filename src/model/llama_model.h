@@ -3,6 +3,7 @@
 // transformers/models/llama/modeling_llama.py. With checkpointing only each layer's input is
 // kept and the layer is recomputed during backward.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +56,9 @@ class LlamaModel {
   int64_t forward_backward_accumulate(const Batch& batch, float grad_scale, Tensor& loss_sum);
   // A zeroed F64 [1] tensor on the model's device for forward_backward_accumulate.
   Tensor loss_accumulator() const;
+  // Called by the backward of every forward_backward* as soon as layer l's LoRA gradients are
+  // final for that batch (layers in backward order, last first); nullptr = none.
+  void set_grads_ready_hook(std::function<void(int layer)> hook) { grads_ready_ = std::move(hook); }
   // Forward only (evaluation); logits [N, V] written when logits != nullptr.
   StepLoss forward(const Batch& batch, Tensor* logits = nullptr);
 
@@ -90,6 +94,7 @@ class LlamaModel {
   int64_t dropout_step_ = 0;
   int64_t dropout_index_ = 0;
   bool training_ = false;  // dropout only while training
+  std::function<void(int)> grads_ready_;
 };
 
 }  // namespace ftune

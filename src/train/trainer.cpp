@@ -37,10 +37,14 @@ StepStats Trainer::step(const std::vector<Batch>& window,
   // The window's loss stays on the device until the window ends (no synchronisation per batch);
   // reading it waits for the window's work, so compute_s covers the GPU time too.
   Tensor loss_dev = model_.loss_accumulator();
-  for (const Batch& b : window) {
-    model_.forward_backward_accumulate(b, grad_scale, loss_dev);
-    local.input_tokens += b.tokens();
+  for (size_t i = 0; i < window.size(); ++i) {
+    // The last micro-batch's backward finishes each layer's gradients: a sync may reduce them
+    // while the earlier layers' backward goes on.
+    if (sync_ && i + 1 == window.size()) model_.set_grads_ready_hook(sync_->grads_ready_hook());
+    model_.forward_backward_accumulate(window[i], grad_scale, loss_dev);
+    local.input_tokens += window[i].tokens();
   }
+  model_.set_grads_ready_hook(nullptr);
   local.loss_sum = loss_dev.to(Device::cpu()).data<double>()[0];
   local.micro_batches = static_cast<int64_t>(window.size());
   local.compute_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -47,6 +47,10 @@ class GradientSync {
   virtual int world_size() const = 0;
   // The factor this rank's backward multiplies d(sum of token losses) by, from its own count.
   virtual double backward_scale(int64_t local_trained_tokens) = 0;
+  // Called before the backward of the window's last micro-batch. A sync that reduces while
+  // backward goes on returns the callback the model calls as each layer's gradients become
+  // final (LlamaModel::set_grads_ready_hook); nullptr = everything happens in finish_window.
+  virtual std::function<void(int layer)> grads_ready_hook() { return nullptr; }
   // Combines the gradients in place and returns the global totals.
   virtual GlobalWindow finish_window(const LocalWindow& local) = 0;
   // (loss_sum, count) summed over ranks, in one call.

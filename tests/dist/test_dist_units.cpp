@@ -15,6 +15,7 @@
 #include <mutex>
 #include <numeric>
 #include <set>
+#include <span>
 #include <thread>
 
 #include "backend/ops.h"
@@ -123,31 +124,79 @@ void direct_gradients(int world, std::vector<std::vector<std::vector<float>>>* S
   }
 }
 
+// A communicator that logs the reductions started during backward into a shared event list.
+class LoggingComm : public Communicator {
+ public:
+  LoggingComm(Communicator& inner, std::vector<std::string>& log) : c_(inner), log_(log) {}
+  int rank() const override { return c_.rank(); }
+  int world_size() const override { return c_.world_size(); }
+  std::string backend() const override { return c_.backend(); }
+  void all_reduce_sum(Tensor& t) override { c_.all_reduce_sum(t); }
+  void all_reduce_sum(std::span<double> v) override { c_.all_reduce_sum(v); }
+  void all_gather(const Tensor& in, Tensor& out) override { c_.all_gather(in, out); }
+  void all_gather_bytes(std::span<const uint8_t> in, std::span<uint8_t> out) override {
+    c_.all_gather_bytes(in, out);
+  }
+  void barrier() override { c_.barrier(); }
+  void all_reduce_sum_async(Tensor& t) override {
+    log_.push_back("reduce " + std::to_string(t.numel()));
+    c_.all_reduce_sum_async(t);
+  }
+  void wait_async() override {
+    log_.push_back("wait");
+    c_.wait_async();
+  }
+
+ private:
+  Communicator& c_;
+  std::vector<std::string>& log_;
+};
+
+// How the gradient sums are run: synchronously in finish_window, started in finish_window
+// (nobody called the hook), or started by the model's backward as layers finish.
+enum class Overlap { off, at_finish, during_backward };
+
 // Runs one synchronized backward per rank under `mode`; returns every rank's final gradients.
-std::vector<std::vector<std::vector<float>>> synced_gradients(int world, Aggregation mode,
-                                                              std::vector<double> weights = {}) {
+// `events` (optional): per rank, the log of layer completions and reductions.
+std::vector<std::vector<std::vector<float>>> synced_gradients(
+    int world, Aggregation mode, std::vector<double> weights = {},
+    Overlap overlap = Overlap::at_finish, std::vector<std::vector<std::string>>* events = nullptr) {
   std::vector<std::vector<std::vector<float>>> out(static_cast<size_t>(world));
   std::vector<GlobalWindow> globals(static_cast<size_t>(world));
-  auto errors = run_ranks(world, [&](int r, Communicator& comm) {
+  std::vector<std::vector<std::string>> logs(static_cast<size_t>(world));
+  auto errors = run_ranks(world, [&](int r, Communicator& inner) {
+    std::vector<std::string>& log = logs[static_cast<size_t>(r)];
+    LoggingComm comm(inner, log);
     auto ops = make_cpu_ops();
     auto m = tiny_model(*ops);
     SyncOptions so;
     so.aggregation = mode;
     so.rank_weights = weights;
+    so.overlap_reduce = overlap != Overlap::off;
     DataParallelSync sync(comm, *ops, m->lora(), so);
     LocalWindow local;
     const auto batches = rank_batches(r, world);
     for (const Batch& b : batches) local.trained_tokens += count_trained_tokens(b);
     const float scale = static_cast<float>(sync.backward_scale(local.trained_tokens));
     m->lora().zero_grad();
-    for (const Batch& b : batches) {
-      local.loss_sum += m->forward_backward(b, scale).loss_sum;
-      local.input_tokens += b.tokens();
+    for (size_t i = 0; i < batches.size(); ++i) {
+      if (overlap == Overlap::during_backward && i + 1 == batches.size()) {
+        auto hook = sync.grads_ready_hook();
+        m->set_grads_ready_hook([&log, hook](int layer) {
+          log.push_back("layer " + std::to_string(layer));
+          if (hook) hook(layer);
+        });
+      }
+      local.loss_sum += m->forward_backward(batches[i], scale).loss_sum;
+      local.input_tokens += batches[i].tokens();
     }
+    m->set_grads_ready_hook(nullptr);
+    log.push_back("finish");
     globals[static_cast<size_t>(r)] = sync.finish_window(local);
     out[static_cast<size_t>(r)] = grads_of(*m);
   });
   for (int r = 0; r < world; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+  if (events) *events = logs;
   // The scalar reduction: totals and per-rank memory slots filled on every rank alike.
   for (const auto& g : globals) {
     EXPECT_EQ(g.trained_tokens, globals[0].trained_tokens);
@@ -472,4 +521,68 @@ TEST(Rendezvous, AdmitsOnlyWorkersWithTheJobToken) {
   const std::string a = new_job_token(), b = new_job_token();
   EXPECT_EQ(a.size(), 32u);
   EXPECT_NE(a, b);
+}
+
+TEST(Aggregation, BucketsAreReducedWhileBackwardGoesOn) {
+  const int W = 3;
+  const ModelSpec spec = tiny_spec();
+  // Bucket sizes: layer l's LoRA parameters (the same for both layers of the tiny model).
+  auto ops = make_cpu_ops();
+  auto m = tiny_model(*ops);
+  const auto [first, last] = m->lora().layer_range[1];
+  const std::string bucket = "reduce " + std::to_string(last - first);
+  for (Aggregation mode : {Aggregation::token_mean, Aggregation::mean, Aggregation::weighted}) {
+    const std::vector<double> w = mode == Aggregation::weighted ? std::vector<double>{1, 3, 0.5}
+                                                                : std::vector<double>{};
+    std::vector<std::vector<std::string>> ev;
+    const auto during = synced_gradients(W, mode, w, Overlap::during_backward, &ev);
+    const auto at_finish = synced_gradients(W, mode, w, Overlap::at_finish);
+    const auto off = synced_gradients(W, mode, w, Overlap::off);
+    for (int r = 0; r < W; ++r) {
+      // Layer 1's sum starts before layer 0's backward is done, both before finish_window, and
+      // finish_window waits for them; with accumulation only the last micro-batch does this.
+      const std::vector<std::string> want{"layer 1", bucket, "layer 0", bucket, "finish", "wait"};
+      EXPECT_EQ(ev[static_cast<size_t>(r)], want) << "rank " << r;
+      // The same bits however the sums were scheduled.
+      EXPECT_EQ(during[static_cast<size_t>(r)], at_finish[static_cast<size_t>(r)]);
+      EXPECT_EQ(during[static_cast<size_t>(r)], off[static_cast<size_t>(r)]);
+    }
+  }
+  (void)spec;
+  // median needs the step's counts first: nothing is started during backward.
+  std::vector<std::vector<std::string>> ev;
+  synced_gradients(W, Aggregation::median, {}, Overlap::during_backward, &ev);
+  for (int r = 0; r < W; ++r)
+    EXPECT_EQ(ev[static_cast<size_t>(r)],
+              (std::vector<std::string>{"layer 1", "layer 0", "finish"})) << "rank " << r;
+}
+
+TEST(Gloo, AsyncReductionsRunInOrder) {
+  const int world = 2;
+  auto errors = run_ranks(world, [&](int r, Communicator& comm) {
+    std::vector<Tensor> ts;
+    for (int k = 0; k < 5; ++k) ts.push_back(Tensor::from_vector({1.0f * r + k, 2.0f * k}, {2}));
+    for (Tensor& t : ts) comm.all_reduce_sum_async(t);
+    comm.wait_async();
+    for (int k = 0; k < 5; ++k)
+      EXPECT_EQ(ts[static_cast<size_t>(k)].to_vector(),
+                (std::vector<float>{1.0f + 2.0f * k, 4.0f * k}));
+    // A synchronous collective after the wait still pairs up across ranks.
+    std::vector<double> v{1.0};
+    comm.all_reduce_sum(v);
+    EXPECT_EQ(v[0], 2.0);
+  });
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+}
+
+TEST(Gloo, AsyncReductionFailureSurfacesAtTheWait) {
+  auto errors = run_ranks(2, [&](int r, Communicator& comm) {
+    if (r == 1) throw std::runtime_error("rank 1 stopped");  // its sockets close
+    Tensor t = Tensor::from_vector({1.0f, 2.0f}, {2});
+    comm.all_reduce_sum_async(t);
+    comm.wait_async();
+  });
+  EXPECT_EQ(errors[1], "rank 1 stopped");
+  EXPECT_NE(errors[0].find("gloo all_reduce (during backward) failed on rank 0"), std::string::npos)
+      << errors[0];
 }

@@ -73,6 +73,22 @@ class NcclCommunicator : public Communicator {
     end();
   }
 
+  // Queued behind the compute so far; compute queued later does NOT wait until wait_async().
+  void all_reduce_sum_async(Tensor& t) override {
+    FTUNE_CHECK(!t.device().is_cpu() && t.dtype() == DType::F32,
+                "nccl all_reduce: expects an F32 tensor on the GPU");
+    begin();
+    FTUNE_NCCL_CHECK(ncclAllReduce(t.f32(), t.f32(), static_cast<size_t>(t.numel()), ncclFloat,
+                                   ncclSum, comm_, stream_));
+    pending_ = true;
+  }
+
+  void wait_async() override {
+    if (!pending_) return;
+    end();
+    pending_ = false;
+  }
+
   void all_reduce_sum(std::span<double> values) override {
     const size_t bytes = values.size() * sizeof(double);
     FTUNE_CHECK(bytes <= kScratchBytes, "nccl: {} scalars exceed the scratch buffer", values.size());
@@ -138,6 +154,7 @@ class NcclCommunicator : public Communicator {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr, done_ = nullptr;
   void* scratch_ = nullptr;
+  bool pending_ = false;  // async reductions not yet waited for
 };
 
 }  // namespace
