@@ -1,8 +1,11 @@
 // Shared by the tests in tests/cuda: whether a GPU is usable here (the tests skip when not).
 #pragma once
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
 
 #include <string>
+
+#include "core/tensor.h"
 
 namespace ftune::test {
 
@@ -21,5 +24,17 @@ inline const std::string& no_gpu_reason() {
   }();
   return reason;
 }
+
+// The caching allocator keeps freed blocks for reuse. Every CUDA test binary hands them back
+// when its tests are done, so a leak check (compute-sanitizer --leak-check full) reports only
+// real leaks.
+class ReleaseCachedGpuMemory : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (no_gpu_reason().empty()) release_cached_memory(DeviceType::CUDA);
+  }
+};
+inline ::testing::Environment* const kReleaseCachedGpuMemory =
+    ::testing::AddGlobalTestEnvironment(new ReleaseCachedGpuMemory);
 
 }  // namespace ftune::test
