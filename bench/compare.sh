@@ -3,7 +3,7 @@
 # (HF Transformers + PEFT, ../shared/peer/hf_lora_bench.py; PEER=path overrides), same shape,
 # batch, sequence length and LoRA (r=16, all seven projections), random weights and tokens.
 #   bench/compare.sh SHAPE BATCH SEQ GC [PEER_MODES]
-#     GC: gc (activation checkpointing in both) or nogc;  PEER_MODES: "eager compile" (default),
+#     GC: gc (activation checkpointing in both), offload (ftune --offload, the peer checkpointing) or nogc;  PEER_MODES: "eager compile" (default),
 #     or none (ftune only)
 # Prints every RESULT line; the JSON lines also go to $OUT/bench.jsonl when OUT is set.
 # Environment: FTUNE (build-gpu/ftune), STEPS (10), WARMUP (3), FTUNE_ARGS (extra bench flags).
@@ -28,6 +28,7 @@ record() { grep '^RESULT ' | sed 's/^RESULT //' | tee -a "${LOG:-/dev/null}"; }
 
 gcflag=(); peer_gc=(--no-gc)
 if [ "$GC" = gc ]; then gcflag=(--checkpointing); peer_gc=(); fi
+if [ "$GC" = offload ]; then gcflag=(--offload); peer_gc=(); fi  # the peer has no offload: its checkpointing
 echo "== ftune bench --preset $SHAPE --batch $BATCH --seq $SEQ ${gcflag[*]} ${FTUNE_ARGS:-}"
 LD_LIBRARY_PATH=$FTUNE_LD "$FTUNE" bench --preset "$SHAPE" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" \
   --warmup "$WARMUP" "${gcflag[@]}" ${FTUNE_ARGS:-} 2>&1 | tee /dev/stderr | record

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "backend/activation_stash.h"
 #include "core/tensor.h"
 
 namespace ftune {
@@ -48,6 +49,8 @@ class Ops {
   // check their values (CUDA: a synchronisation each) skip that when told the caller has
   // validated them already. The CPU checks in place at no cost and ignores this.
   virtual void set_check_index_values(bool on) { (void)on; }
+  // Where checkpointing mode `offload` parks saved activations (activation_stash.h).
+  virtual std::unique_ptr<ActivationStash> make_activation_stash() { return make_host_copy_stash(); }
 
   // C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T. 2-D, row-major; a and b one
   // float dtype, c F32 or a's dtype; fp32 accumulation. beta == 0: c is not read (NaN is fine).

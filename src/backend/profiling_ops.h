@@ -107,6 +107,9 @@ class ProfilingOps final : public Ops {
           [&] { inner_.lm_head_cross_entropy(x, w, t, gs, loss_sum, dx, logits, chunk); });
   }
   void set_check_index_values(bool on) override { inner_.set_check_index_values(on); }
+  std::unique_ptr<ActivationStash> make_activation_stash() override {
+    return inner_.make_activation_stash();
+  }
   void add_rms_norm_forward(const Tensor& a, const Tensor& b, const Tensor& w, float eps,
                             Tensor& sum, Tensor& y, Tensor& rstd) override {
     timed(OpCategory::Elementwise,

@@ -85,7 +85,8 @@ int cmd_bench(const BenchArgs& a) {
   }
   ModelOptions mo;
   mo.dtype = dt;
-  mo.gradient_checkpointing = a.checkpointing;
+  mo.gradient_checkpointing = a.checkpointing || a.offload;
+  mo.offload_checkpoints = a.offload;
   const auto t_load = std::chrono::steady_clock::now();
   LlamaModel model(spec, random_base_weights_on(spec, 1234, 0.02f, ops->device(), dt), *ops, mo);
   LoraSpec ls;
@@ -123,7 +124,8 @@ int cmd_bench(const BenchArgs& a) {
   std::printf("bench: %s %s batch %lld x %lld, %s, %lld steps: %.0f tokens/s, %.1f TFLOP/s "
               "(MFU %.1f%% of %.0f), peak %.2f GiB, loss %.4f, init %.1f s\n",
               a.preset.c_str(), dtype_name(dt).data(), static_cast<long long>(a.batch),
-              static_cast<long long>(a.seq), a.checkpointing ? "checkpointing" : "no checkpointing",
+              static_cast<long long>(a.seq),
+              a.offload ? "offloaded checkpointing" : a.checkpointing ? "checkpointing" : "no checkpointing",
               static_cast<long long>(a.steps), tok_s, tflops, 100 * mfu, a.peak_tflops,
               gib(mem.peak_bytes), last.loss, init_s);
 
@@ -160,10 +162,11 @@ int cmd_bench(const BenchArgs& a) {
                                parts, 1e3 * (total - in_ops), 1e3 * total);
   }
   std::printf("RESULT {\"engine\": \"ftune\", \"shape\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, "
-              "\"seq\": %lld, \"gc\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
+              "\"seq\": %lld, \"gc\": %s, \"offload\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
               "\"mfu\": %.4f, \"peak_gib\": %.2f, \"loss\": %.4f, \"step_s\": %.4f, \"init_s\": %.1f%s}\n",
               a.preset.c_str(), dtype_name(dt).data(), static_cast<long long>(a.batch),
-              static_cast<long long>(a.seq), a.checkpointing ? "true" : "false",
+              static_cast<long long>(a.seq), a.checkpointing || a.offload ? "true" : "false",
+              a.offload ? "true" : "false",
               static_cast<long long>(a.steps), tok_s, tflops, mfu, gib(mem.peak_bytes), last.loss,
               secs / static_cast<double>(a.steps), init_s, profile_json.c_str());
   return 0;

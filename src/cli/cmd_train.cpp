@@ -145,7 +145,9 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                          const std::function<void(int64_t)>& on_progress,
                          const std::function<void()>& before_writing = nullptr) {
   ModelOptions mopts;
-  mopts.gradient_checkpointing = cfg.train.gradient_checkpointing;
+  const std::string& ck = cfg.train.gradient_checkpointing;
+  mopts.gradient_checkpointing = ck == "layer" || ck == "offload" || ck == "true";
+  mopts.offload_checkpoints = ck == "offload";
   mopts.dtype = compute_dtype(cfg.model.dtype, ops);
   LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts);
   model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops.device()));

@@ -43,6 +43,7 @@ struct BenchArgs {
   int64_t warmup = 3;
   int64_t lora_r = 16;
   bool checkpointing = false;
+  bool offload = false;  // checkpointing with the saved layer inputs in pinned host memory
   bool profile = false;
   std::string dtype = "auto";
   std::string device = "auto";

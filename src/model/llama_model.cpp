@@ -278,10 +278,18 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
   Tensor x = Tensor::empty({N, H}, dt, dev);
   ops_.embedding_forward(base_.embed, in.ids, x);
   std::vector<LayerCache> caches(static_cast<size_t>(spec_.num_layers));
+  const bool offload = ckpt && opts_.offload_checkpoints;
+  if (offload && !stash_) stash_ = ops_.make_activation_stash();
+  if (offload) stash_->clear();  // no-op unless an earlier step failed half-way
   for (int l = 0; l < spec_.num_layers; ++l) {
     Tensor out;
-    layer_forward(l, x, in, caches[static_cast<size_t>(l)], out, backward && !ckpt);
-    if (!backward) caches[static_cast<size_t>(l)] = LayerCache();
+    LayerCache& c = caches[static_cast<size_t>(l)];
+    layer_forward(l, x, in, c, out, backward && !ckpt);
+    if (!backward) c = LayerCache();
+    if (offload) {  // the saved input leaves the device while the next layers compute
+      stash_->put(l, c.x);
+      c.x = Tensor();
+    }
     x = out;
   }
   Tensor nf = Tensor::empty({N, H}, dt, dev), rstdf = Tensor::empty({N}, DType::F32, dev);
@@ -297,6 +305,10 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
   ops_.rms_norm_backward(dnf, x, base_.final_norm, rstdf, dx, nullptr);
   for (int l = spec_.num_layers - 1; l >= 0; --l) {
     LayerCache& c = caches[static_cast<size_t>(l)];
+    if (offload) {
+      c.x = stash_->take(l);
+      if (l > 0) stash_->prefetch(l - 1);  // comes back while this layer computes
+    }
     if (ckpt) {
       Tensor recomputed;
       Tensor input = c.x;

@@ -29,6 +29,9 @@ struct ModelOptions {
   // GPUs). LoRA weights, their gradients and the optimizer state stay F32; every GEMM and
   // reduction accumulates in fp32.
   DType dtype = DType::F32;
+  // With checkpointing: the saved layer inputs wait in host memory (Ops::make_activation_stash)
+  // instead of on the device, copied out and back while the GPU computes.
+  bool offload_checkpoints = false;
 };
 
 class LlamaModel {
@@ -95,6 +98,7 @@ class LlamaModel {
   int64_t dropout_index_ = 0;
   bool training_ = false;  // dropout only while training
   std::function<void(int)> grads_ready_;
+  std::unique_ptr<ActivationStash> stash_;  // checkpointing offload (made on first use)
 };
 
 }  // namespace ftune

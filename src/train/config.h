@@ -73,7 +73,7 @@ struct TrainSection {
   double adam_beta2 = 0;
   double adam_epsilon = 0;
   double max_grad_norm = 0;  // 0 = no clipping
-  bool gradient_checkpointing = false;
+  std::string gradient_checkpointing;  // none | layer | offload (true = layer, false = none)
   int64_t seed = 0;
   int64_t eval_steps = 0;        // 0 = only at the end
   int64_t save_steps = 0;        // 0 = only at the end

@@ -133,8 +133,12 @@ constexpr std::array kSchema = {
     ConfigKey{"train.max_grad_norm", T::Float, "1.0", 0, kInf, false, "",
               "clip the global gradient L2 norm to this; 0 = no clipping",
               FTUNE_FIELD(train, max_grad_norm)},
-    ConfigKey{"train.gradient_checkpointing", T::Bool, "true", 0, 0, false, "",
-              "recompute layer activations in backward instead of keeping them",
+    ConfigKey{"train.gradient_checkpointing", T::Choice, "layer", 0, 0, false,
+              "none|layer|offload|true|false",
+              "layer = keep only each layer's input and recompute the layer in backward; offload "
+              "= the same with those inputs parked in pinned host memory (copied out and back "
+              "while the GPU computes; longest contexts); none = keep all activations (fastest, "
+              "most memory); true = layer, false = none",
               FTUNE_FIELD(train, gradient_checkpointing)},
     ConfigKey{"train.seed", T::Int, "42", 0, kInf, false, "",
               "seed of the trainer (LoRA dropout masks; LoRA init when lora.init_seed is -1)",

@@ -78,7 +78,7 @@ TEST(Config, DefaultsFromSchema) {
   EXPECT_EQ(c.train.adam_beta2, 0.999);
   EXPECT_EQ(c.train.adam_epsilon, 1e-8);
   EXPECT_EQ(c.train.max_grad_norm, 1.0);
-  EXPECT_TRUE(c.train.gradient_checkpointing);
+  EXPECT_EQ(c.train.gradient_checkpointing, "layer");
   EXPECT_EQ(c.train.seed, 42);
   EXPECT_EQ(c.train.logging_steps, 1);
   EXPECT_EQ(c.train.device, "auto");
@@ -223,7 +223,8 @@ TEST(Config, WrongTypes) {
   ASSERT_EQ(lines.size(), 6u) << load_error(p);
   EXPECT_EQ(lines[0], p + ":2: train.learning_rate: expected a number, got 'abc'");
   EXPECT_EQ(lines[1], p + ":3: train.max_steps: expected an integer, got '1.5'");
-  EXPECT_EQ(lines[2], p + ":4: train.gradient_checkpointing: expected true or false, got 'maybe'");
+  EXPECT_EQ(lines[2], p + ":4: train.gradient_checkpointing: invalid choice 'maybe'; expected one "
+                         "of: none, layer, offload, true, false");
   EXPECT_EQ(lines[3], p + ":5: train.output_dir: expected a string, got a list");
   EXPECT_EQ(lines[4],
             p + ":7: lora.target_modules: expected a list (e.g. [q_proj, k_proj, v_proj, o_proj, "

@@ -58,6 +58,11 @@ struct CudaContext {
   // The device every tensor argument must live on.
   Device dev() const { return Device::cuda(device); }
 };
+
+// The stash of checkpointing mode `offload` (backend/activation_stash.h): pinned host memory
+// and a copy stream ordered with `compute` by events.
+std::unique_ptr<ActivationStash> make_activation_stash(int device, cudaStream_t compute);
+
 // A device tensor of at least `numel` elements of dt held in `slot` (reallocated only to grow),
 // viewed as `shape` (numel = shape_numel(shape)).
 Tensor workspace_view(Tensor& slot, const Shape& shape, DType dt, int device);

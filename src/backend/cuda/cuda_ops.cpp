@@ -50,6 +50,9 @@ class CudaOps final : public Ops {
   }
   ~CudaOps() override { release(); }
   void set_check_index_values(bool on) override { ctx_.check_values = on; }
+  std::unique_ptr<ActivationStash> make_activation_stash() override {
+    return cuda::make_activation_stash(ctx_.device, ctx_.stream);
+  }
   void synchronize() override {
     cuda::DeviceGuard g(ctx_.device);
     FTUNE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
