@@ -333,6 +333,29 @@ AttentionDims check_attention_backward(const Tensor& q, const Tensor& k, const T
   return d;
 }
 
+AttentionDims check_attention_kv_cache(const Tensor& q, const Tensor& k_cache,
+                                       const Tensor& v_cache, int64_t past, const Tensor& o,
+                                       Device dev) {
+  constexpr const char* op = "attention_kv_cache";
+  const DType act = require_act_rank(op, "q", q, 3, dev);
+  require_rank(op, "k_cache", k_cache, act, 3, dev);
+  require_rank(op, "v_cache", v_cache, act, 3, dev);
+  FTUNE_CHECK(k_cache.shape() == v_cache.shape(), "{}: k_cache is {} but v_cache is {}", op,
+              shape_str(k_cache.shape()), shape_str(v_cache.shape()));
+  AttentionDims d{q.dim(0), q.dim(1), k_cache.dim(1), q.dim(2), 0, act};
+  FTUNE_CHECK(k_cache.dim(2) == d.hd, "{}: q is {} but k_cache is {} (head_dim must match)", op,
+              shape_str(q.shape()), shape_str(k_cache.shape()));
+  FTUNE_CHECK(d.nkv > 0 && d.nh % d.nkv == 0,
+              "{}: {} query heads are not a multiple of {} kv heads (q {}, k_cache {})", op, d.nh,
+              d.nkv, shape_str(q.shape()), shape_str(k_cache.shape()));
+  d.group = d.nh / d.nkv;
+  FTUNE_CHECK(past >= 0 && past + d.n <= k_cache.dim(0),
+              "{}: {} cached + {} new tokens do not fit the cache of {} rows", op, past, d.n,
+              k_cache.dim(0));
+  require_shape(op, "o", o, act, q.shape(), dev);
+  return d;
+}
+
 // ---- SwiGLU ----
 
 namespace {

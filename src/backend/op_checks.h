@@ -117,6 +117,10 @@ AttentionDims check_attention_backward(const Tensor& q, const Tensor& k, const T
                                        const Tensor& o, const Tensor& lse, const Tensor& d_o,
                                        const Tensor& doc_start, const Tensor& dq, const Tensor& dk,
                                        const Tensor& dv, Device dev);
+// attention_kv_cache: q [T,nh,hd], caches [C,nkv,hd] with C >= past + T, o like q.
+AttentionDims check_attention_kv_cache(const Tensor& q, const Tensor& k_cache,
+                                       const Tensor& v_cache, int64_t past, const Tensor& o,
+                                       Device dev);
 
 // ---- SwiGLU, dropout ----
 void check_swiglu_forward(const Tensor& gate, const Tensor& up, const Tensor& out, Device dev);

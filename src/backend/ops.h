@@ -25,6 +25,7 @@
 //   rms_norm        x, w, y, dy, dx act; rstd, dw F32.     add_rms_norm    a, b, w, sum, y act.
 //   rope, qkv_rope  x / q, k, v, qkv act; cos, sin F32.
 //   attention       q, k, v, o, d_o, dq, dk, dv act; lse F32.
+//   attention_kv_cache  q, k_cache, v_cache, o act.
 //   swiglu          all act.                dropout         x, out, dy, dx act; mask U8.
 //   lm_head + CE    x, w, dx act; logits F32; loss_sum F64.
 //   adamw_step      F32.
@@ -121,6 +122,13 @@ class Ops {
   virtual void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
                                  const Tensor& doc_start, float scale, Tensor& o,
                                  Tensor& lse) = 0;
+  // Inference: attention of T new queries of ONE sequence against its KV cache. q [T,nh,hd] are
+  // the queries at positions past .. past+T-1; k_cache/v_cache [C,nkv,hd] hold the keys and
+  // values of positions 0 .. past+T-1 in their first past+T rows (C >= past+T; later rows are
+  // not read). Query t attends to rows [0, past+t] (causal), query head h to kv head
+  // h / (nh/nkv), as attention_forward does over the whole sequence. o [T,nh,hd] written.
+  virtual void attention_kv_cache(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                  int64_t past, float scale, Tensor& o) = 0;
   // dq, dk, dv written.
   virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& o, const Tensor& lse, const Tensor& d_o,

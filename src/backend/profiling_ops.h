@@ -86,6 +86,10 @@ class ProfilingOps final : public Ops {
     timed(OpCategory::Attention,
           [&] { inner_.attention_backward(q, k, v, o, lse, d_o, ds, scale, dq, dk, dv); });
   }
+  void attention_kv_cache(const Tensor& q, const Tensor& kc, const Tensor& vc, int64_t past,
+                          float scale, Tensor& o) override {
+    timed(OpCategory::Attention, [&] { inner_.attention_kv_cache(q, kc, vc, past, scale, o); });
+  }
   void swiglu_forward(const Tensor& g, const Tensor& u, Tensor& out) override {
     timed(OpCategory::Elementwise, [&] { inner_.swiglu_forward(g, u, out); });
   }

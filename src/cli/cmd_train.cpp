@@ -18,6 +18,7 @@
 
 #include "cli/commands.h"
 #include "cli/embedded_assets.h"
+#include "cli/generation_setup.h"
 #include "cli/job_setup.h"
 #include "cli/memory_check.h"
 #include "cli/output_dir.h"
@@ -37,6 +38,7 @@
 #include "backend/cuda_ops.h"
 #include "backend/gpu.h"
 #include "data/token_cache.h"
+#include "model/generator.h"
 #include "model/unused_tensors.h"
 #include "train/signals.h"
 
@@ -134,6 +136,32 @@ uint64_t examples_hash(const std::vector<TokenizedExample>& ex) {
   return h.value();
 }
 
+// train.sample_prompts: greedy completions by the model being trained (model/generator.h), each
+// prompt a user turn of the data's chat template when the data has one, else raw text.
+std::function<std::vector<std::pair<std::string, std::string>>()> make_sample_hook(
+    const TrainConfig& cfg, const JobInputs& in, LlamaModel& model,
+    const std::string& chat_template) {
+  auto tok = std::make_shared<Tokenizer>(Tokenizer::from_file(in.tok_dir + "/tokenizer.json"));
+  std::optional<ChatTemplate> tmpl;
+  if (!chat_template.empty()) tmpl = generation_chat_template(chat_template, in.tok_dir, *tok);
+  GenerationOptions opts;
+  opts.max_new_tokens = cfg.train.sample_max_new_tokens;
+  opts.stop_ids = stop_token_ids(in.model_dir, in.tok_dir, model.spec(), *tok, tmpl ? &*tmpl : nullptr);
+  std::vector<std::pair<std::string, std::vector<int32_t>>> prompts;
+  for (const std::string& p : cfg.train.sample_prompts)
+    prompts.emplace_back(p, tmpl ? chat_prompt_ids(*tok, *tmpl, {{"user", p}}) : raw_prompt_ids(*tok, p));
+  return [&model, tok, opts, prompts] {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [text, ids] : prompts) {
+      Generator gen(model, static_cast<int64_t>(ids.size()) + opts.max_new_tokens);  // fresh: the adapter changed
+      GenerationResult r = gen.generate(ids, opts);
+      if (r.stop_reason == "stop") r.ids.pop_back();
+      out.emplace_back(text, tok->decode(r.ids, /*skip_special_tokens=*/true));
+    }
+    return out;
+  };
+}
+
 // Builds the model, trains, saves. make_sync (distributed runs) gets the model once built and
 // returns the GradientSync to train with (owned by the caller); null for one process.
 // before_writing (may be empty) runs once the model is loaded, before training writes anything
@@ -184,6 +212,8 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
   lopts.auto_shard_steps = cfg.distributed.auto_shard_steps;
   lopts.on_progress = on_progress;
   lopts.adapter_meta.base_model_name_or_path = fs::absolute(in.model_dir).string();
+  if (main && !cfg.train.sample_prompts.empty())
+    lopts.samples = make_sample_hook(cfg, in, model, data.chat_template);
   InterruptScope signals;
   return run_training(model, lopts, td, sync);
 }

@@ -1,6 +1,8 @@
 // The `ftune` subcommands. Each returns the process exit code; errors are thrown as
 // ftune::Error and turned into one-line messages by main().
 #pragma once
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,23 @@ struct EvalArgs {
   std::string device = "auto";
 };
 int cmd_eval(const EvalArgs& args);
+
+struct GenerateArgs {
+  std::string model;                  // HF folder (tokenizer.json, config.json, weights)
+  std::string adapter;                // PEFT adapter folder, optional
+  std::optional<std::string> prompt;  // --prompt TEXT (exclusive with chat)
+  bool chat = false;                  // --chat: interactive, user lines from stdin
+  int64_t max_new_tokens = 256;
+  double temperature = 0.0;           // 0 = greedy
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  uint64_t seed = 0;
+  std::string device = "auto";
+  std::string chat_template;          // "" = raw --prompt / auto for --chat
+  std::string system;                 // system message
+  bool json = false;                  // one JSON object per reply (ids), no streaming
+};
+int cmd_generate(const GenerateArgs& args);
 
 int cmd_doctor();
 

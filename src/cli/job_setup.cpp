@@ -206,6 +206,8 @@ std::string config_fingerprint(const TrainConfig& cfg, int world_size) {
   c.train.eval_steps = c.train.save_steps = c.train.save_total_limit = c.train.logging_steps = 0;
   c.train.overwrite_output_dir = false;
   c.train.save_on_interrupt = false;
+  c.train.sample_prompts.clear();  // what is shown at evaluations, not what is trained
+  c.train.sample_max_new_tokens = 0;
   // Where the run lives is not what it computes: a run copied to another folder resumes there.
   c.train.output_dir.clear();
   c.data.cache_dir.clear();

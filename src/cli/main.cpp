@@ -1,4 +1,4 @@
-// The ftune command line: train, eval, doctor, bench. Library errors (ftune::Error) become one
+// The ftune command line: train, eval, generate, doctor, bench. Library errors (ftune::Error) become one
 // "error: ..." line and exit code 1; usage errors exit 2.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -37,6 +37,24 @@ int main(int argc, char** argv) {
   e->add_option("--max-seq-length", ev.max_seq_length, "Tokens per row");
   e->add_option("--batch-size", ev.batch_size, "Rows per forward pass");
   e->add_option("--device", ev.device, "auto, cpu or cuda");
+
+  GenerateArgs gen;
+  std::string gen_prompt;
+  auto* g = app.add_subcommand("generate", "Generate text from a model (+ adapter): --prompt TEXT, or --chat on stdin");
+  g->add_option("--model", gen.model, "HF model folder")->required();
+  g->add_option("--adapter", gen.adapter, "PEFT adapter folder");
+  auto* g_prompt = g->add_option("--prompt", gen_prompt, "Prompt text (raw, or one user turn with --chat-template/--system)");
+  auto* g_chat = g->add_flag("--chat", gen.chat, "Interactive chat: one user message per line of stdin");
+  g_prompt->excludes(g_chat);
+  g->add_option("--max-new-tokens", gen.max_new_tokens, "Most tokens to generate (default 256)");
+  g->add_option("--temperature", gen.temperature, "0 = greedy (default); > 0 samples");
+  g->add_option("--top-p", gen.top_p, "Nucleus sampling: keep the most likely tokens up to this probability (1 = off)");
+  g->add_option("--top-k", gen.top_k, "Keep the k most likely tokens (0 = off)");
+  g->add_option("--seed", gen.seed, "Seed of the sampler");
+  g->add_option("--device", gen.device, "auto, cpu or cuda");
+  g->add_option("--chat-template", gen.chat_template, "auto, llama-3, llama-2, mistral, chatml, alpaca");
+  g->add_option("--system", gen.system, "System message");
+  g->add_flag("--json", gen.json, "Print one JSON object per reply (prompt_ids, ids, text, stop_reason) instead of streaming");
 
   auto* doc = app.add_subcommand("doctor", "Build options, devices, and whether each part works");
 
@@ -80,6 +98,10 @@ int main(int argc, char** argv) {
       return cmd_train(train);
     }
     if (*e) return cmd_eval(ev);
+    if (*g) {
+      if (g_prompt->count() > 0) gen.prompt = gen_prompt;
+      return cmd_generate(gen);
+    }
     if (*b) return cmd_bench(bench);
     (void)doc;
     return cmd_doctor();

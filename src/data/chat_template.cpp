@@ -152,17 +152,19 @@ struct ChatTemplateEntry {
   const char* default_eos;
   const char* default_system;  // nullptr = none
   RenderFn render;
+  const char* generation_prompt;  // the {% if add_generation_prompt %} text ("" = none)
 };
 
 constexpr int kChatTemplateCount = 5;
 constexpr std::array<ChatTemplateEntry, kChatTemplateCount> kChatTemplates = {{
     {ChatTemplateKind::llama3, "llama-3", "<|begin_of_text|>", "<|eot_id|>", nullptr,
-     render_llama3},
-    {ChatTemplateKind::llama2, "llama-2", "<s>", "</s>", nullptr, render_llama2},
-    {ChatTemplateKind::mistral, "mistral", "<s>", "</s>", nullptr, render_mistral},
+     render_llama3, "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+    {ChatTemplateKind::llama2, "llama-2", "<s>", "</s>", nullptr, render_llama2, ""},
+    {ChatTemplateKind::mistral, "mistral", "<s>", "</s>", nullptr, render_mistral, ""},
     {ChatTemplateKind::chatml, "chatml", "", "<|im_end|>", "You are a helpful assistant.",
-     render_chatml},
-    {ChatTemplateKind::alpaca, "alpaca", "", "</s>", nullptr, render_alpaca},
+     render_chatml, "<|im_start|>assistant\n"},
+    {ChatTemplateKind::alpaca, "alpaca", "", "</s>", nullptr, render_alpaca,
+     "\n\n### Response:\n"},
 }};
 static_assert(static_cast<int>(ChatTemplateKind::alpaca) + 1 == kChatTemplateCount,
               "every ChatTemplateKind has one table entry");
@@ -413,10 +415,12 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
   return t;
 }
 
-std::vector<TextSegment> render_chat(const ChatTemplate& tmpl, const Conversation& conv) {
+std::vector<TextSegment> render_chat(const ChatTemplate& tmpl, const Conversation& conv,
+                                     bool add_generation_prompt) {
   FTUNE_CHECK(!conv.empty(), "chat template {}: conversation is empty", tmpl.name);
   SegmentWriter w;
   entry_of(tmpl.kind).render(tmpl, conv, w);
+  if (add_generation_prompt) w.add(entry_of(tmpl.kind).generation_prompt, false);
   return w.take();
 }
 

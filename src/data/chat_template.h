@@ -66,10 +66,16 @@ std::optional<ChatTemplate> detect_chat_template(std::string_view jinja_source);
 // may be empty when `spec` is a name. Errors name the file and what to set.
 ChatTemplate resolve_chat_template(std::string_view spec, const std::string& tokenizer_config_path);
 
-// Renders `conv` (add_generation_prompt=false). Adjacent segments with the same flag are
-// merged. Throws ftune::Error where the Jinja template raises (e.g. llama-2/mistral roles
-// that do not alternate user/assistant), with the template name and message index.
-std::vector<TextSegment> render_chat(const ChatTemplate& tmpl, const Conversation& conv);
+// Renders `conv`. Adjacent segments with the same flag are merged. Throws ftune::Error where
+// the Jinja template raises (e.g. llama-2/mistral roles that do not alternate
+// user/assistant), with the template name and message index. add_generation_prompt appends
+// what the template's `{% if add_generation_prompt %}` block writes (the assistant header that
+// the model continues from, for generation; a non-trainable segment): llama-3
+// '<|start_header_id|>assistant<|end_header_id|>\n\n', chatml '<|im_start|>assistant\n',
+// alpaca '\n\n### Response:\n'; llama-2 and mistral have no such block (their prompt ends
+// with ' [/INST]').
+std::vector<TextSegment> render_chat(const ChatTemplate& tmpl, const Conversation& conv,
+                                     bool add_generation_prompt = false);
 
 // Concatenated text of the segments.
 std::string join_segments(const std::vector<TextSegment>& segments);

@@ -321,6 +321,19 @@ std::string parse_value(const ConfigKey& k, const YAML::Node& node, TrainConfig&
       *std::get<std::vector<std::string>*>(field) = items;
       return "";
     }
+    case ConfigType::Strings: {
+      if (!node.IsSequence())
+        return fmt::format("expected a list of strings (e.g. [\"Hello\"]), got {}", describe(node));
+      std::vector<std::string> items;
+      for (const YAML::Node& item : node) {
+        if (!item.IsScalar())
+          return fmt::format("expected a list of strings, got an item that is {}", describe(item));
+        if (item.Scalar().empty()) return fmt::format("item {} is empty", items.size());
+        items.push_back(item.Scalar());
+      }
+      *std::get<std::vector<std::string>*>(field) = items;
+      return "";
+    }
     case ConfigType::Numbers: {
       std::vector<double> items;
       if (!node.IsSequence())
@@ -548,6 +561,7 @@ std::string type_name(ConfigType t) {
     case ConfigType::Choice: return "choice";
     case ConfigType::List: return "list";
     case ConfigType::Numbers: return "numbers";
+    case ConfigType::Strings: return "strings";
   }
   return "?";
 }
@@ -562,6 +576,11 @@ std::string value_text(const ConfigKey& k, const TrainConfig& cfg) {
     case ConfigType::Path: return quote(*std::get<std::string*>(f));
     case ConfigType::Choice: return *std::get<std::string*>(f);  // validated identifier
     case ConfigType::List: return "[" + join(*std::get<std::vector<std::string>*>(f), ", ") + "]";
+    case ConfigType::Strings: {
+      std::vector<std::string> items;
+      for (const std::string& v : *std::get<std::vector<std::string>*>(f)) items.push_back(quote(v));
+      return "[" + join(items, ", ") + "]";
+    }
     case ConfigType::Numbers: {
       std::vector<std::string> items;
       for (double v : *std::get<std::vector<double>*>(f)) items.push_back(format_double(v));
@@ -651,6 +670,7 @@ std::string config_reference_markdown(std::string_view section) {
         allowed = "list of: " + join(split_choices(k.choices), ", ") + "; or all-linear";
         break;
       case ConfigType::Numbers: allowed = "list of numbers " + range_text(k); break;
+      case ConfigType::Strings: allowed = "list of non-empty strings"; break;
     }
     out += fmt::format("| `{}` | {} | `{}` | {} | {} |\n", k.path, type_name(k.type),
                        k.default_value, allowed, k.doc);

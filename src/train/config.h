@@ -80,6 +80,8 @@ struct TrainSection {
   int64_t save_total_limit = 0;  // 0 = keep all
   int64_t logging_steps = 0;
   std::string device;  // auto|cpu|cuda
+  std::vector<std::string> sample_prompts;  // greedy samples shown at every evaluation
+  int64_t sample_max_new_tokens = 0;
 
   bool operator==(const TrainSection&) const = default;
 };
@@ -153,7 +155,7 @@ void write_resolved_config(const TrainConfig& cfg, const std::string& path);
 
 // ---- the schema ----------------------------------------------------------------------------
 
-enum class ConfigType { Bool, Int, Float, String, Path, Choice, List, Numbers };
+enum class ConfigType { Bool, Int, Float, String, Path, Choice, List, Numbers, Strings };
 
 // A pointer to the field of a TrainConfig that a schema entry fills.
 using ConfigFieldPtr = std::variant<bool*, int64_t*, double*, std::string*,

@@ -156,6 +156,12 @@ constexpr std::array kSchema = {
     ConfigKey{"train.device", T::Choice, "auto", 0, 0, false, "auto|cpu|cuda",
               "where to train; auto = cuda when a GPU is present, else cpu",
               FTUNE_FIELD(train, device)},
+    ConfigKey{"train.sample_prompts", T::Strings, "[]", 0, 0, false, "",
+              "prompts answered greedily at every evaluation and at the end (printed and logged "
+              "to metrics.jsonl as sample lines); chat data renders each as a user turn",
+              FTUNE_FIELD(train, sample_prompts)},
+    ConfigKey{"train.sample_max_new_tokens", T::Int, "64", 1, 4096, false, "",
+              "most tokens generated per sample prompt", FTUNE_FIELD(train, sample_max_new_tokens)},
     // ---- distributed ----
     ConfigKey{"distributed.gpus", T::String, "\"1\"", 0, 0, false, "",
               "GPUs to train on, one worker process each: a count (4), all, or device ids "
@@ -231,7 +237,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 64, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 66, "update the schema count when adding a config key");
 
 }  // namespace
 

@@ -48,6 +48,16 @@ void MetricsJsonl::log_eval(const EvalMetrics& m) {
   write_line(j.dump());
 }
 
+void MetricsJsonl::log_sample(int64_t step, const std::string& prompt, const std::string& sample,
+                              double elapsed_s) {
+  nlohmann::ordered_json j;
+  j["step"] = step;
+  j["sample_prompt"] = prompt;
+  j["sample"] = sample;
+  j["elapsed_s"] = elapsed_s;
+  write_line(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
 void MetricsJsonl::write_line(const std::string& line) {
   // nlohmann writes NaN/Inf as null, which keeps every line valid JSON.
   bool ok = std::fwrite(line.data(), 1, line.size(), file_) == line.size();

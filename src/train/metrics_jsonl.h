@@ -43,6 +43,10 @@ class MetricsJsonl {
   void log_step(const StepMetrics& m);
   // {"step","epoch","eval_loss","eval_perplexity","elapsed_s"}, perplexity = exp(eval_loss)
   void log_eval(const EvalMetrics& m);
+  // {"step","sample_prompt","sample","elapsed_s"}: a greedy completion of one of
+  // train.sample_prompts at an evaluation
+  void log_sample(int64_t step, const std::string& prompt, const std::string& sample,
+                  double elapsed_s);
 
   const std::string& path() const { return path_; }
 

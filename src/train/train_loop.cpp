@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "data/shard.h"
@@ -104,6 +105,14 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   auto run_eval = [&](int64_t step, double epoch) -> double {
+    if (main && opts.samples) {
+      for (const auto& [prompt, text] : opts.samples()) {
+        progress.message(fmt::format("sample step {}: {} -> {}", step,
+                                     nlohmann::json(prompt).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                                     nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+        if (jsonl) jsonl->log_sample(step, prompt, text, elapsed());
+      }
+    }
     if (data.validation.empty()) return -1;
     const auto [vb, ve] = window_share(0, static_cast<int64_t>(data.validation.size()),
                                        shard_weights, rank, world);

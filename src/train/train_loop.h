@@ -39,6 +39,9 @@ struct TrainLoopOptions {
   // Called after every step and evaluation (the worker's heartbeat to its launcher).
   std::function<void(int64_t step)> on_progress;
   bool save_on_interrupt = true;  // SIGINT/SIGTERM: checkpoint at the step boundary (signals.h)
+  // train.sample_prompts: called on the main process at every evaluation (and at the end);
+  // returns (prompt, completion) pairs, printed and logged to metrics.jsonl.
+  std::function<std::vector<std::pair<std::string, std::string>>()> samples;
 };
 
 // One epoch's GLOBAL micro-batches, built on demand: a rank builds only those it trains.

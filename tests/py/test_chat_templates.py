@@ -2,7 +2,8 @@
 """Chat template parity: ftune's renderer (tests/tools/render_chat) against jinja2 running the
 official chat_template strings, the way transformers' apply_chat_template does
 (ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True), raise_exception global,
-bos_token/eos_token from tokenizer_config.json, add_generation_prompt=False).
+bos_token/eos_token from tokenizer_config.json, add_generation_prompt=False; and True for every
+conversation that ends with a user turn, the prompt `ftune generate --chat` continues from).
 
 For every (template, conversation) pair the rendered text must be byte-identical, or both must
 raise. The template is handed to ftune as its Jinja source, so this also exercises detection.
@@ -176,14 +177,14 @@ def conversations():
     return convs
 
 
-def render_jinja(source, tokens, messages):
+def render_jinja(source, tokens, messages, add_generation_prompt=False):
     def raise_exception(msg):
         raise TemplateError(msg)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     tmpl = env.from_string(source)
-    return tmpl.render(messages=messages, add_generation_prompt=False, **tokens)
+    return tmpl.render(messages=messages, add_generation_prompt=add_generation_prompt, **tokens)
 
 
 def train_byte_level(corpus, specials, path):
@@ -291,6 +292,21 @@ def main():
             except TemplateError as e:
                 want = TemplateError(str(e))
             expected.append((label, i, name, eot, reply, conv, want))
+    # With add_generation_prompt (the prompt `ftune generate --chat` continues from): every
+    # conversation whose last message is the user's, i.e. a turn awaiting the reply.
+    for label, source, tokens, name, eot, reply in TEMPLATES:
+        for i, conv in enumerate(convs):
+            prompt = conv[:-1] if conv[-1]["role"] == "assistant" else conv
+            if not prompt or prompt[-1]["role"] != "user":
+                continue
+            case = {"template": source, "messages": prompt, "add_generation_prompt": True,
+                    "bos_token": tokens.get("bos_token"), "eos_token": tokens.get("eos_token")}
+            cases.append(case)
+            try:
+                want = render_jinja(source, tokens, prompt, add_generation_prompt=True)
+            except TemplateError as e:
+                want = TemplateError(str(e))
+            expected.append((label + " (generation prompt)", i, name, eot, reply, prompt, want))
     # The table names resolve too (no detection): a few cases by name.
     for label, source, tokens, name, eot, reply in TEMPLATES[:4]:
         conv = convs[1] if name not in ("mistral",) else convs[0]

@@ -1,6 +1,7 @@
 // Renders conversations with ftune's chat templates for tests/py/test_chat_templates.py.
 // Input (file named by argv[1]): {"cases": [{"template": <table name or Jinja source>,
-//   "bos_token": ..., "eos_token": ..., "messages": [{"role", "content"}, ...]}, ...]}.
+//   "bos_token": ..., "eos_token": ..., "messages": [{"role", "content"}, ...],
+//   "add_generation_prompt": false (optional)}, ...]}.
 // A Jinja source goes through detect_chat_template, so the test also covers detection.
 // A case with "tokenizer": <tokenizer.json path> is also tokenized with labels the way the
 // data pipeline does it (render_example + tokenize_rendered, response-only masking).
@@ -59,7 +60,8 @@ int main(int argc, char** argv) {
         for (const json& m : c.at("messages")) {
           conv.push_back({m.at("role").get<std::string>(), m.at("content").get<std::string>()});
         }
-        const auto segs = ftune::render_chat(t, conv);
+        const auto segs =
+            ftune::render_chat(t, conv, c.value("add_generation_prompt", false));
         r["name"] = t.name;
         r["text"] = ftune::join_segments(segs);
         r["segments"] = json::array();

@@ -420,3 +420,29 @@ TEST(Config, DocsListEveryKeyWithSchemaValues) {
         << table;
   }
 }
+
+TEST(Config, SamplePromptsAreAListOfTextThatRoundTrips) {
+  const std::string d = test::temp_dir("cfg_samples");
+  const std::string p = write_file(d, "s.yaml",
+                                   "train:\n  sample_prompts: [\"Hi: there\", 'quote \" and \\\\ slash',"
+                                   " \"two\\nlines\"]\n  sample_max_new_tokens: 8\n");
+  const TrainConfig c = load_config(p);
+  EXPECT_EQ(c.train.sample_prompts,
+            (std::vector<std::string>{"Hi: there", "quote \" and \\\\ slash", "two\nlines"}));
+  EXPECT_EQ(c.train.sample_max_new_tokens, 8);
+  EXPECT_TRUE(default_config().train.sample_prompts.empty());
+  EXPECT_EQ(default_config().train.sample_max_new_tokens, 64);
+  // The resolved dump reads back to the same values.
+  EXPECT_EQ(load_config_text(to_resolved_yaml(c), "<dump>"), c);
+  // An override takes a YAML flow list.
+  EXPECT_EQ(load_config("", {"train.sample_prompts=[a b, c]"}).train.sample_prompts,
+            (std::vector<std::string>{"a b", "c"}));
+  const std::string bad = write_file(d, "b.yaml",
+                                     "train:\n  sample_prompts: hello\n  sample_max_new_tokens: 0\n");
+  const auto lines = lines_of(load_error(bad));
+  ASSERT_EQ(lines.size(), 2u) << load_error(bad);
+  EXPECT_EQ(lines[0], bad + ":2: train.sample_prompts: expected a list of strings (e.g. [\"Hello\"]), got 'hello'");
+  EXPECT_NE(lines[1].find("train.sample_max_new_tokens"), std::string::npos);
+  EXPECT_NE(load_error(write_file(d, "e.yaml", "train:\n  sample_prompts: [\"\"]\n")).find("item 0 is empty"),
+            std::string::npos);
+}

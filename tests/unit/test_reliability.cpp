@@ -229,8 +229,13 @@ TEST(CommandNames, UnknownCommandsGetTheNearest) {
   EXPECT_EQ(unknown_command_message("train"), "");
   EXPECT_EQ(unknown_command_message("eval"), "");
   EXPECT_EQ(unknown_command_message("doctor"), "");
+  EXPECT_EQ(unknown_command_message("generate"), "");
+  EXPECT_EQ(unknown_command_message("bench"), "");
   EXPECT_EQ(unknown_command_message("trian"),
-            "unknown command 'trian'; did you mean 'train'? (commands: train, eval, doctor)");
+            "unknown command 'trian'; did you mean 'train'? (commands: train, eval, generate, "
+            "doctor, bench)");
+  EXPECT_NE(unknown_command_message("generat").find("did you mean 'generate'?"),
+            std::string::npos);
   EXPECT_NE(unknown_command_message("docter").find("did you mean 'doctor'?"), std::string::npos);
   EXPECT_NE(unknown_command_message("evaluate").find("did you mean 'eval'?"), std::string::npos);
 }

@@ -55,6 +55,10 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                         const Tensor& lse, const Tensor& d_o, const Tensor& doc_start,
                         float scale, Tensor& dq, Tensor& dk, Tensor& dv);
 
+// ---- cpu_attention_kv_cache.cpp ----
+void attention_kv_cache(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                        int64_t past, float scale, Tensor& o);
+
 // ---- cpu_mlp.cpp ----
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate,

@@ -73,6 +73,10 @@ class CpuOps final : public Ops {
                           float scale, Tensor& dq, Tensor& dk, Tensor& dv) override {
     cpu::attention_backward(q, k, v, o, lse, d_o, doc_start, scale, dq, dk, dv);
   }
+  void attention_kv_cache(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                          int64_t past, float scale, Tensor& o) override {
+    cpu::attention_kv_cache(q, k_cache, v_cache, past, scale, o);
+  }
 
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
     cpu::swiglu_forward(gate, up, out);

@@ -129,6 +129,10 @@ void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k
                         const Tensor& o, const Tensor& lse, const Tensor& d_o,
                         const Tensor& doc_start, float scale, Tensor& dq, Tensor& dk, Tensor& dv);
 
+// ---- cuda_attention_kv_cache.cu ----
+void attention_kv_cache(const CudaContext& ctx, const Tensor& q, const Tensor& k_cache,
+                        const Tensor& v_cache, int64_t past, float scale, Tensor& o);
+
 // ---- cuda_mlp.cu ----
 void swiglu_forward(const CudaContext& ctx, const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const CudaContext& ctx, const Tensor& dout, const Tensor& gate,

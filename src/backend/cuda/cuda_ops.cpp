@@ -151,6 +151,11 @@ class CudaOps final : public Ops {
     cuda::DeviceGuard g(ctx_.device);
     cuda::attention_backward(ctx_, q, k, v, o, lse, d_o, doc_start, scale, dq, dk, dv);
   }
+  void attention_kv_cache(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                          int64_t past, float scale, Tensor& o) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::attention_kv_cache(ctx_, q, k_cache, v_cache, past, scale, o);
+  }
 
   void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override {
     cuda::DeviceGuard g(ctx_.device);
