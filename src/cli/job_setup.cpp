@@ -175,6 +175,7 @@ TrainLoopOptions loop_options_from_config(const TrainConfig& cfg) {
   o.eval_steps = t.eval_steps;
   o.save_steps = t.save_steps;
   o.save_total_limit = t.save_total_limit;
+  o.save_merged = t.save_merged;
   o.tensorboard = cfg.logging.tensorboard;
   o.jsonl = cfg.logging.jsonl;
   o.console = cfg.logging.console;
@@ -206,6 +207,7 @@ std::string config_fingerprint(const TrainConfig& cfg, int world_size) {
   c.train.eval_steps = c.train.save_steps = c.train.save_total_limit = c.train.logging_steps = 0;
   c.train.overwrite_output_dir = false;
   c.train.save_on_interrupt = false;
+  c.train.save_merged = false;
   // Where the run lives is not what it computes: a run copied to another folder resumes there.
   c.train.output_dir.clear();
   c.data.cache_dir.clear();
