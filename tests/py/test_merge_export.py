@@ -17,7 +17,7 @@ export: gguf.GGUFReader must find the llama.* / qwen2.* hyperparameters and toke
   gguf.quants.dequantize, match the merged weights, after the q/k permutation computed here
   from llama.cpp's description (per head, rows [0, d/2) and [d/2, d) interleaved), within:
     F32 exact; F16 2^-10 relative; BF16 2^-8 relative; Q8_0 per 32-block |err| <= amax/254 +
-    amax*2^-10; Q5_0 relative L2 <= 0.05; Q4_K relative L2 <= 0.10; Q6_K relative L2 <= 0.03
+    amax*2^-10; Q5_0 relative L2 <= 0.06; Q4_K relative L2 <= 0.10; Q6_K relative L2 <= 0.03
   (Gaussian weights: 4-bit K-quants give about 0.07, 6-bit about 0.02).
 
 Run: FTUNE_BIN=<build dir> FTUNE_SRC=<source dir> python3 tests/py/test_merge_export.py
@@ -193,7 +193,7 @@ def check_values(name, qt, got, want):
         err = np.abs(g - w) - (amax / 254 + amax * 2.0 ** -10 + 1e-9)
         check(err.max() <= 0, f"{name}: Q8_0 per-block error <= amax/254 (worst excess {err.max():.3g})")
     else:
-        bound = {Q.Q5_0: 0.05, Q.Q4_K: 0.10, Q.Q6_K: 0.03}[qt]
+        bound = {Q.Q5_0: 0.06, Q.Q4_K: 0.10, Q.Q6_K: 0.03}[qt]
         e = rel_l2(got, want)
         check(e <= bound, f"{name}: {qt.name} relative L2 {e:.4f} <= {bound}")
 
