@@ -19,6 +19,9 @@ export: gguf.GGUFReader must find the llama.* / qwen2.* hyperparameters and toke
     F32 exact; F16 2^-10 relative; BF16 2^-8 relative; Q8_0 per 32-block |err| <= amax/254 +
     amax*2^-10; Q5_0 relative L2 <= 0.06; Q4_K relative L2 <= 0.10; Q6_K relative L2 <= 0.03
   (Gaussian weights: 4-bit K-quants give about 0.07, 6-bit about 0.02).
+sentencepiece: a Llama-2-style tokenizer.json (byte fallback, <unk>/<s>/</s>, <0xXX> bytes) gives
+  tokenizer.ggml.model "llama" with UNKNOWN/CONTROL/BYTE/NORMAL/UNUSED types, scores, unk id and
+  add_space_prefix.
 
 Run: FTUNE_BIN=<build dir> FTUNE_SRC=<source dir> python3 tests/py/test_merge_export.py
 """
@@ -54,9 +57,9 @@ def check(cond, what):
         print("FAILED:", what)
 
 
-def make_model(d, arch, rng, H=256, F=512):
+def make_model(d, arch, rng, H=256, F=512, V=1024):
     """An HF folder with random weights; returns (config, {name: array})."""
-    L, nh, nkv, V = 3, 4, 2, 1024
+    L, nh, nkv = 3, 4, 2
     hd = H // nh
     cfg = {"architectures": ["LlamaForCausalLM" if arch == "llama" else "Qwen2ForCausalLM"],
            "model_type": arch, "vocab_size": V, "hidden_size": H, "intermediate_size": F,
@@ -105,6 +108,70 @@ def make_adapter(d, base, rng, r=8, alpha=16, targets=("q_proj", "k_proj", "v_pr
                "use_rslora": False, "use_dora": False, "fan_in_fan_out": False},
               open(os.path.join(d, "adapter_config.json"), "w"))
     return a, alpha / r
+
+
+def write_sentencepiece_tokenizer(d):
+    """A SentencePiece-style tokenizer.json laid out like Llama-2's: <unk>=0 <s>=1 </s>=2,
+    <0x00>..<0xFF> = 3..258, then pieces; byte fallback, Prepend/Replace normalizer, BOS template."""
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    pieces = ["▁", "a", "b", "c", "▁a", "▁b", "ab", "▁ab", "bc", "▁abc"]
+    for p in pieces:
+        vocab[p] = len(vocab)
+    merges = ["▁ a", "▁ b", "a b", "▁a b", "b c", "▁ab c"]
+    tj = {"version": "1.0", "truncation": None, "padding": None,
+          "added_tokens": [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+                            "normalized": False, "special": True} for i, c in enumerate(["<unk>", "<s>", "</s>"])],
+          "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                             {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+          "pre_tokenizer": None,
+          "post_processor": {"type": "TemplateProcessing",
+                             "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                             "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                      {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                             "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+          "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                                                       {"type": "ByteFallback"}, {"type": "Fuse"},
+                                                       {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+          "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                    "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                    "vocab": vocab, "merges": merges}}
+    json.dump(tj, open(os.path.join(d, "tokenizer.json"), "w"), ensure_ascii=False)
+    json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
+               "add_eos_token": False, "tokenizer_class": "LlamaTokenizerFast"},
+              open(os.path.join(d, "tokenizer_config.json"), "w"))
+    return vocab
+
+
+def check_sentencepiece_export(tmp, rng):
+    d = os.path.join(tmp, "llama2")
+    cfg, base = make_model(d, "llama", rng, H=128, F=256, V=288)
+    vocab = write_sentencepiece_tokenizer(d)
+    out = os.path.join(tmp, "llama2.gguf")
+    r = run("export", "--model", d, "--out", out, "--type", "q8_0")
+    check(r.returncode == 0, "export with a SentencePiece-style tokenizer: " + r.stderr[-1000:])
+    if r.returncode != 0:
+        return
+    rd = GGUFReader(out)
+    V = cfg["vocab_size"]
+    ids = {i: t for t, i in vocab.items()}
+    check(field(rd, "tokenizer.ggml.model") == "llama", "tokenizer.ggml.model llama")
+    check("tokenizer.ggml.pre" not in rd.fields and "tokenizer.ggml.merges" not in rd.fields,
+          "no pre-tokenizer or merges for the llama (SentencePiece) tokenizer")
+    tokens = field(rd, "tokenizer.ggml.tokens")
+    check(tokens == [ids.get(i, f"[PAD{i}]") for i in range(V)], "SentencePiece token texts, padded to vocab_size")
+    want_types = [2 if i == 0 else 3 if i in (1, 2) else 6 if 3 <= i < 259 else 1 if i in ids else 5
+                  for i in range(V)]
+    check(list(field(rd, "tokenizer.ggml.token_type")) == want_types,
+          "token types: UNKNOWN <unk>, CONTROL <s> </s>, BYTE <0xXX>, NORMAL pieces, UNUSED padding")
+    scores = field(rd, "tokenizer.ggml.scores")
+    check(all(scores[i] == (-float(i) if want_types[i] == 1 else 0.0) for i in range(V)),
+          "scores: -id for pieces (merge order), 0 otherwise")
+    for k, v in {"tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+                 "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_bos_token": True,
+                 "tokenizer.ggml.add_eos_token": False, "tokenizer.ggml.add_space_prefix": True}.items():
+        check(field(rd, k) == v, f"{k} = {field(rd, k)!r}, expected {v!r}")
 
 
 def numpy_merge(base, adapter, scale):
@@ -350,6 +417,8 @@ def main():
         qwant = numpy_merge(qbase, qadapter, qscale)
         for t in ("f16", "q4_k_m"):
             check_export(tmp, "qwen2", qcfg, qwant, os.path.join(tmp, "qwen2"), os.path.join(tmp, "qadapter"), t)
+
+        check_sentencepiece_export(tmp, rng)
 
     print("merge export: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
