@@ -22,9 +22,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-# Test-only Python tools (tokenizer parity, chat-template rendering, TensorBoard reader).
+# Test-only Python tools (tokenizer parity, chat-template rendering, TensorBoard reader, llama.cpp's
+# GGUF reader for the export test).
 PY=${PYTHON:-python3}
-PIP_PKGS=(numpy tokenizers jinja2 tensorboard safetensors)
+PIP_PKGS=(numpy tokenizers jinja2 tensorboard safetensors gguf)
 need_pip=()
 for m in "${PIP_PKGS[@]}"; do
   mod=$m

@@ -238,6 +238,7 @@ void print_done(const TrainSummary& s) {
     std::fprintf(stderr, ", peak %s memory %.2f GiB", s.memory_device.c_str(),
                  s.peak_memory_mib / 1024.0);
   std::fprintf(stderr, "\nadapter: %s\n", s.adapter_dir.c_str());
+  if (!s.merged_dir.empty()) std::fprintf(stderr, "merged model: %s\n", s.merged_dir.c_str());
 }
 
 // ---- worker --------------------------------------------------------------------------------

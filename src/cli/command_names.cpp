@@ -11,8 +11,8 @@ namespace ftune {
 
 namespace {
 
-constexpr std::array<std::string_view, 5> kCommands = {"train", "eval", "generate", "doctor",
-                                                      "bench"};
+constexpr std::array<std::string_view, 7> kCommands = {"train",  "eval",  "generate", "doctor",
+                                                       "bench",  "merge", "export"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -41,9 +41,11 @@ std::string unknown_command_message(const std::string& cmd) {
     }
   }
   std::string msg = "unknown command '" + cmd + "'";
-  // Close enough to be a typo, or the nearest of three anyway when nothing is close.
+  // Close enough to be a typo, or the nearest one anyway when nothing is close.
   msg += "; did you mean '" + std::string(best) + "'?";
-  msg += " (commands: train, eval, generate, doctor, bench)";
+  msg += " (commands:";
+  for (size_t i = 0; i < kCommands.size(); ++i) msg += (i ? ", " : " ") + std::string(kCommands[i]);
+  msg += ")";
   return msg;
 }
 

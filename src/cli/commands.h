@@ -70,4 +70,24 @@ struct BenchArgs {
 };
 int cmd_bench(const BenchArgs& args);
 
+struct MergeArgs {
+  std::string model;    // HF folder
+  std::string adapter;  // PEFT adapter folder
+  std::string out;      // output HF folder
+  std::string dtype;    // bf16|fp16|fp32; "" = the base config's torch_dtype
+  std::string max_shard_size = "5GB";
+  bool overwrite = false;
+};
+int cmd_merge(const MergeArgs& args);
+
+struct ExportArgs {
+  std::string model;
+  std::string adapter;  // optional, merged on the fly
+  std::string out;      // FILE.gguf
+  std::string format = "gguf";
+  std::string type = "f16";  // f16|bf16|q8_0|q4_k_m
+  bool overwrite = false;
+};
+int cmd_export(const ExportArgs& args);
+
 }  // namespace ftune

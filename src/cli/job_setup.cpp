@@ -175,6 +175,7 @@ TrainLoopOptions loop_options_from_config(const TrainConfig& cfg) {
   o.eval_steps = t.eval_steps;
   o.save_steps = t.save_steps;
   o.save_total_limit = t.save_total_limit;
+  o.save_merged = t.save_merged;
   o.tensorboard = cfg.logging.tensorboard;
   o.jsonl = cfg.logging.jsonl;
   o.console = cfg.logging.console;
@@ -208,6 +209,7 @@ std::string config_fingerprint(const TrainConfig& cfg, int world_size) {
   c.train.save_on_interrupt = false;
   c.train.sample_prompts.clear();  // what is shown at evaluations, not what is trained
   c.train.sample_max_new_tokens = 0;
+  c.train.save_merged = false;
   // Where the run lives is not what it computes: a run copied to another folder resumes there.
   c.train.output_dir.clear();
   c.data.cache_dir.clear();

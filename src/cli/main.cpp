@@ -1,4 +1,4 @@
-// The ftune command line: train, eval, generate, doctor, bench. Library errors (ftune::Error) become one
+// The ftune command line: train, eval, generate, doctor, bench, merge, export. Library errors (ftune::Error) become one
 // "error: ..." line and exit code 1; usage errors exit 2.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -74,6 +74,24 @@ int main(int argc, char** argv) {
   b->add_option("--device", bench.device, "auto, cpu or cuda");
   b->add_option("--peak-tflops", bench.peak_tflops, "Dense bf16 TFLOP/s of the device, for MFU")->check(CLI::PositiveNumber);
 
+  MergeArgs merge;
+  auto* mg = app.add_subcommand("merge", "Fold a LoRA adapter into the base weights: an HF model folder");
+  mg->add_option("--model", merge.model, "Base HF model folder")->required();
+  mg->add_option("--adapter", merge.adapter, "PEFT adapter folder")->required();
+  mg->add_option("--out", merge.out, "Output folder (must be empty or absent)")->required();
+  mg->add_option("--dtype", merge.dtype, "bf16, fp16 or fp32 (default: the base model's torch_dtype)");
+  mg->add_option("--max-shard-size", merge.max_shard_size, "Largest weight file, e.g. 5GB (default), 500MB");
+  mg->add_flag("--overwrite", merge.overwrite, "Replace a non-empty --out folder");
+
+  ExportArgs exp;
+  auto* ex = app.add_subcommand("export", "Write a model (+ adapter, merged) as one GGUF file for llama.cpp");
+  ex->add_option("--model", exp.model, "Base HF model folder")->required();
+  ex->add_option("--adapter", exp.adapter, "PEFT adapter folder, merged on the fly");
+  ex->add_option("--out", exp.out, "Output FILE.gguf")->required();
+  ex->add_option("--format", exp.format, "gguf");
+  ex->add_option("--type", exp.type, "f16 (default), bf16, q8_0 or q4_k_m");
+  ex->add_flag("--overwrite", exp.overwrite, "Replace an existing --out file");
+
   if (argc >= 2 && argv[1][0] != '-') {
     const std::string cmd = argv[1];
     if (const std::string hint = unknown_command_message(cmd); !hint.empty()) {
@@ -103,6 +121,8 @@ int main(int argc, char** argv) {
       return cmd_generate(gen);
     }
     if (*b) return cmd_bench(bench);
+    if (*mg) return cmd_merge(merge);
+    if (*ex) return cmd_export(exp);
     (void)doc;
     return cmd_doctor();
   } catch (const Error& err) {

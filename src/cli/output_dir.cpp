@@ -19,8 +19,8 @@ bool is_reusable_entry(const std::string& name) {
 }
 
 // The results a run writes, in the order they are moved aside.
-constexpr const char* kResults[] = {"adapter", "checkpoints", "tensorboard", "metrics.jsonl",
-                                    "config.resolved.yaml"};
+constexpr const char* kResults[] = {"adapter", "merged", "checkpoints", "tensorboard",
+                                    "metrics.jsonl", "config.resolved.yaml"};
 
 }  // namespace
 

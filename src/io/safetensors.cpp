@@ -18,6 +18,7 @@
 #include <set>
 #include <tuple>
 
+#include "io/atomic_file.h"
 #include "io/json_file.h"
 
 namespace ftune {
@@ -237,43 +238,26 @@ Tensor SafetensorsFile::tensor(const std::string& name) const {
 // ---------------------------------------------------------------------------------------------
 // Writer
 
-namespace {
-
-void write_all(int fd, const void* data, size_t bytes, const std::string& tmp) {
-  const char* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    const ssize_t n = ::write(fd, p, std::min<size_t>(bytes, size_t{1} << 30));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("writing {}: {}", tmp, n < 0 ? std::strerror(errno) : "short write");
-    p += n;
-    bytes -= static_cast<size_t>(n);
-  }
-}
-
-}  // namespace
-
-void write_safetensors(const std::string& path,
-                       const std::vector<std::pair<std::string, Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path,
+                                                 const std::vector<TensorEntry>& entries,
+                                                 const std::map<std::string, std::string>& metadata)
+    : path_(path), entries_(entries) {
   // Header in the given order: __metadata__ first, as upstream writes it.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::set<std::string> names;
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    FTUNE_CHECK(!name.empty() && name != "__metadata__",
-                "write_safetensors {}: invalid tensor name '{}'", path, name);
-    FTUNE_CHECK(names.insert(name).second, "write_safetensors {}: duplicate tensor name '{}'",
-                path, name);
-    FTUNE_CHECK(t.defined(), "write_safetensors {}: tensor '{}' is undefined", path, name);
-    FTUNE_CHECK(t.device().is_cpu(), "write_safetensors {}: tensor '{}' is on {}; copy it to the "
-                "CPU first", path, name, t.device().str());
-    FTUNE_CHECK(t.dtype() != DType::NF4,
-                "write_safetensors {}: tensor '{}' is NF4; store packed NF4 as U8", path, name);
-    const uint64_t nbytes = t.nbytes();
-    header[name] = {{"dtype", std::string(dtype_name(t.dtype()))},
-                    {"shape", t.shape()},
-                    {"data_offsets", {offset, offset + nbytes}}};
+  for (const auto& e : entries_) {
+    FTUNE_CHECK(!e.name.empty() && e.name != "__metadata__",
+                "write_safetensors {}: invalid tensor name '{}'", path, e.name);
+    FTUNE_CHECK(names.insert(e.name).second, "write_safetensors {}: duplicate tensor name '{}'",
+                path, e.name);
+    FTUNE_CHECK(e.dtype != DType::NF4,
+                "write_safetensors {}: tensor '{}' is NF4; store packed NF4 as U8", path, e.name);
+    const uint64_t nbytes = static_cast<uint64_t>(shape_numel(e.shape)) * dtype_size(e.dtype);
+    header[e.name] = {{"dtype", std::string(dtype_name(e.dtype))},
+                      {"shape", e.shape},
+                      {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
   }
   std::string text;
@@ -286,38 +270,44 @@ void write_safetensors(const std::string& path,
   text.append((8 - text.size() % 8) % 8, ' ');  // data start 8-aligned (8 + len ≡ 0 mod 8)
   uint8_t len_bytes[8];
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<uint8_t>(text.size() >> (8 * i));
+  file_ = std::make_unique<AtomicFile>(path);
+  file_->write(len_bytes, 8);
+  file_->write(text.data(), text.size());
+}
 
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("write_safetensors: cannot create {}: {}", tmp, std::strerror(errno));
-  try {
-    write_all(fd, len_bytes, 8, tmp);
-    write_all(fd, text.data(), text.size(), tmp);
-    for (const auto& [name, t] : tensors) write_all(fd, t.raw(), t.nbytes(), tmp);
-    if (::fsync(fd) != 0) fail("fsync {}: {}", tmp, std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
+SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;
+
+void SafetensorsStreamWriter::write(const Tensor& t) {
+  FTUNE_CHECK(next_ < entries_.size(), "write_safetensors {}: more tensors written than declared",
+              path_);
+  const TensorEntry& e = entries_[next_];
+  FTUNE_CHECK(t.defined(), "write_safetensors {}: tensor '{}' is undefined", path_, e.name);
+  FTUNE_CHECK(t.device().is_cpu(), "write_safetensors {}: tensor '{}' is on {}; copy it to the "
+              "CPU first", path_, e.name, t.device().str());
+  FTUNE_CHECK(t.dtype() == e.dtype && t.shape() == e.shape && t.is_contiguous(),
+              "write_safetensors {}: tensor '{}' is {} {}, declared {} {}", path_, e.name,
+              dtype_name(t.dtype()), shape_str(t.shape()), dtype_name(e.dtype), shape_str(e.shape));
+  file_->write(t.raw(), t.nbytes());
+  ++next_;
+}
+
+void SafetensorsStreamWriter::commit() {
+  FTUNE_CHECK(next_ == entries_.size(), "write_safetensors {}: {} of {} tensors written", path_,
+              next_, entries_.size());
+  file_->commit();
+}
+
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsStreamWriter::TensorEntry> entries;
+  for (const auto& [name, t] : tensors) {
+    FTUNE_CHECK(t.defined(), "write_safetensors {}: tensor '{}' is undefined", path, name);
+    entries.push_back({name, t.dtype(), t.shape()});
   }
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("closing {}: {}", tmp, std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("write_safetensors: cannot rename {} to {}: {}", tmp, path, std::strerror(err));
-  }
-  // Make the rename itself durable.
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  SafetensorsStreamWriter w(path, entries, metadata);
+  for (const auto& [name, t] : tensors) w.write(t);
+  w.commit();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,6 +61,34 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+class AtomicFile;
+
+// Writes a safetensors file one tensor at a time: the header (names, dtypes, shapes, offsets) is
+// written from the declared entries first, then each tensor's bytes in the declared order, so a
+// large file never needs all its tensors in memory at once. Atomic (see io/atomic_file.h):
+// nothing appears at `path` until commit(); a writer destroyed before that leaves no file.
+class SafetensorsStreamWriter {
+ public:
+  struct TensorEntry {
+    std::string name;
+    DType dtype = DType::F32;
+    Shape shape;
+  };
+  SafetensorsStreamWriter(const std::string& path, const std::vector<TensorEntry>& entries,
+                          const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+  ~SafetensorsStreamWriter();
+  // The next declared tensor (dtype and shape must match the entry; CPU, contiguous).
+  void write(const Tensor& t);
+  // Checks every entry was written, then fsyncs and renames into place.
+  void commit();
+
+ private:
+  std::string path_;
+  std::vector<TensorEntry> entries_;
+  size_t next_ = 0;
+  std::unique_ptr<AtomicFile> file_;
+};
+
 // Writes CPU tensors (any dtype except packed NF4) in the given order, header first with
 // "__metadata__" (omitted when empty) and padded with spaces to 8-byte alignment. Atomic:
 // writes path + ".tmp", fsyncs, renames over path. Rejects duplicate or empty names.

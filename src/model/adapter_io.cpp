@@ -94,6 +94,18 @@ LoraSpec load_adapter_config(const std::string& path) {
     if (cfg.contains(k) && !cfg.at(k).is_null())
       FTUNE_CHECK(cfg.at(k).empty(), "{}: per-module {} is not supported", path, k);
   }
+  // Features that add weights or change which layers are adapted: ftune cannot apply them, so
+  // an adapter using them is refused rather than used (or merged) without them.
+  if (cfg.contains("bias") && !cfg.at("bias").is_null())
+    FTUNE_CHECK(cfg.at("bias").is_string() && cfg.at("bias").get<std::string>() == "none",
+                "{}: bias {} is not supported (only \"none\")", path, cfg.at("bias").dump());
+  FTUNE_CHECK(!json_bool(cfg, "lora_bias", path, false),
+              "{}: lora_bias adapters are not supported", path);
+  for (const char* k : {"modules_to_save", "layers_to_transform", "layer_replication"}) {
+    if (cfg.contains(k) && !cfg.at(k).is_null())
+      FTUNE_CHECK(cfg.at(k).is_array() && cfg.at(k).empty(), "{}: {} is not supported (got {})",
+                  path, k, cfg.at(k).dump());
+  }
   const json& tm = get("target_modules");
   s.targets.fill(false);
   if (tm.is_string()) {

@@ -78,6 +78,7 @@ struct TrainSection {
   int64_t eval_steps = 0;        // 0 = only at the end
   int64_t save_steps = 0;        // 0 = only at the end
   int64_t save_total_limit = 0;  // 0 = keep all
+  bool save_merged = false;      // also write output_dir/merged at the end
   int64_t logging_steps = 0;
   std::string device;  // auto|cpu|cuda
   std::vector<std::string> sample_prompts;  // greedy samples shown at every evaluation

@@ -151,6 +151,10 @@ constexpr std::array kSchema = {
     ConfigKey{"train.save_total_limit", T::Int, "0", 0, kInf, false, "",
               "keep at most this many checkpoints (oldest deleted first); 0 = keep all",
               FTUNE_FIELD(train, save_total_limit)},
+    ConfigKey{"train.save_merged", T::Bool, "false", 0, 0, false, "",
+              "at the end also write output_dir/merged: the base model with the adapter folded in "
+              "(an HF folder in the base model's dtype, as ftune merge writes it)",
+              FTUNE_FIELD(train, save_merged)},
     ConfigKey{"train.logging_steps", T::Int, "1", 1, kInf, false, "",
               "log metrics every this many steps", FTUNE_FIELD(train, logging_steps)},
     ConfigKey{"train.device", T::Choice, "auto", 0, 0, false, "auto|cpu|cuda",
@@ -237,7 +241,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 66, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 67, "update the schema count when adding a config key");
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "data/shard.h"
+#include "model/merge.h"
 #include "train/checkpoint.h"
 #include "train/metrics_jsonl.h"
 #include "train/progress.h"
@@ -269,6 +270,15 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
   if (main) {
     summary.adapter_dir = opts.output_dir + "/adapter";
     save_peft_adapter(summary.adapter_dir, model.lora(), opts.adapter_meta);
+    if (opts.save_merged) {
+      MergeOptions mo;
+      mo.model_dir = opts.adapter_meta.base_model_name_or_path;
+      mo.adapter_dir = summary.adapter_dir;
+      mo.out_dir = opts.output_dir + "/merged";
+      mo.overwrite = true;  // a resumed or overwritten run replaces its own merged model
+      merge_lora(mo);
+      summary.merged_dir = mo.out_dir;
+    }
   }
   return summary;
 }

@@ -24,6 +24,8 @@ struct TrainLoopOptions {
   int64_t eval_steps = 0;  // 0 = at the end only
   int64_t save_steps = 0;  // 0 = at the end only
   int64_t save_total_limit = 0;
+  // Also write output_dir/merged (model/merge.h) from adapter_meta.base_model_name_or_path.
+  bool save_merged = false;
   bool resume = false;
   bool tensorboard = true;
   bool jsonl = true;
@@ -68,6 +70,7 @@ struct TrainSummary {
   int64_t trained_tokens = 0;  // over the run (this session)
   double seconds = 0;
   std::string adapter_dir;
+  std::string merged_dir;  // train.save_merged: output_dir/merged
   double peak_memory_mib = -1;   // largest tensor-memory peak of any rank (< 0: not measured)
   std::string memory_device;     // "GPU" or "host"
   int interrupted = 0;         // the signal that stopped the run at a step boundary, or 0
