@@ -10,7 +10,7 @@ namespace ftune {
 
 namespace {
 
-constexpr std::array<std::string_view, 3> kCommands = {"train", "eval", "doctor"};
+constexpr std::array<std::string_view, 5> kCommands = {"train", "eval", "doctor", "bench", "plan"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -41,7 +41,7 @@ std::string unknown_command_message(const std::string& cmd) {
   std::string msg = "unknown command '" + cmd + "'";
   // Close enough to be a typo, or the nearest of three anyway when nothing is close.
   msg += "; did you mean '" + std::string(best) + "'?";
-  msg += " (commands: train, eval, doctor)";
+  msg += " (commands: train, eval, doctor, bench, plan)";
   return msg;
 }
 

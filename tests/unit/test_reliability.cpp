@@ -230,7 +230,7 @@ TEST(CommandNames, UnknownCommandsGetTheNearest) {
   EXPECT_EQ(unknown_command_message("eval"), "");
   EXPECT_EQ(unknown_command_message("doctor"), "");
   EXPECT_EQ(unknown_command_message("trian"),
-            "unknown command 'trian'; did you mean 'train'? (commands: train, eval, doctor)");
+            "unknown command 'trian'; did you mean 'train'? (commands: train, eval, doctor, bench, plan)");
   EXPECT_NE(unknown_command_message("docter").find("did you mean 'doctor'?"), std::string::npos);
   EXPECT_NE(unknown_command_message("evaluate").find("did you mean 'eval'?"), std::string::npos);
 }
