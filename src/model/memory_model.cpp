@@ -131,6 +131,7 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
 
   // ---- activations at the peak: the backward of the last layer ----
   act.push_back({"activations", "batch ids/positions/doc_start/targets (I32)", 4 * N, 4});
+  act.push_back({"activations", "loss accumulator (F64)", 8, 1});
   const int64_t rope_pos = std::max<int64_t>(in.seq_len, std::min<int64_t>(s.max_position_embeddings, 4096));
   act.push_back({"activations", "RoPE cos/sin tables (F32)", rope_pos * (hd / 2) * 4, 2});
   // Layer inputs: the embedding output and every layer's output (the last one is the final
