@@ -408,7 +408,7 @@ TrainOutcome run_train_job(const TrainConfig& job, const TrainArgs& args) {
                              ri->cuda_device >= 0 ? gpu_memory(ri->cuda_device)
                                                   : static_cast<int64_t>(physical_memory_bytes()) /
                                                         std::max(ri->local_world_size, 1),
-                             ri->rank == 0);
+                             ri->rank == 0 && ri->launcher != "ftune");
     outcome.role = "worker";
     outcome.rank = ri->rank;
     outcome.world_size = ri->world_size;

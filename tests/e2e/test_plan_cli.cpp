@@ -219,6 +219,16 @@ TEST(PlanCli, AutoMicroBatchTrains) {
   const CliRun again = run_ftune("train auto_out/config.resolved.yaml train.output_dir=again", dir);
   EXPECT_EQ(again.code, 0) << again.err;
 
+  // Two CPU workers: the launcher decides once and hands the workers its numbers (each rank
+  // trains 4 rows, the window of 8 sequences needs no accumulation).
+  const CliRun two = run_ftune("train auto.yaml --nproc 2 train.output_dir=two", dir);
+  ASSERT_EQ(two.code, 0) << two.err;
+  EXPECT_NE(two.err.find("train.micro_batch_size: auto -> 4"), std::string::npos) << two.err;
+  std::ifstream resolved2(dir + "/two/config.resolved.yaml");
+  const std::string text2((std::istreambuf_iterator<char>(resolved2)), {});
+  EXPECT_NE(text2.find("micro_batch_size: 4 "), std::string::npos) << text2;
+  EXPECT_NE(text2.find("gradient_accumulation_steps: 1 "), std::string::npos) << text2;
+
   // Nothing fits: refused before training, with the figures.
   write(dir + "/tiny.yaml", job_yaml("tiny_out", "auto", true, "  memory_budget_gib: 0.001\n"));
   const CliRun refused = run_ftune("train tiny.yaml train.device=cpu", dir);
