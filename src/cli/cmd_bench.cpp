@@ -163,11 +163,12 @@ int cmd_bench(const BenchArgs& a) {
   }
   std::printf("RESULT {\"engine\": \"ftune\", \"shape\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, "
               "\"seq\": %lld, \"gc\": %s, \"offload\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
-              "\"mfu\": %.4f, \"peak_gib\": %.2f, \"loss\": %.4f, \"step_s\": %.4f, \"init_s\": %.1f%s}\n",
+              "\"mfu\": %.4f, \"peak_gib\": %.2f, \"peak_reserved_gib\": %.2f, \"loss\": %.4f, \"step_s\": %.4f, \"init_s\": %.1f%s}\n",
               a.preset.c_str(), dtype_name(dt).data(), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), a.checkpointing || a.offload ? "true" : "false",
               a.offload ? "true" : "false",
-              static_cast<long long>(a.steps), tok_s, tflops, mfu, gib(mem.peak_bytes), last.loss,
+              static_cast<long long>(a.steps), tok_s, tflops, mfu, gib(mem.peak_bytes),
+              gib(mem.peak_reserved_bytes), last.loss,
               secs / static_cast<double>(a.steps), init_s, profile_json.c_str());
   return 0;
 }

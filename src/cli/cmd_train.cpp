@@ -173,9 +173,8 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                          const std::function<void(int64_t)>& on_progress,
                          const std::function<void()>& before_writing = nullptr) {
   ModelOptions mopts;
-  const std::string& ck = cfg.train.gradient_checkpointing;
-  mopts.gradient_checkpointing = ck == "layer" || ck == "offload" || ck == "true";
-  mopts.offload_checkpoints = ck == "offload";
+  mopts.gradient_checkpointing = checkpointing_on(cfg);
+  mopts.offload_checkpoints = checkpointing_offload(cfg);
   mopts.dtype = compute_dtype(cfg.model.dtype, ops);
   LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts);
   model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops.device()));
@@ -402,8 +401,23 @@ int cmd_train(const TrainArgs& args) {
   return run_train_job(load_job_config(args), args).exit_code;
 }
 
-TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
+namespace {
+
+// Total memory of CUDA device `index` (0 when unknown).
+int64_t gpu_memory(int index) {
+  const GpuRuntimeInfo g = query_gpus();
+  for (const auto& d : g.devices)
+    if (d.index == index) return d.total_bytes;
+  return 0;
+}
+
+}  // namespace
+
+TrainOutcome run_train_job(const TrainConfig& job, const TrainArgs& args) {
   TrainOutcome outcome;
+  // train.micro_batch_size: auto and train.effective_batch_size are resolved below, once the
+  // processes and devices are known; `cfg` holds the resolved values from there on.
+  TrainConfig cfg = job;
   check_supported(cfg);
   const DistributedConfig& dc = cfg.distributed;
   FTUNE_CHECK(dc.auto_shard_steps == 0 || dc.aggregation == "token_mean",
@@ -421,6 +435,12 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
   }
 
   if (auto ri = rank_info_from_env(process_env(), dc, gpu)) {
+    // Under ftune's launcher the batch plan arrives resolved on the command line.
+    cfg = resolve_batch_plan(cfg, ri->world_size, ri->cuda_device >= 0,
+                             ri->cuda_device >= 0 ? gpu_memory(ri->cuda_device)
+                                                  : static_cast<int64_t>(physical_memory_bytes()) /
+                                                        std::max(ri->local_world_size, 1),
+                             ri->rank == 0 && ri->launcher != "ftune");
     outcome.role = "worker";
     outcome.rank = ri->rank;
     outcome.world_size = ri->world_size;
@@ -430,6 +450,7 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
 
   // Not started by a launcher: this process trains alone or becomes the launcher.
   std::vector<WorkerSpec> workers;
+  std::vector<std::string> args_with_plan;  // the workers' command line, when the plan changed it
   if (cpu_workers) {
     FTUNE_CHECK(cfg.train.device != "cuda", "--nproc runs CPU workers; train.device=cuda "
                 "contradicts it (use --gpus for GPU workers)");
@@ -448,6 +469,8 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
     // One process: N equal to one.
     FTUNE_CHECK(cfg.distributed.shard_weights.size() <= 1, "distributed.shard_weights has {} "
                 "entries for 1 process", cfg.distributed.shard_weights.size());
+    cfg = resolve_batch_plan(cfg, 1, gpu, gpu ? gpu_memory(0) : static_cast<int64_t>(physical_memory_bytes()),
+                             true);
     // Nothing is written before every input is checked; a refused run leaves output_dir as it
     // was (cli/output_dir.h).
     check_output_dir(cfg, args.resume);
@@ -478,6 +501,27 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
   LaunchPlan plan;
   const int local = static_cast<int>(std::max<size_t>(workers.size(), 1));
   plan.world_size = local * static_cast<int>(dc.nnodes);
+  {
+    // The smallest device decides the batch plan; the workers get it on their command line, so
+    // every rank trains the same micro-batch.
+    int64_t mem = static_cast<int64_t>(physical_memory_bytes()) / local;
+    if (!cpu_workers) {
+      mem = 0;
+      for (const auto& w : workers) {
+        const int64_t m = gpu_memory(std::stoi(w.cuda_visible));
+        mem = mem == 0 ? m : std::min(mem, m);
+      }
+    }
+    const TrainConfig before = cfg;
+    cfg = resolve_batch_plan(cfg, plan.world_size, !cpu_workers, mem, dc.node_rank == 0);
+    if (cfg.train.micro_batch_size != before.train.micro_batch_size ||
+        cfg.train.gradient_accumulation_steps != before.train.gradient_accumulation_steps) {
+      args_with_plan = args.argv;
+      args_with_plan.push_back(fmt::format("train.micro_batch_size={}", cfg.train.micro_batch_size));
+      args_with_plan.push_back(
+          fmt::format("train.gradient_accumulation_steps={}", cfg.train.gradient_accumulation_steps));
+    }
+  }
   for (auto& w : workers) {
     w.rank += static_cast<int>(dc.node_rank) * local;
     plan.workers.push_back(w);
@@ -501,7 +545,7 @@ TrainOutcome run_train_job(const TrainConfig& cfg, const TrainArgs& args) {
   if (plan.job_token.empty() && dc.nnodes == 1) plan.job_token = new_job_token();
   plan.timeout_s = static_cast<int>(dc.timeout_s);
   plan.threads_per_worker = threads_per_worker(local);
-  plan.argv = args.argv;
+  plan.argv = args_with_plan.empty() ? args.argv : args_with_plan;
   plan.exe = args.worker_exe;
   std::optional<OutputDirTransaction> out_dir;
   if (dc.node_rank == 0) {

@@ -11,8 +11,8 @@ namespace ftune {
 
 namespace {
 
-constexpr std::array<std::string_view, 7> kCommands = {"train",  "eval",  "generate", "doctor",
-                                                       "bench",  "merge", "export"};
+constexpr std::array<std::string_view, 8> kCommands = {"train", "eval",  "generate", "doctor",
+                                                       "bench", "merge", "export",   "plan"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);

@@ -90,4 +90,19 @@ struct ExportArgs {
 };
 int cmd_export(const ExportArgs& args);
 
+struct PlanArgs {
+  std::string config;            // YAML file (or preset)
+  std::string preset;            // model preset (presets.h)
+  std::string gpus;              // N, all, or ids ("" = 1)
+  double gpu_memory_gib = 0;     // > 0: plan for GPUs of this size instead of querying
+  int64_t seq = 0;               // 0 = data.max_seq_length (preset: 2048)
+  int64_t batch = 0;             // micro-batch; 0 = searched
+  int64_t lora_r = 16;           // preset: LoRA rank on all seven projections
+  std::string checkpointing = "auto";  // auto, on, off
+  std::string load_in_4bit = "auto";   // auto, on, off
+  std::string device = "auto";   // auto/cuda: GPUs; cpu: the CPU backend
+  bool json = false;
+};
+int cmd_plan(const PlanArgs& args);
+
 }  // namespace ftune

@@ -1,5 +1,6 @@
 #include "cli/job_setup.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <unistd.h>
 #include <fmt/format.h>
@@ -10,8 +11,10 @@
 #include "core/error.h"
 #include "data/data_files.h"
 #include "data/token_cache.h"
+#include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/weights.h"
+#include "train/planner.h"
 
 namespace ftune {
 
@@ -189,6 +192,74 @@ TrainLoopOptions loop_options_from_config(const TrainConfig& cfg) {
   o.config_fingerprint = config_fingerprint(cfg);
   o.save_on_interrupt = t.save_on_interrupt;
   return o;
+}
+
+ModelSpec model_spec_of(const TrainConfig& cfg) {
+  if (cfg.model.path.empty()) {
+    const Tokenizer tok = Tokenizer::from_json(std::string(embedded_asset("tokenizer_json")),
+                                               "<built-in tokenizer>");
+    return tiny_llama_spec(tok.vocab_size());
+  }
+  const std::string path = cfg.model.path + "/config.json";
+  FTUNE_CHECK(fs::is_regular_file(path), "model.path: '{}' has no config.json (not a Hugging Face "
+              "model folder)", cfg.model.path);
+  return model_spec_from_hf(load_hf_config(path), path);
+}
+
+TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int64_t device_memory,
+                               bool log) {
+  const bool auto_micro = cfg.train.micro_batch_size == kAutoMicroBatch;
+  const int64_t eff = cfg.train.effective_batch_size;
+  if (!auto_micro && eff == 0) return cfg;
+  TrainConfig out = cfg;
+  const int64_t w = std::max(world, 1);
+  FTUNE_CHECK(eff == 0 || eff % w == 0, "train.effective_batch_size: {} sequences do not split "
+              "over {} processes", eff, w);
+  int64_t micro = cfg.train.micro_batch_size;
+  std::string how;
+  if (auto_micro) {
+    const double budget = cfg.train.memory_budget_gib > 0
+                              ? cfg.train.memory_budget_gib * static_cast<double>(int64_t{1} << 30)
+                              : static_cast<double>(device_memory);
+    FTUNE_CHECK(budget > 0, "train.micro_batch_size: auto: the device's memory is unknown; set "
+                "train.memory_budget_gib");
+    PlanRequest req;
+    req.spec = model_spec_of(cfg);
+    req.lora = lora_spec_from_config(cfg);
+    req.seq_len = cfg.data.max_seq_length;
+    req.backend = gpu ? BackendKind::Cuda : BackendKind::Cpu;
+    req.dtype = gpu && cfg.model.dtype != "float32" ? DType::BF16 : DType::F32;
+    req.gpus = static_cast<int>(w);
+    req.device_memory = static_cast<int64_t>(budget);
+    req.effective_batch = eff;
+    req.accumulation = cfg.train.gradient_accumulation_steps;
+    req.checkpointing = checkpointing_on(cfg) ? PlanChoice::On : PlanChoice::Off;
+    req.load_in_4bit = cfg.model.load_in_4bit ? PlanChoice::On : PlanChoice::Off;
+    req.max_micro_batch = 1024;
+    const PlanCandidate c = largest_fitting_micro_batch(req);
+    micro = c.micro_batch;
+    how = fmt::format("train.micro_batch_size: auto -> {} (the largest that fits: {:.2f} of "
+                      "{:.2f} GiB per {} predicted for {} tokens per row{})",
+                      micro, static_cast<double>(c.memory.device_total()) / (1 << 30),
+                      budget / (1 << 30), gpu ? "GPU" : "process", req.seq_len,
+                      checkpointing_on(cfg) ? ", checkpointing" : "");
+  }
+  out.train.micro_batch_size = micro;
+  if (eff > 0) {
+    FTUNE_CHECK(eff % (micro * w) == 0, "train.effective_batch_size: {} sequences are not a "
+                "multiple of micro_batch_size {} x {} processes", eff, micro, w);
+    const int64_t accum = eff / (micro * w);
+    FTUNE_CHECK(cfg.train.gradient_accumulation_steps == 1 ||
+                    cfg.train.gradient_accumulation_steps == accum,
+                "train.gradient_accumulation_steps: {} contradicts train.effective_batch_size {} "
+                "(= micro_batch_size {} x {} x {} processes); set only one",
+                cfg.train.gradient_accumulation_steps, eff, micro, accum, w);
+    out.train.gradient_accumulation_steps = accum;
+    how += fmt::format("{}gradient_accumulation_steps {} keeps the effective batch of {} "
+                       "sequences", how.empty() ? "train." : "; ", accum, eff);
+  }
+  if (log) std::fprintf(stderr, "%s\n", how.c_str());
+  return out;
 }
 
 std::string config_fingerprint(const TrainConfig& cfg, int world_size) {

@@ -35,6 +35,18 @@ LoraSpec lora_spec_from_config(const TrainConfig& cfg);
 DataOptions data_options_from_config(const TrainConfig& cfg, const std::string& tokenizer_dir);
 TrainLoopOptions loop_options_from_config(const TrainConfig& cfg);
 
+// The model shape a config trains: model.path's config.json, or the built-in tiny model's.
+ModelSpec model_spec_of(const TrainConfig& cfg);
+
+// Resolves train.micro_batch_size: auto to the planner's largest micro-batch that fits in
+// `device_memory` bytes (or train.memory_budget_gib) per device with the config's
+// checkpointing and weight format (train/planner.h), and train.effective_batch_size to
+// gradient_accumulation_steps = effective / (micro x world). Prints one line saying what it
+// chose when `log`. Throws ftune::Error with the memory figures when nothing fits, and when the
+// effective batch does not split evenly. Returns cfg unchanged when neither key is in use.
+TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int64_t device_memory,
+                               bool log);
+
 // A fingerprint of what must not change between a run and its resume (world_size: processes
 // of the run; the global window accumulation x world_size is what counts).
 std::string config_fingerprint(const TrainConfig& cfg, int world_size = 1);

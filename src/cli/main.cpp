@@ -1,4 +1,4 @@
-// The ftune command line: train, eval, generate, doctor, bench, merge, export. Library errors (ftune::Error) become one
+// The ftune command line: train, eval, generate, doctor, bench, merge, export, plan. Library errors (ftune::Error) become one
 // "error: ..." line and exit code 1; usage errors exit 2.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -92,6 +92,21 @@ int main(int argc, char** argv) {
   ex->add_option("--type", exp.type, "f16 (default), bf16, q8_0 or q4_k_m");
   ex->add_flag("--overwrite", exp.overwrite, "Replace an existing --out file");
 
+  PlanArgs plan;
+  std::vector<std::string> plan_pos;
+  auto* pl = app.add_subcommand("plan", "Memory per part and the fastest configuration that fits (micro-batch, accumulation, checkpointing, 4-bit, GPUs)");
+  pl->add_option("config", plan_pos, "CONFIG.yaml (or --preset)");
+  pl->add_option("--preset", plan.preset, "llama-3.2-1b, llama-3.2-3b, llama-3-8b, mistral-7b, qwen2.5-7b");
+  pl->add_option("--gpus", plan.gpus, "GPUs: N, all, or ids 0,2,3 (default 1)");
+  pl->add_option("--gpu-memory-gib", plan.gpu_memory_gib, "Plan for GPUs of this many GiB (no GPU needed)");
+  pl->add_option("--seq", plan.seq, "Tokens per row (default: data.max_seq_length; preset: 2048)");
+  pl->add_option("--batch", plan.batch, "Micro-batch (rows per GPU per step); default: searched");
+  pl->add_option("--lora-r", plan.lora_r, "Preset: LoRA rank (all seven projections)")->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  pl->add_option("--checkpointing", plan.checkpointing, "auto, on or off");
+  pl->add_option("--4bit", plan.load_in_4bit, "NF4 base weights: auto, on or off");
+  pl->add_option("--device", plan.device, "auto/cuda (GPUs) or cpu (the CPU backend, physical memory)");
+  pl->add_flag("--json", plan.json, "Machine-readable output");
+
   if (argc >= 2 && argv[1][0] != '-') {
     const std::string cmd = argv[1];
     if (const std::string hint = unknown_command_message(cmd); !hint.empty()) {
@@ -123,6 +138,12 @@ int main(int argc, char** argv) {
     if (*b) return cmd_bench(bench);
     if (*mg) return cmd_merge(merge);
     if (*ex) return cmd_export(exp);
+
+    if (*pl) {
+      if (plan_pos.size() > 1) fail("plan: more than one config file given");
+      if (!plan_pos.empty()) plan.config = plan_pos[0];
+      return cmd_plan(plan);
+    }
     (void)doc;
     return cmd_doctor();
   } catch (const Error& err) {

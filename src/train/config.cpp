@@ -250,6 +250,10 @@ std::string parse_value(const ConfigKey& k, const YAML::Node& node, TrainConfig&
     }
     case ConfigType::Int: {
       if (!scalar) return fmt::format("expected an integer, got {}", describe(node));
+      if (!k.choices.empty() && text == k.choices) {  // "auto", held as 0 (kAutoMicroBatch)
+        *std::get<int64_t*>(field) = 0;
+        return "";
+      }
       std::string_view t = text;
       if (!t.empty() && t[0] == '+') t.remove_prefix(1);
       int64_t v = 0;
@@ -258,7 +262,7 @@ std::string parse_value(const ConfigKey& k, const YAML::Node& node, TrainConfig&
         return fmt::format("expected an integer, got '{}'", text);
       double dv = static_cast<double>(v);
       if (dv < k.min || dv > k.max || (k.max_exclusive && dv >= k.max))
-        return range_problem(k, text);
+        return range_problem(k, text) + (k.choices.empty() ? "" : fmt::format(" (or {})", k.choices));
       *std::get<int64_t*>(field) = v;
       return "";
     }
@@ -570,7 +574,9 @@ std::string value_text(const ConfigKey& k, const TrainConfig& cfg) {
   ConfigFieldPtr f = k.field(const_cast<TrainConfig&>(cfg));  // read only
   switch (k.type) {
     case ConfigType::Bool: return *std::get<bool*>(f) ? "true" : "false";
-    case ConfigType::Int: return fmt::format("{}", *std::get<int64_t*>(f));
+    case ConfigType::Int:
+      if (!k.choices.empty() && *std::get<int64_t*>(f) == 0) return std::string(k.choices);
+      return fmt::format("{}", *std::get<int64_t*>(f));
     case ConfigType::Float: return format_double(*std::get<double*>(f));
     case ConfigType::String:
     case ConfigType::Path: return quote(*std::get<std::string*>(f));
@@ -662,6 +668,8 @@ std::string config_reference_markdown(std::string_view section) {
     switch (k.type) {
       case ConfigType::Bool: allowed = "true, false"; break;
       case ConfigType::Int:
+        allowed = range_text(k) + (k.choices.empty() ? "" : fmt::format(" or {}", k.choices));
+        break;
       case ConfigType::Float: allowed = range_text(k); break;
       case ConfigType::String: allowed = "any text"; break;
       case ConfigType::Path: allowed = "empty or an existing path"; break;

@@ -14,6 +14,10 @@
 
 namespace ftune {
 
+// train.micro_batch_size: auto is held as this value (an Int key whose `choices` is "auto"
+// accepts the word and stores 0); job setup replaces it with the planner's pick.
+inline constexpr int64_t kAutoMicroBatch = 0;
+
 // A value-initialized struct is NOT the defaults: get them from default_config() or
 // load_config(), which fill every field from the schema.
 // Choice-valued keys hold their (validated) string: e.g. train.lr_scheduler is one of
@@ -62,8 +66,10 @@ struct TrainSection {
   bool save_on_interrupt = false;
   int64_t max_steps = 0;  // -1 = run num_epochs
   int64_t num_epochs = 0;
-  int64_t micro_batch_size = 0;
+  int64_t micro_batch_size = 0;  // kAutoMicroBatch = auto (resolved by cli/job_setup.h)
   int64_t gradient_accumulation_steps = 0;
+  int64_t effective_batch_size = 0;  // 0 = not set
+  double memory_budget_gib = 0;      // 0 = the device's memory
   double learning_rate = 0;
   std::string lr_scheduler;  // constant|linear|cosine
   int64_t warmup_steps = 0;
@@ -150,6 +156,16 @@ TrainConfig load_config_text(const std::string& yaml_text, const std::string& or
 // comment); load_config on it gives back an identical TrainConfig.
 std::string to_resolved_yaml(const TrainConfig& cfg);
 
+// train.gradient_checkpointing: whether layers are recomputed (layer, offload, true) and whether
+// the saved layer inputs are parked in host memory (offload).
+inline bool checkpointing_on(const TrainConfig& c) {
+  const std::string& m = c.train.gradient_checkpointing;
+  return m == "layer" || m == "offload" || m == "true";
+}
+inline bool checkpointing_offload(const TrainConfig& c) {
+  return c.train.gradient_checkpointing == "offload";
+}
+
 // Writes to_resolved_yaml(cfg) to path atomically (temporary file + rename); creates the
 // parent folder.
 void write_resolved_config(const TrainConfig& cfg, const std::string& path);
@@ -169,7 +185,7 @@ struct ConfigKey {
   double min;                      // Int/Float/Numbers items: inclusive lower bound (-inf = none)
   double max;                      // Int/Float: upper bound (+inf = none)
   bool max_exclusive;              // upper bound is open: [min, max)
-  std::string_view choices;        // Choice, List items: "a|b|c"
+  std::string_view choices;        // Choice, List items: "a|b|c"; Int: "auto" = also accepts auto (stored as 0)
   std::string_view doc;            // one line, shown in docs/CONFIG.md and the resolved dump
   ConfigFieldPtr (*field)(TrainConfig&);
 };

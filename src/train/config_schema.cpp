@@ -106,12 +106,22 @@ constexpr std::array kSchema = {
     ConfigKey{"train.num_epochs", T::Int, "1", 1, 1000000, false, "",
               "passes over the training data (when max_steps is -1)",
               FTUNE_FIELD(train, num_epochs)},
-    ConfigKey{"train.micro_batch_size", T::Int, "2", 1, 65536, false, "",
-              "sequences per device per forward/backward (HF per_device_train_batch_size)",
+    ConfigKey{"train.micro_batch_size", T::Int, "2", 1, 65536, false, "auto",
+              "sequences per device per forward/backward (HF per_device_train_batch_size); auto "
+              "= the largest that fits in the device's memory (ftune plan's memory model)",
               FTUNE_FIELD(train, micro_batch_size)},
     ConfigKey{"train.gradient_accumulation_steps", T::Int, "1", 1, 65536, false, "",
               "micro-batches accumulated per optimizer step",
               FTUNE_FIELD(train, gradient_accumulation_steps)},
+    ConfigKey{"train.effective_batch_size", T::Int, "0", 0, kInf, false, "",
+              "sequences per optimizer step over all devices (micro_batch_size x "
+              "gradient_accumulation_steps x devices); when set, gradient_accumulation_steps "
+              "follows from it; 0 = not set",
+              FTUNE_FIELD(train, effective_batch_size)},
+    ConfigKey{"train.memory_budget_gib", T::Float, "0.0", 0, kInf, false, "",
+              "memory per device that micro_batch_size auto plans for; 0 = the GPU's total "
+              "memory (CPU: the machine's physical memory)",
+              FTUNE_FIELD(train, memory_budget_gib)},
     ConfigKey{"train.learning_rate", T::Float, "2e-4", 0, 10, false, "",
               "peak learning rate of AdamW", FTUNE_FIELD(train, learning_rate)},
     ConfigKey{"train.lr_scheduler", T::Choice, "linear", 0, 0, false, "constant|linear|cosine",
@@ -241,7 +251,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 67, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 69, "update the schema count when adding a config key");
 
 }  // namespace
 

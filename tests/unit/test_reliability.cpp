@@ -233,7 +233,7 @@ TEST(CommandNames, UnknownCommandsGetTheNearest) {
   EXPECT_EQ(unknown_command_message("bench"), "");
   EXPECT_EQ(unknown_command_message("trian"),
             "unknown command 'trian'; did you mean 'train'? (commands: train, eval, generate, "
-            "doctor, bench, merge, export)");
+            "doctor, bench, merge, export, plan)");
   EXPECT_NE(unknown_command_message("generat").find("did you mean 'generate'?"),
             std::string::npos);
   EXPECT_NE(unknown_command_message("docter").find("did you mean 'doctor'?"), std::string::npos);
