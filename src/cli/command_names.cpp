@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <string_view>
+#include <cstdint>
 #include <vector>
 
 namespace ftune {
