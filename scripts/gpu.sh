@@ -14,10 +14,12 @@
 #             size 1) against the plain GPU run: same losses
 #   interop   PEFT loads the GPU-trained adapter unchanged and agrees with `ftune eval`
 #             (tests/interop/check_peft_load.py)
+#   qlora     QLoRA against HF + PEFT + bitsandbytes (tests/interop/check_qlora.py); needs the
+#             bitsandbytes wheel: carry it in .whl/ (the device README says how), or it fails
 # Each stage writes <stage>.log (and gtest XML) into $OUT when set, else build-gpu/gpu-logs, and
 # summary.txt lists every stage's result. All stages run even when one fails; the exit status
 # is non-zero if any failed. Environment:
-#   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens defaultjob nccl1 interop"  stages to run
+#   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens defaultjob nccl1 interop qlora"  stages to run
 #   FTUNE_GPU_BUILD_DIR (build-gpu), JOBS (16), CMAKE_CUDA_ARCHITECTURES (90)
 #   FTUNE_GPU_CMAKE_ARGS  extra configure arguments (e.g. -DCMAKE_IGNORE_PREFIX_PATH=/usr to
 #                         prove that .carry alone satisfies the build)
@@ -34,7 +36,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 BUILD=${FTUNE_GPU_BUILD_DIR:-build-gpu}
 JOBS=${JOBS:-16}
 ARCHS=${CMAKE_CUDA_ARCHITECTURES:-90}
-STAGES=${FTUNE_GPU_STAGES:-env build cuda memcheck ctest goldens defaultjob nccl1 interop}
+STAGES=${FTUNE_GPU_STAGES:-env build cuda memcheck ctest goldens defaultjob nccl1 interop qlora}
 LOGS=${OUT:-$SRC/$BUILD/gpu-logs}
 mkdir -p "$BUILD" "$LOGS"
 LOGS=$(cd "$LOGS" && pwd)
@@ -244,6 +246,19 @@ stage_interop() {
     --out "$SRC/$BUILD/defaultjob-cuda"
 }
 
+stage_qlora() {
+  local wrap=$SRC/$BUILD/ftune-wrapped site=$SRC/$BUILD/qlora-site
+  printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "${LD_LIBRARY_PATH:-}" "$SRC/$BUILD/ftune" >"$wrap"
+  chmod +x "$wrap"
+  if ! LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 -c 'import bitsandbytes' 2>/dev/null; then
+    ls "$SRC"/.whl/bitsandbytes-*.whl >/dev/null 2>&1 || { echo "no bitsandbytes and no .whl/bitsandbytes-*.whl"; return 1; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$site" "$SRC"/.whl/bitsandbytes-*.whl || return 1
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 tests/interop/check_qlora.py --ftune "$wrap"
+}
+
 run_stage env stage_env
 run_stage build stage_build
 run_stage cuda stage_cuda
@@ -253,6 +268,7 @@ run_stage goldens stage_goldens
 run_stage defaultjob stage_defaultjob
 run_stage nccl1 stage_nccl1
 run_stage interop stage_interop
+run_stage qlora stage_qlora
 
 echo "--- summary ($SUMMARY)"
 cat "$SUMMARY"

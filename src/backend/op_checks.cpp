@@ -166,6 +166,17 @@ void check_cast(const Tensor& src, const Tensor& dst, Device dev) {
               shape_str(src.shape()), shape_str(dst.shape()));
 }
 
+void check_dequantize_nf4(const Nf4Weight& w, const Tensor& out, Device dev) {
+  constexpr const char* op = "dequantize_nf4";
+  w.validate(op);
+  for (const Tensor* t : {&w.packed, &w.code, &w.absmax, &w.nested_absmax, &w.nested_code})
+    if (t->defined()) require_on(op, "w", *t, dev);
+  require_act(op, "out", out, dev);
+  FTUNE_CHECK(out.is_contiguous(), "dequantize_nf4: out must be contiguous");
+  FTUNE_CHECK(out.numel() == w.numel(), "dequantize_nf4: out is {} but the weight is {}",
+              shape_str(out.shape()), shape_str(w.shape));
+}
+
 // ---- embedding ----
 
 namespace {

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/nf4.h"
 #include "core/tensor.h"
 
 namespace ftune {
@@ -63,6 +64,9 @@ DType check_scale(const Tensor& x, Device dev);
 void check_sum_squares(const Tensor& x, Device dev);
 // cast: src and dst F32, BF16 or F16 (on every backend), same element count.
 void check_cast(const Tensor& src, const Tensor& dst, Device dev);
+// dequantize_nf4: w valid (core/nf4.h) with every tensor on dev; out on dev, contiguous, an
+// activation dtype, numel == w.numel().
+void check_dequantize_nf4(const Nf4Weight& w, const Tensor& out, Device dev);
 
 // ---- embedding (ids values: check_indices(op, "ids", ..., vocab, "the table")) ----
 struct EmbeddingDims {

@@ -21,6 +21,7 @@
 //   add_bias        y, bias act.            bias_backward   dy act, dbias F32.
 //   axpy, scale     x and y: the same float dtype.          sum_squares     x F32.
 //   cast            any of F32/BF16/F16 to any (both backends), round to nearest even.
+//   dequantize_nf4  out act (the NF4 weight's own tensors: U8 codes, F32 tables).
 //   embedding       forward: table, out act; backward: F32 only.
 //   rms_norm        x, w, y, dy, dx act; rstd, dw F32.     add_rms_norm    a, b, w, sum, y act.
 //   rope, qkv_rope  x / q, k, v, qkv act; cos, sin F32.
@@ -34,6 +35,7 @@
 #include <memory>
 
 #include "backend/activation_stash.h"
+#include "core/nf4.h"
 #include "core/tensor.h"
 
 namespace ftune {
@@ -70,6 +72,11 @@ class Ops {
   // dst = src converted to dst's dtype (F32, BF16, F16 in any combination, same numel; shapes
   // may differ), rounding to nearest even as core/dtype.h does. Both backends take all three.
   virtual void cast(const Tensor& src, Tensor& dst) = 0;
+  // out (numel == w.numel(), contiguous; viewed as w.shape row-major) = the NF4 weight w
+  // dequantized exactly as bitsandbytes dequantize_4bit does (core/nf4.h): per element
+  // fp32(code * block amax), double-quantized amax as fp32(fp32(code8 * nested_absmax) + offset),
+  // rounded once into out's dtype. The frozen-weight GEMM path: dequantize, then gemm.
+  virtual void dequantize_nf4(const Nf4Weight& w, Tensor& out) = 0;
 
   // out[N,H] = table[ids[n], :]; ids I32 [N]. Ids out of range throw.
   virtual void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) = 0;

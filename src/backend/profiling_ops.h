@@ -49,6 +49,9 @@ class ProfilingOps final : public Ops {
   void cast(const Tensor& src, Tensor& dst) override {
     timed(OpCategory::Elementwise, [&] { inner_.cast(src, dst); });
   }
+  void dequantize_nf4(const Nf4Weight& w, Tensor& out) override {  // part of the GEMM path
+    timed(OpCategory::Gemm, [&] { inner_.dequantize_nf4(w, out); });
+  }
   double sum_squares(const Tensor& x) override {
     double r = 0;
     timed(OpCategory::Optimizer, [&] { r = inner_.sum_squares(x); });

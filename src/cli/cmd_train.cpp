@@ -123,8 +123,6 @@ void check_supported(const TrainConfig& cfg) {
   FTUNE_CHECK(cfg.model.dtype != "float16",
               "model.dtype=float16: float16 training needs dynamic loss scaling, which this "
               "version does not have; use bfloat16 (GPUs of compute capability 8.0+) or float32");
-  FTUNE_CHECK(!cfg.model.load_in_4bit,
-              "model.load_in_4bit: QLoRA (NF4 base weights) is not available in this version");
 }
 
 uint64_t examples_hash(const std::vector<TokenizedExample>& ex) {
@@ -176,6 +174,8 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
   mopts.gradient_checkpointing = checkpointing_on(cfg);
   mopts.offload_checkpoints = checkpointing_offload(cfg);
   mopts.dtype = compute_dtype(cfg.model.dtype, ops);
+  mopts.load_in_4bit = cfg.model.load_in_4bit;
+  mopts.double_quant = cfg.model.bnb_4bit_use_double_quant;
   LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts);
   model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops.device()));
   if (main)
@@ -186,6 +186,13 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                  dtype_name(mopts.dtype).data(), static_cast<long long>(cfg.lora.r), cfg.lora.alpha,
                  fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str(),
                  static_cast<long long>(model.lora().num_params()));
+  if (main) {
+    const bool nf4 = !model.base().layers.empty() && model.base().layers[0].quantized();
+    std::fprintf(stderr, "base weights: %.1f MiB on %s%s\n",
+                 static_cast<double>(base_weight_bytes(model.base())) / (1024.0 * 1024.0),
+                 ops.device().str().c_str(),
+                 nf4 ? " (projections in NF4, dequantized one matrix at a time)" : "");
+  }
   GradientSync* sync = make_sync ? make_sync(model) : nullptr;
   if (before_writing) before_writing();
 

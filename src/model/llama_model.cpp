@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "io/bnb4bit.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/rope.h"
@@ -47,6 +48,20 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, Ops& ops, ModelOptions 
   FTUNE_CHECK(opts_.dtype == DType::F32 || opts_.dtype == DType::BF16 || opts_.dtype == DType::F16,
               "LlamaModel: dtype {} is not one of F32, BF16, F16", dtype_name(opts_.dtype));
   fuse_base_weights(base_, ops_, opts_.dtype);
+  const bool nf4 = !base_.layers.empty() && base_.layers[0].quantized();
+  for (const auto& L : base_.layers)
+    FTUNE_CHECK(L.quantized() == nf4, "LlamaModel: some layers are NF4 and some are not");
+  if (nf4) {
+    // One workspace for the largest projection group (q/k/v or gate/up stacked, o, down); each
+    // GEMM's weight is dequantized into it just before the GEMM, so the dense model never exists.
+    int64_t most = 0;
+    for (int g = 0; g < kNumGroups; ++g) {
+      int64_t rows = 0;
+      for (const auto& m : group_members(0, g)) rows += m.out;
+      most = std::max(most, rows * spec_.proj_shape(group_members(0, g)[0].proj)[1]);
+    }
+    nf4_workspace_ = Tensor::empty({most}, opts_.dtype, ops_.device());
+  }
   // prepare() validates every batch's index values on the host, so backends need not copy them
   // back to check (a synchronisation per op on the GPU).
   ops_.set_check_index_values(false);
@@ -58,7 +73,11 @@ LlamaModel LlamaModel::from_hf_folder(const std::string& dir, Ops& ops, ModelOpt
   HFModelConfig cfg = load_hf_config(cfg_path);
   ModelSpec spec = model_spec_from_hf(cfg, cfg_path);
   CheckpointReader ckpt = CheckpointReader::open_folder(dir);
-  BaseWeights w = load_base_weights(spec, ckpt, dir, ops.device(), opts.dtype);
+  bnb4bit_config(cfg, cfg_path);  // refuses quantizations other than bitsandbytes nf4
+  WeightLoadOptions wo;
+  wo.load_in_4bit = opts.load_in_4bit;
+  wo.double_quant = opts.double_quant;
+  BaseWeights w = load_base_weights(spec, ckpt, dir, ops.device(), opts.dtype, wo);
   return LlamaModel(std::move(spec), std::move(w), ops, opts);
 }
 
@@ -164,6 +183,29 @@ std::vector<LoraGroupMember> LlamaModel::group_members(int l, int group) const {
   }
 }
 
+Tensor LlamaModel::group_weight(int l, int group) {
+  const LayerWeights& W = base_.layers[static_cast<size_t>(l)];
+  if (!W.quantized()) {
+    switch (group) {
+      case kQkv: return W.qkv;
+      case kGateUp: return W.gate_up;
+      case kO: return W.weight[static_cast<size_t>(Proj::O)];
+      default: return W.weight[static_cast<size_t>(Proj::Down)];
+    }
+  }
+  // Stacked groups: each projection (quantized on its own, as bnb does) fills its rows.
+  const auto members = group_members(l, group);
+  const int64_t in = W.nf4[static_cast<size_t>(members[0].proj)].shape[1];
+  int64_t rows = 0;
+  for (const auto& m : members) rows += m.out;
+  Tensor w = nf4_workspace_.slice_flat(0, {rows, in});
+  for (const auto& m : members) {
+    Tensor dst = w.slice_rows(m.col, m.col + m.out);
+    ops_.dequantize_nf4(W.nf4[static_cast<size_t>(m.proj)], dst);
+  }
+  return w;
+}
+
 void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, LayerCache& c,
                                Tensor& out, bool keep, bool recompute) {
   const LayerWeights& W = base_.layers[static_cast<size_t>(l)];
@@ -186,7 +228,7 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
   ops_.rms_norm_forward(x, W.attn_norm, eps, c.n1, c.rstd1);
   {
     Tensor qkv = Tensor::empty({N, (nh + 2 * nkv) * hd}, dt, dev);
-    lin(kQkv, W.qkv, W.qkv_bias, c.n1, qkv);
+    lin(kQkv, group_weight(l, kQkv), W.qkv_bias, c.n1, qkv);
     c.q = Tensor::empty({N, nh, hd}, dt, dev);
     c.k = Tensor::empty({N, nkv, hd}, dt, dev);
     c.v = Tensor::empty({N, nkv, hd}, dt, dev);
@@ -198,8 +240,8 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
   ops_.attention_forward(c.q, c.k, c.v, in.doc_start, scale, c.attn, c.lse);
   {
     Tensor o = Tensor::empty({N, H}, dt, dev);
-    lin(kO, W.weight[static_cast<size_t>(Proj::O)], W.bias[static_cast<size_t>(Proj::O)],
-        c.attn.view({N, nh * hd}), o);
+    lin(kO, group_weight(l, kO), W.bias[static_cast<size_t>(Proj::O)], c.attn.view({N, nh * hd}),
+        o);
     // h = x + o_proj(attn); n2 = post_attention_layernorm(h), in one pass.
     c.h = Tensor::empty({N, H}, dt, dev);
     c.n2 = Tensor::empty({N, H}, dt, dev);
@@ -207,7 +249,7 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
     ops_.add_rms_norm_forward(x, o, W.mlp_norm, eps, c.h, c.n2, c.rstd2);
   }
   c.gu = Tensor::empty({N, 2 * F}, dt, dev);
-  lin(kGateUp, W.gate_up, none, c.n2, c.gu);
+  lin(kGateUp, group_weight(l, kGateUp), none, c.n2, c.gu);
   c.m = Tensor::empty({N, F}, dt, dev);
   ops_.swiglu_fused_forward(c.gu, c.m);
   if (recompute) {
@@ -216,8 +258,7 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
     return;
   }
   out = Tensor::empty({N, H}, dt, dev);
-  lin(kDown, W.weight[static_cast<size_t>(Proj::Down)], W.bias[static_cast<size_t>(Proj::Down)],
-      c.m, out);
+  lin(kDown, group_weight(l, kDown), W.bias[static_cast<size_t>(Proj::Down)], c.m, out);
   ops_.axpy(1.0f, c.h, out);  // out = h + down(m)
   if (!keep) c.release_all_but_input();
 }
@@ -238,18 +279,18 @@ void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Ten
 
   // out = h + down(m): dx is d/d(out) on entry.
   Tensor dm = Tensor::empty({N, F}, dt, dev);
-  lin_bwd(kDown, W.weight[static_cast<size_t>(Proj::Down)], dx, c.m, dm);
+  lin_bwd(kDown, group_weight(l, kDown), dx, c.m, dm);
   Tensor dgu = Tensor::empty({N, 2 * F}, dt, dev);
   ops_.swiglu_fused_backward(dm, c.gu, dgu);
   dm = Tensor();
   Tensor dn2 = Tensor::empty({N, H}, dt, dev);
-  lin_bwd(kGateUp, W.gate_up, dgu, c.n2, dn2);
+  lin_bwd(kGateUp, group_weight(l, kGateUp), dgu, c.n2, dn2);
   dgu = Tensor();
   ops_.rms_norm_backward(dn2, c.h, W.mlp_norm, c.rstd2, dx, nullptr, true);  // dx: d/dh
   // h = x + o_proj(attn)
   Tensor dattn = Tensor::empty({N, nh, hd}, dt, dev);
   Tensor dattn2 = dattn.view({N, nh * hd});
-  lin_bwd(kO, W.weight[static_cast<size_t>(Proj::O)], dx, c.attn.view({N, nh * hd}), dattn2);
+  lin_bwd(kO, group_weight(l, kO), dx, c.attn.view({N, nh * hd}), dattn2);
   Tensor dq = Tensor::empty({N, nh, hd}, dt, dev);
   Tensor dk = Tensor::empty({N, nkv, hd}, dt, dev);
   Tensor dv = Tensor::empty({N, nkv, hd}, dt, dev);
@@ -260,7 +301,7 @@ void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Ten
   ops_.qkv_rope_merge_backward(dq, dk, dv, in.positions, rope_cos_, rope_sin_, dqkv);
   dq = dk = dv = Tensor();
   Tensor dn1 = Tensor::empty({N, H}, dt, dev);
-  lin_bwd(kQkv, W.qkv, dqkv, c.n1, dn1);
+  lin_bwd(kQkv, group_weight(l, kQkv), dqkv, c.n1, dn1);
   ops_.rms_norm_backward(dn1, c.x, W.attn_norm, c.rstd1, dx, nullptr, true);  // d/d(input)
 }
 

@@ -32,6 +32,11 @@ struct ModelOptions {
   // With checkpointing: the saved layer inputs wait in host memory (Ops::make_activation_stash)
   // instead of on the device, copied out and back while the GPU computes.
   bool offload_checkpoints = false;
+  // QLoRA (from_hf_folder): quantize an unquantized checkpoint's projections to NF4 on load
+  // (bitsandbytes layout; double_quant = bnb_4bit_use_double_quant). A bitsandbytes 4-bit
+  // checkpoint loads as NF4 whatever these say.
+  bool load_in_4bit = false;
+  bool double_quant = true;
 };
 
 class LlamaModel {
@@ -77,6 +82,9 @@ class LlamaModel {
                      bool keep, bool recompute = false);
   void layer_backward(int l, const BatchInputs& in, LayerCache& c, Tensor& dx);
   std::vector<LoraGroupMember> group_members(int l, int group) const;
+  // The base weight of a projection group as one [rows, in] matrix: the dense (fused) tensor, or
+  // the NF4 weights dequantized into nf4_workspace_ (valid until the next call).
+  Tensor group_weight(int l, int group);
   // Adds the batch's loss sum to loss_sum (F64 [1] on the device); returns the trained count.
   int64_t run(const Batch& batch, float grad_scale, bool backward, Tensor* logits,
               Tensor& loss_sum);
@@ -89,6 +97,7 @@ class LlamaModel {
   Ops& ops_;
   ModelOptions opts_;
   std::unique_ptr<LoraWeights> lora_;
+  Tensor nf4_workspace_;  // NF4 models: the largest group's weight in opts_.dtype, reused
   std::vector<float> inv_freq_;
   Tensor rope_cos_, rope_sin_;
   int64_t rope_positions_ = 0;

@@ -38,7 +38,13 @@ std::vector<std::string> unused_tensors(const ModelSpec& spec, const CheckpointR
     used.insert(tensor_names::attn_norm(l));
     used.insert(tensor_names::mlp_norm(l));
     for (Proj p : kAllProj) {
-      used.insert(tensor_names::proj_weight(l, p));
+      const std::string w = tensor_names::proj_weight(l, p);
+      used.insert(w);
+      // The quant state of a bitsandbytes 4-bit weight (io/bnb4bit.h).
+      if (ckpt.contains(w + ".quant_state.bitsandbytes__nf4"))
+        for (const char* aux : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map",
+                                ".quant_state.bitsandbytes__nf4"})
+          used.insert(w + aux);
       if (spec.proj_bias[static_cast<size_t>(p)]) used.insert(tensor_names::proj_bias(l, p));
     }
   }

@@ -5,14 +5,17 @@
 #include "core/error.h"
 #include "backend/ops.h"
 #include "core/finite_check.h"
+#include "io/bnb4bit.h"
 #include "io/safetensors.h"
 
 namespace ftune {
 
 namespace {
 
-Tensor load_one(const CheckpointReader& ckpt, const std::string& origin, const std::string& name,
-                const Shape& expected, Device device, DType dt) {
+// The checkpoint's tensor `name` (borrowed from the mapping) after checking shape, dtype and
+// values.
+Tensor checked_tensor(const CheckpointReader& ckpt, const std::string& origin,
+                      const std::string& name, const Shape& expected) {
   FTUNE_CHECK(ckpt.contains(name), "{}: tensor '{}' is missing (expected shape {})", origin, name,
               shape_str(expected));
   Tensor t = ckpt.tensor(name);
@@ -22,6 +25,12 @@ Tensor load_one(const CheckpointReader& ckpt, const std::string& origin, const s
               "{}: tensor '{}' in {} has dtype {}; expected F32, BF16 or F16", origin, name,
               ckpt.file_of(name), dtype_name(t.dtype()));
   check_finite(t, fmt::format("{}: tensor '{}' in {}", origin, name, ckpt.file_of(name)));
+  return t;
+}
+
+Tensor load_one(const CheckpointReader& ckpt, const std::string& origin, const std::string& name,
+                const Shape& expected, Device device, DType dt) {
+  const Tensor t = checked_tensor(ckpt, origin, name, expected);
   // One tensor at a time: converted on the host (a copy: the mmap may go away), then uploaded.
   Tensor f = t.to_dtype(dt);
   return device.is_cpu() ? f : f.to(device);
@@ -47,9 +56,16 @@ Tensor load_stacked(const CheckpointReader& ckpt, const std::string& origin,
 
 }  // namespace
 
+bool checkpoint_is_bnb4bit(const ModelSpec& spec, const CheckpointReader& ckpt) {
+  return spec.num_layers > 0 && is_bnb4bit_weight(ckpt, tensor_names::proj_weight(0, Proj::Q));
+}
+
 BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckpt,
-                              const std::string& origin, Device device, DType dt) {
+                              const std::string& origin, Device device, DType dt,
+                              const WeightLoadOptions& opts) {
   const int64_t H = spec.hidden_size, V = spec.vocab_size;
+  const bool prequantized = checkpoint_is_bnb4bit(spec, ckpt);
+  const bool nf4 = prequantized || opts.load_in_4bit;
   BaseWeights w;
   w.embed = load_one(ckpt, origin, tensor_names::embed(), {V, H}, device, dt);
   w.final_norm = load_one(ckpt, origin, tensor_names::final_norm(), {H}, device, dt);
@@ -67,18 +83,38 @@ BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckp
     auto& L = w.layers[static_cast<size_t>(l)];
     L.attn_norm = load_one(ckpt, origin, tensor_names::attn_norm(l), {H}, device, dt);
     L.mlp_norm = load_one(ckpt, origin, tensor_names::mlp_norm(l), {H}, device, dt);
-    std::vector<Tensor> views;
-    L.qkv = load_stacked(ckpt, origin, {part(l, Proj::Q), part(l, Proj::K), part(l, Proj::V)},
-                         device, dt, views);
-    for (size_t i = 0; i < 3; ++i) L.weight[i] = views[i];
-    L.gate_up = load_stacked(ckpt, origin, {part(l, Proj::Gate), part(l, Proj::Up)}, device, dt,
-                             views);
-    L.weight[static_cast<size_t>(Proj::Gate)] = views[0];
-    L.weight[static_cast<size_t>(Proj::Up)] = views[1];
-    for (Proj p : {Proj::O, Proj::Down}) {
-      const auto s = spec.proj_shape(p);
-      L.weight[static_cast<size_t>(p)] =
-          load_one(ckpt, origin, tensor_names::proj_weight(l, p), {s[0], s[1]}, device, dt);
+    if (nf4) {
+      // Each projection on its own, as bitsandbytes quantizes each nn.Linear: read packed, or
+      // quantized here from the compute-dtype values; only the packed form reaches the device.
+      for (Proj p : kAllProj) {
+        const auto [name, shape] = part(l, p);
+        Nf4Weight q;
+        if (prequantized) {
+          FTUNE_CHECK(is_bnb4bit_weight(ckpt, name),
+                      "{}: tensor '{}' is not bitsandbytes 4-bit although '{}' is; ftune needs "
+                      "all seven projections of every layer quantized alike",
+                      origin, name, tensor_names::proj_weight(0, Proj::Q));
+          q = read_bnb4bit_weight(ckpt, name, shape, origin);
+        } else {
+          q = quantize_nf4(checked_tensor(ckpt, origin, name, shape).to_dtype(dt),
+                           opts.double_quant);
+        }
+        L.nf4[static_cast<size_t>(p)] = device.is_cpu() ? q : q.to(device);
+      }
+    } else {
+      std::vector<Tensor> views;
+      L.qkv = load_stacked(ckpt, origin, {part(l, Proj::Q), part(l, Proj::K), part(l, Proj::V)},
+                           device, dt, views);
+      for (size_t i = 0; i < 3; ++i) L.weight[i] = views[i];
+      L.gate_up = load_stacked(ckpt, origin, {part(l, Proj::Gate), part(l, Proj::Up)}, device, dt,
+                               views);
+      L.weight[static_cast<size_t>(Proj::Gate)] = views[0];
+      L.weight[static_cast<size_t>(Proj::Up)] = views[1];
+      for (Proj p : {Proj::O, Proj::Down}) {
+        const auto s = spec.proj_shape(p);
+        L.weight[static_cast<size_t>(p)] =
+            load_one(ckpt, origin, tensor_names::proj_weight(l, p), {s[0], s[1]}, device, dt);
+      }
     }
     for (Proj p : kAllProj) {
       const auto s = spec.proj_shape(p);
@@ -88,6 +124,44 @@ BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckp
     }
   }
   return w;
+}
+
+int64_t LayerWeights::proj_rows(Proj p) const {
+  const size_t i = static_cast<size_t>(p);
+  return quantized() ? nf4[i].shape[0] : weight[i].dim(0);
+}
+
+void quantize_base_weights(BaseWeights& w, bool double_quant) {
+  for (auto& L : w.layers) {
+    FTUNE_CHECK(!L.quantized(), "quantize_base_weights: already NF4");
+    for (Proj p : kAllProj) {
+      const size_t i = static_cast<size_t>(p);
+      FTUNE_CHECK(L.weight[i].device().is_cpu(), "quantize_base_weights: CPU weights only");
+      L.nf4[i] = quantize_nf4(L.weight[i].is_contiguous() ? L.weight[i] : L.weight[i].clone(),
+                              double_quant);
+      L.weight[i] = Tensor();
+    }
+    L.qkv = L.gate_up = Tensor();
+  }
+}
+
+int64_t base_weight_bytes(const BaseWeights& w) {
+  int64_t b = static_cast<int64_t>(w.embed.nbytes() + w.final_norm.nbytes());
+  if (w.lm_head.defined() && !w.lm_head.same_data(w.embed)) b += static_cast<int64_t>(w.lm_head.nbytes());
+  for (const auto& L : w.layers) {
+    b += static_cast<int64_t>(L.attn_norm.nbytes() + L.mlp_norm.nbytes());
+    if (L.quantized()) {
+      for (const auto& q : L.nf4) b += q.nbytes();
+    } else if (L.qkv.defined()) {
+      b += static_cast<int64_t>(L.qkv.nbytes() + L.gate_up.nbytes() + L.weight[3].nbytes() +
+                                L.weight[6].nbytes());
+    } else {
+      for (const auto& t : L.weight) b += static_cast<int64_t>(t.nbytes());
+    }
+    for (const auto& t : L.bias)
+      if (t.defined()) b += static_cast<int64_t>(t.nbytes());
+  }
+  return b;
 }
 
 BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std) {
@@ -169,21 +243,28 @@ void fuse_base_weights(BaseWeights& w, Ops& ops, DType dt) {
     L.attn_norm = converted(ops, L.attn_norm, dt);
     L.mlp_norm = converted(ops, L.mlp_norm, dt);
     auto at = [&](Proj p) { return &L.weight[static_cast<size_t>(p)]; };
-    if (!L.qkv.defined() || L.qkv.dtype() != dt)
-      L.qkv = stack_rows(ops, {at(Proj::Q), at(Proj::K), at(Proj::V)}, dt);
-    if (!L.gate_up.defined() || L.gate_up.dtype() != dt)
-      L.gate_up = stack_rows(ops, {at(Proj::Gate), at(Proj::Up)}, dt);
-    L.weight[static_cast<size_t>(Proj::O)] = converted(ops, L.weight[static_cast<size_t>(Proj::O)], dt);
-    L.weight[static_cast<size_t>(Proj::Down)] =
-        converted(ops, L.weight[static_cast<size_t>(Proj::Down)], dt);
+    if (L.quantized()) {
+      for (const auto& q : L.nf4)
+        FTUNE_CHECK(q.defined(), "fuse_base_weights: a layer with some projections in NF4 and "
+                                 "some not");
+    } else {
+      if (!L.qkv.defined() || L.qkv.dtype() != dt)
+        L.qkv = stack_rows(ops, {at(Proj::Q), at(Proj::K), at(Proj::V)}, dt);
+      if (!L.gate_up.defined() || L.gate_up.dtype() != dt)
+        L.gate_up = stack_rows(ops, {at(Proj::Gate), at(Proj::Up)}, dt);
+      L.weight[static_cast<size_t>(Proj::O)] =
+          converted(ops, L.weight[static_cast<size_t>(Proj::O)], dt);
+      L.weight[static_cast<size_t>(Proj::Down)] =
+          converted(ops, L.weight[static_cast<size_t>(Proj::Down)], dt);
+    }
     const bool any_bias = L.bias[0].defined() || L.bias[1].defined() || L.bias[2].defined();
     if (any_bias && (!L.qkv_bias.defined() || L.qkv_bias.dtype() != dt)) {
-      const int64_t total = L.qkv.dim(0);
-      Tensor b = Tensor::zeros({total}, dt, L.qkv.device());
+      const int64_t total = L.proj_rows(Proj::Q) + L.proj_rows(Proj::K) + L.proj_rows(Proj::V);
+      Tensor b = Tensor::zeros({total}, dt, L.attn_norm.device());
       int64_t off = 0;
       for (Proj p : {Proj::Q, Proj::K, Proj::V}) {
         const size_t i = static_cast<size_t>(p);
-        const int64_t out = L.weight[i].dim(0);
+        const int64_t out = L.proj_rows(p);
         Tensor dst = b.slice_flat(off, {out});
         if (L.bias[i].defined()) {
           if (L.bias[i].dtype() == dt)
@@ -213,7 +294,10 @@ BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device 
     o.layers[l].attn_norm = w.layers[l].attn_norm.to(device);
     o.layers[l].mlp_norm = w.layers[l].mlp_norm.to(device);
     for (size_t i = 0; i < kNumProj; ++i) {
-      o.layers[l].weight[i] = w.layers[l].weight[i].to(device);
+      if (w.layers[l].quantized())
+        o.layers[l].nf4[i] = w.layers[l].nf4[i].to(device);
+      else
+        o.layers[l].weight[i] = w.layers[l].weight[i].to(device);
       if (w.layers[l].bias[i].defined()) o.layers[l].bias[i] = w.layers[l].bias[i].to(device);
     }
   }
@@ -230,7 +314,13 @@ std::vector<std::pair<std::string, Tensor>> named_base_weights(const ModelSpec& 
     out.emplace_back(tensor_names::mlp_norm(l), L.mlp_norm);
     for (Proj p : kAllProj) {
       const size_t i = static_cast<size_t>(p);
-      out.emplace_back(tensor_names::proj_weight(l, p), L.weight[i]);
+      if (L.quantized()) {
+        for (auto& t : bnb4bit_tensors(tensor_names::proj_weight(l, p), L.nf4[i].to(Device::cpu()),
+                                       "float32"))
+          out.push_back(std::move(t));
+      } else {
+        out.emplace_back(tensor_names::proj_weight(l, p), L.weight[i]);
+      }
       if (L.bias[i].defined()) out.emplace_back(tensor_names::proj_bias(l, p), L.bias[i]);
     }
   }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/nf4.h"
 #include "core/tensor.h"
 #include "model/model_spec.h"
 
@@ -20,6 +21,13 @@ struct LayerWeights {
   // of one [2F, H] matrix; weight[Q..V] and weight[Gate], weight[Up] are row views of them.
   Tensor qkv, gate_up;
   Tensor qkv_bias;  // [(nh+2nkv)*hd] when any of q/k/v has a bias (zeros where one has none)
+  // QLoRA: the seven projection weights in NF4, one per nn.Linear as bitsandbytes quantizes
+  // them (so a *-bnb-4bit checkpoint loads unchanged); weight, qkv and gate_up are then
+  // undefined, and the model dequantizes one matrix at a time into a workspace before its GEMM.
+  std::array<Nf4Weight, kNumProj> nf4;
+  bool quantized() const { return nf4[0].defined(); }
+  // Rows (out features) of projection p, dense or NF4.
+  int64_t proj_rows(Proj p) const;
 };
 
 struct BaseWeights {
@@ -29,11 +37,33 @@ struct BaseWeights {
   std::vector<LayerWeights> layers;
 };
 
+// How projection weights are held. A checkpoint whose projections are bitsandbytes 4-bit
+// (io/bnb4bit.h) always loads as NF4, unchanged; an unquantized one is quantized on load when
+// load_in_4bit is set (each weight converted to the compute dtype first, as transformers loads
+// it before bitsandbytes quantizes it).
+struct WeightLoadOptions {
+  bool load_in_4bit = false;
+  bool double_quant = true;  // bnb_4bit_use_double_quant for quantize-on-load
+};
+
 // Loads every tensor the spec needs, converted to `dt` on `device` one tensor at a time (no
-// full-precision copy of the model on the host; q/k/v and gate/up land stacked, see LayerWeights). Errors name the folder/file,
-// the tensor and the expected and found shapes; extra tensors in the file are ignored.
+// full-precision copy of the model on the host; q/k/v and gate/up land stacked, see
+// LayerWeights; NF4 weights are quantized on the host one tensor at a time and only their
+// packed form goes to the device). Errors name the folder/file, the tensor and the expected and
+// found shapes; extra tensors in the file are ignored.
 BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckpt,
-                              const std::string& origin, Device device, DType dt = DType::F32);
+                              const std::string& origin, Device device, DType dt = DType::F32,
+                              const WeightLoadOptions& opts = {});
+
+// Whether the checkpoint's projection weights are bitsandbytes 4-bit.
+bool checkpoint_is_bnb4bit(const ModelSpec& spec, const CheckpointReader& ckpt);
+
+// Replaces the dense projection weights of every layer (CPU, unfused) by their NF4
+// quantization (tests, and models built in memory).
+void quantize_base_weights(BaseWeights& w, bool double_quant);
+
+// Bytes of the frozen base weights (dense tensors, tied ones once, and NF4 weights).
+int64_t base_weight_bytes(const BaseWeights& w);
 
 // Normal(0, std) weights, norms = 1 (seeded; for the built-in model and tests).
 BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std = 0.02f);
@@ -46,7 +76,8 @@ void fuse_base_weights(BaseWeights& w, Ops& ops, DType dt);
 // A copy of `w` on `device` (tied embeddings stay tied).
 BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device);
 
-// (name, tensor) pairs in HF naming, e.g. for writing a model folder.
+// (name, tensor) pairs in HF naming, e.g. for writing a model folder; NF4 projections as the
+// tensors transformers + bitsandbytes save (io/bnb4bit.h).
 std::vector<std::pair<std::string, Tensor>> named_base_weights(const ModelSpec& spec,
                                                                const BaseWeights& w);
 

@@ -28,6 +28,7 @@ struct ModelConfig {
   std::string tokenizer;      // resolved: empty -> model.path
   std::string chat_template;  // auto|llama-3|llama-2|mistral|chatml|alpaca
   bool load_in_4bit = false;
+  bool bnb_4bit_use_double_quant = true;
   int64_t seed = 0;           // weights of the built-in tiny random model
 
   bool operator==(const ModelConfig&) const = default;

@@ -35,8 +35,11 @@ constexpr std::array kSchema = {
               "chat template for conversations; auto = the tokenizer_config.json template",
               FTUNE_FIELD(model, chat_template)},
     ConfigKey{"model.load_in_4bit", T::Bool, "false", 0, 0, false, "",
-              "QLoRA: hold the frozen base weights in NF4 (bitsandbytes layout)",
+              "QLoRA: hold the seven projections of every layer in NF4 (bitsandbytes layout, blocks of 64), quantized on load; embeddings, norms and lm_head stay in model.dtype. A bitsandbytes 4-bit (nf4) checkpoint loads as NF4 either way",
               FTUNE_FIELD(model, load_in_4bit)},
+    ConfigKey{"model.bnb_4bit_use_double_quant", T::Bool, "true", 0, 0, false, "",
+              "with load_in_4bit: also quantize the block scales (8-bit, blocks of 256), as bitsandbytes' double quantization",
+              FTUNE_FIELD(model, bnb_4bit_use_double_quant)},
     ConfigKey{"model.seed", T::Int, "0", 0, kInf, false, "",
               "seed of the built-in tiny random model's weights (used when model.path is empty)",
               FTUNE_FIELD(model, seed)},
@@ -251,7 +254,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 69, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 70, "update the schema count when adding a config key");
 
 }  // namespace
 

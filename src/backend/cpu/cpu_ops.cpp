@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/op_checks.h"
 #include "backend/ops.h"
 
 namespace ftune {
@@ -25,6 +26,10 @@ class CpuOps final : public Ops {
   void scale(Tensor& x, float alpha) override { cpu::scale(x, alpha); }
   double sum_squares(const Tensor& x) override { return cpu::sum_squares(x); }
   void cast(const Tensor& src, Tensor& dst) override { cpu::cast(src, dst); }
+  void dequantize_nf4(const Nf4Weight& w, Tensor& out) override {
+    check_dequantize_nf4(w, out, Device::cpu());
+    dequantize_nf4_cpu(w, out);
+  }
 
   void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {
     cpu::embedding_forward(table, ids, out);

@@ -97,6 +97,9 @@ void scale(const CudaContext& ctx, Tensor& x, float alpha);
 double sum_squares(const CudaContext& ctx, const Tensor& x);
 void cast(const CudaContext& ctx, const Tensor& src, Tensor& dst);
 
+// ---- cuda_nf4.cu ----
+void dequantize_nf4(const CudaContext& ctx, const Nf4Weight& w, Tensor& out);
+
 // ---- cuda_embedding.cu ----
 void embedding_forward(const CudaContext& ctx, const Tensor& table, const Tensor& ids, Tensor& out);
 void embedding_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& ids,

@@ -92,6 +92,10 @@ class CudaOps final : public Ops {
     cuda::DeviceGuard g(ctx_.device);
     cuda::cast(ctx_, src, dst);
   }
+  void dequantize_nf4(const Nf4Weight& w, Tensor& out) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::dequantize_nf4(ctx_, w, out);
+  }
 
   void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {
     cuda::DeviceGuard g(ctx_.device);
