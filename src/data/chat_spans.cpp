@@ -33,7 +33,7 @@ bool starts_with(std::string_view s, std::string_view prefix) {
 
 // Private-use code points: not whitespace (survive |trim), not in any template's vocabulary.
 constexpr std::string_view kMarkA = "\xEE\x80\x80";  // U+E000
-constexpr std::string_view kMarkB = "\xEE\x80\x81";  // U+E001
+constexpr std::string_view kMarkB = "\xEF\x80\x80";  // U+F000 (first byte differs from kMarkA)
 
 class SpanFinder {
  public:
