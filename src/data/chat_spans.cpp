@@ -50,11 +50,14 @@ class SpanFinder {
     if (q) {
       const size_t end = rstrip_size(*q);
       if (full_.compare(0, end, *q, 0, end) == 0 && p) {
-        const size_t begin = std::min(common_prefix(*p, *q), end);
+        size_t begin = std::min(common_prefix(*p, *q), end);
+        // The span never starts inside the content, even when the content begins with what
+        // the generation prompt continues with (DeepSeek-R1's prompt opens "<think>\n").
+        if (const auto c = content_begin(i + 1, i, *q)) begin = std::min(begin, *c);
         if (begin >= done) return Span{begin, end};
       }
     }
-    return by_perturbation(i, q, p);
+    return by_perturbation(i, q, p, done);
   }
 
  private:
@@ -99,11 +102,17 @@ class SpanFinder {
   // The turn renders differently once later messages follow: find the content in the full
   // rendering and extend it by the last-message form's lead-in and closing where they match.
   std::optional<Span> by_perturbation(size_t i, const std::optional<std::string>& q,
-                                      const std::optional<std::string>& p) const {
+                                      const std::optional<std::string>& p, size_t done) const {
     const size_t n = conv_.size();
     const auto end_in_full = content_end(n, i, full_);
-    const auto begin_in_full = content_begin(n, i, full_);
-    if (!end_in_full || !begin_in_full || *begin_in_full > *end_in_full) return std::nullopt;
+    if (!end_in_full) return std::nullopt;
+    std::optional<size_t> begin_in_full = content_begin(n, i, full_);
+    if (!begin_in_full && p) {
+      // The start of the content is not rendered (Qwen3 drops an earlier turn's <think> part,
+      // where a mark at the start lands): the turn starts where the generation prompt ends.
+      begin_in_full = common_prefix(*p, full_);
+    }
+    if (!begin_in_full || *begin_in_full > *end_in_full || *begin_in_full < done) return std::nullopt;
     Span span{*begin_in_full, *end_in_full};
     if (!q) return span;
     const auto end_in_q = content_end(i + 1, i, *q);
@@ -116,7 +125,8 @@ class SpanFinder {
     if (begin_in_q && p) {
       const size_t lead_begin = std::min(common_prefix(*p, *q), *begin_in_q);
       const std::string lead = q->substr(lead_begin, *begin_in_q - lead_begin);
-      if (span.begin >= lead.size() && full_.compare(span.begin - lead.size(), lead.size(), lead) == 0) {
+      if (span.begin >= done + lead.size() &&
+          full_.compare(span.begin - lead.size(), lead.size(), lead) == 0) {
         span.begin -= lead.size();
       }
     }

@@ -224,7 +224,6 @@ SNIPPETS = [
     ("{{ messages[0].content|wordcount }} {{ 'a-b'|replace('-', '_') }} {{ 'Hello'|lower|capitalize }} {{ 'x'|e }} {{ '<&>'|escape }}", {}),
     ("{% for a in [[1, 2], [3, 4]] %}{% for b in a %}{{ loop.index }}{{ b }}{% endfor %}{{ loop.index }}|{% endfor %}", {}),
     ("{% for m in messages %}{{ loop.previtem.role if loop.previtem is defined else '-' }}>{{ loop.nextitem.role if not loop.last else '.' }} {% endfor %}{{ loop }}", {}),
-    ("{{ {'a': 1}.items() }}", {}),
     ("{{ messages|dictsort }}", {}),
     ("{{ {'b': 2, 'a': 1}|dictsort }}", {}),
 ]
