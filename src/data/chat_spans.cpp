@@ -50,10 +50,15 @@ class SpanFinder {
     if (q) {
       const size_t end = rstrip_size(*q);
       if (full_.compare(0, end, *q, 0, end) == 0 && p) {
-        size_t begin = std::min(common_prefix(*p, *q), end);
-        // The span never starts inside the content, even when the content begins with what
-        // the generation prompt continues with (DeepSeek-R1's prompt opens "<think>\n").
-        if (const auto c = content_begin(i + 1, i, *q)) begin = std::min(begin, *c);
+        // After the generation prompt when that prompt is a prefix of the turn, but never
+        // inside the content (DeepSeek-R1's prompt opens "<think>\n", which a reply can
+        // start with too). When it is not a prefix (R1's turn has no <think>; a conversation
+        // that starts with the assistant renders no BOS before the prompt), at the content.
+        const size_t lcp = common_prefix(*p, *q);
+        const auto c = content_begin(i + 1, i, *q);
+        size_t begin = lcp;
+        if (c) begin = lcp == p->size() ? std::min(lcp, *c) : *c;
+        begin = std::min(begin, end);
         if (begin >= done) return Span{begin, end};
       }
     }

@@ -5,7 +5,8 @@ official chat_template strings, the way transformers' apply_chat_template does
 bos_token/eos_token from tokenizer_config.json, add_generation_prompt=False).
 
 For every (template, conversation) pair the rendered text must be byte-identical, or both must
-raise. The template is handed to ftune as its Jinja source, so this also exercises detection.
+raise. The template is handed to ftune as its Jinja source (rendered by ftune's interpreter); a
+few cases use the preset names instead.
 Also checks the trainable segments: exactly one per assistant turn, equal to the reply as the
 template writes it plus the end-of-turn token.
 
@@ -321,8 +322,8 @@ def main():
         elif "error" in g:
             problems.append("ftune raised %r, jinja rendered %r" % (g["error"], want))
         else:
-            if g["name"] != name:
-                problems.append("detected %s, want %s" % (g["name"], name))
+            if label.endswith("(by name)") and g["name"] != name:
+                problems.append("resolved %s, want %s" % (g["name"], name))
             if g["text"] != want:
                 problems.append("text differs:\n  jinja %r\n  ftune %r" % (want, g["text"]))
             if "".join(s for s, _ in g["segments"]) != g["text"]:
