@@ -53,11 +53,12 @@ class SpanFinder {
         // After the generation prompt when that prompt is a prefix of the turn, but never
         // inside the content (DeepSeek-R1's prompt opens "<think>\n", which a reply can
         // start with too). When it is not a prefix (R1's turn has no <think>; a conversation
-        // that starts with the assistant renders no BOS before the prompt), at the content.
+        // that starts with the assistant renders no BOS before the prompt), or when the
+        // template has no generation prompt at all, at the content.
         const size_t lcp = common_prefix(*p, *q);
         const auto c = content_begin(i + 1, i, *q);
         size_t begin = lcp;
-        if (c) begin = lcp == p->size() ? std::min(lcp, *c) : *c;
+        if (c) begin = lcp == p->size() && prompts_differ(i) ? std::min(lcp, *c) : *c;
         begin = std::min(begin, end);
         if (begin >= done) return Span{begin, end};
       }
@@ -72,6 +73,13 @@ class SpanFinder {
     } catch (const Error&) {
       return std::nullopt;
     }
+  }
+
+  // Whether add_generation_prompt adds anything after messages[:i]; a template without a
+  // generation prompt (Llama-2, Mistral v0.1) has the assistant's span start at its content.
+  bool prompts_differ(size_t i) const {
+    const Conversation before(conv_.begin(), conv_.begin() + static_cast<std::ptrdiff_t>(i));
+    return render(before, true) != render(before, false);
   }
 
   std::optional<std::string> generation_prompt_rendering(size_t i) const {

@@ -208,6 +208,9 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
       source = read_file_bytes(origin);
     }
     t = make_chat_template(origin, std::move(source));
+    for (const auto& p : kPresets) {  // a preset's official source: name it so
+      if (p.source == t.source) t.name = p.name;
+    }
   } else {
     t = chat_template_by_name(spec);
   }
@@ -226,7 +229,7 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
       }
     }
   }
-  if (!is_auto) {  // the preset's special tokens with the config's bos/eos
+  {  // a preset's special tokens, with the config's bos/eos
     for (const auto& p : kPresets) {
       if (p.name == t.name) t.preset_special_tokens = preset_tokens(p, t);
     }

@@ -203,11 +203,16 @@ TEST(ChatTemplate, ResolveAutoReadsTokenizerConfig) {
   EXPECT_EQ(t.bos_token, "<|begin_of_text|>");
   EXPECT_EQ(t.eos_token, "<|eot_id|>");
   EXPECT_EQ(t.variables.value("pad_token", ""), "<|finetune_right_pad_id|>");
-  EXPECT_TRUE(t.special_tokens().empty());  // a model's own template: nothing to check
+  // The official Llama-3 source is recognised as the preset, with its special tokens.
+  EXPECT_EQ(t.name, "llama-3");
+  EXPECT_EQ(t.special_tokens().size(), 4u);
 
   // Any valid template renders, also ones no preset resembles.
   write_config(dir, {{"chat_template", "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"}});
-  EXPECT_EQ(join_segments(render_chat(resolve_chat_template("auto", cfg), {{"user", "hi"}})), "<user>hi");
+  const ChatTemplate own = resolve_chat_template("auto", cfg);
+  EXPECT_EQ(join_segments(render_chat(own, {{"user", "hi"}})), "<user>hi");
+  EXPECT_EQ(own.name, cfg);
+  EXPECT_TRUE(own.special_tokens().empty());  // a model's own template: nothing to check
 
   // By name, bos/eos still come from the config; a null bos renders as "".
   const std::string cfg2 = write_config(dir, {{"bos_token", nullptr}, {"eos_token", "<|im_end|>"}});
@@ -224,9 +229,9 @@ TEST(ChatTemplate, ResolveAutoReadsTokenizerConfig) {
 
   // No chat_template in the config: chat_template.jinja next to it.
   write_config(dir, {{"eos_token", "</s>"}});
-  std::ofstream(dir + "/chat_template.jinja") << fixture("llama-2.jinja");
+  std::ofstream(dir + "/chat_template.jinja") << fixture("phi-4.jinja");
   const ChatTemplate j = resolve_chat_template("auto", cfg);
-  EXPECT_EQ(j.source, fixture("llama-2.jinja"));
+  EXPECT_EQ(j.source, fixture("phi-4.jinja"));
   EXPECT_NE(j.name.find("chat_template.jinja"), std::string::npos);
   std::filesystem::remove(dir + "/chat_template.jinja");
 

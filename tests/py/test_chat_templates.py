@@ -107,7 +107,7 @@ TEMPLATES = [
     ("llama-3", LLAMA3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, "llama-3",
      "<|eot_id|>", lambda c: c.strip()),
     ("llama-2", LLAMA2, {"bos_token": "<s>", "eos_token": "</s>"}, "llama-2", "</s>",
-     lambda c: " " + c.strip() + " "),
+     lambda c: c.strip() + " "),
     ("mistral", MISTRAL, {"bos_token": "<s>", "eos_token": "</s>"}, "mistral", "</s>",
      lambda c: c),
     ("qwen2", QWEN2, {"eos_token": "<|im_end|>"}, "chatml", "<|im_end|>", lambda c: c),
