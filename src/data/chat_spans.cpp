@@ -27,10 +27,6 @@ size_t rstrip_size(std::string_view s) {
   return jinja::py_strip(s, std::nullopt, false, true).size();
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
-}
-
 // Private-use code points: not whitespace (survive |trim), not in any template's vocabulary.
 constexpr std::string_view kMarkA = "\xEE\x80\x80";  // U+E000
 constexpr std::string_view kMarkB = "\xEF\x80\x80";  // U+F000 (first byte differs from kMarkA)
