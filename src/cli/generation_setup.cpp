@@ -94,7 +94,7 @@ ChatTemplate generation_chat_template(const std::string& name, const std::string
 
 std::vector<int32_t> chat_prompt_ids(const Tokenizer& tok, const ChatTemplate& tmpl,
                                      const Conversation& conv) {
-  return tok.encode(join_segments(render_chat(tmpl, conv, /*add_generation_prompt=*/true)),
+  return tok.encode(render_chat_text(tmpl, conv, /*add_generation_prompt=*/true),
                     /*add_special_tokens=*/false);
 }
 

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   e->add_option("--adapter", ev.adapter, "PEFT adapter folder");
   e->add_option("--data", ev.data, "JSON/JSONL dataset")->required();
   e->add_option("--format", ev.format, "Dataset format (auto, alpaca, sharegpt, messages, text, prompt_completion)");
-  e->add_option("--chat-template", ev.chat_template, "Chat template (auto, llama-3, llama-2, mistral, chatml, alpaca)");
+  e->add_option("--chat-template", ev.chat_template, "Chat template: auto (the model's own Jinja template) or a preset (llama-3, llama-2, mistral, chatml, alpaca)");
   e->add_option("--max-seq-length", ev.max_seq_length, "Tokens per row");
   e->add_option("--batch-size", ev.batch_size, "Rows per forward pass");
   e->add_option("--device", ev.device, "auto, cpu or cuda");

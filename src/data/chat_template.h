@@ -1,87 +1,114 @@
-// Chat templates: renders a conversation into text exactly as the model's Jinja chat_template
-// (HF tokenizer_config.json, apply_chat_template(..., add_generation_prompt=False)) would, split
-// into segments flagged trainable (assistant replies and their end-of-turn token) or not, so
+// Chat templates: renders a conversation into text exactly as HF's apply_chat_template does,
+// by running the model's Jinja chat_template through ftune's interpreter (data/jinja/), split
+// into segments flagged trainable (assistant replies and their end-of-turn marker) or not, so
 // response-only masking knows the assistant spans.
 //
-// The templates live in one table (chat_template.cpp, kChatTemplates); each entry is written
-// against the official Jinja source it reproduces (quoted in tests/py/test_chat_templates.py,
-// which renders ~50 conversations with jinja2 and requires byte-identical text).
+// Templates: model.chat_template "auto" takes tokenizer_config.json's chat_template (or the
+// chat_template.jinja beside it) -- any valid template renders. Five presets (llama-3, llama-2,
+// mistral, chatml, alpaca) embed the official template strings (tests/fixtures/chat_templates/).
+// tests/py/test_jinja_parity.py renders many conversations through ~20 official templates
+// with jinja2 and requires byte-identical text.
+//
+// Trainable spans come from the rendering itself, not from per-template rules. For assistant
+// message i:
+//   P = render(messages[:i], add_generation_prompt=True), Q = render(messages[:i+1]).
+//   When Q (minus trailing whitespace) is a prefix of the full rendering F, the span is
+//   F[lcp(P, Q) : len(rstrip(Q))): what the message adds after the generation prompt, up to its
+//   end-of-turn marker; trailing whitespace (the newline between turns) is not trained.
+//   Otherwise the template renders the turn differently once later messages follow (Qwen3
+//   drops <think> blocks of earlier turns; Mistral-Nemo moves the system prompt into the last
+//   user turn; Phi-3.5 appends eos only at the very end). Then the span is located in F by
+//   perturbation: rendering F with the message's content extended by a private-use character
+//   at its end (and at its start) shows where that content sits in F; the span is that content
+//   plus, after it, the part of the closing text the last-message form has (e.g. <|im_end|>),
+//   and, before it, the last-message form's lead-in (e.g. llama-2's leading space) when F has
+//   it. So an earlier Qwen3 turn trains "answer<|im_end|>" and the last one
+//   "<think>..</think>\n\nanswer<|im_end|>", each as the template renders it in F.
+// Where the template marks {% generation %}, tests check these spans agree with the markers.
 #pragma once
-#include <optional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ftune {
 
+namespace jinja {
+struct ParsedTemplate;
+}
+
 struct ChatMessage {
-  std::string role;  // "system", "user", "assistant" (other roles render where the template does)
+  std::string role;  // "system", "user", "assistant", ... (passed to the template as is)
   std::string content;
+  // Other keys of the message (tool_calls, reasoning_content, ...), passed to the template.
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
 };
 using Conversation = std::vector<ChatMessage>;
 
 // A piece of rendered text. trainable = part of an assistant reply the model should learn
-// (content + end-of-turn token); everything else (headers, prompts, system text) is not.
+// (content + end-of-turn marker); everything else (headers, prompts, system text) is not.
 struct TextSegment {
   std::string text;
   bool trainable = false;
 };
 
-enum class ChatTemplateKind { llama3, llama2, mistral, chatml, alpaca };
-
-// A resolved template: which family plus the token strings the Jinja source reads from
-// tokenizer_config.json (bos_token, eos_token) and, for chatml, the default system message
-// inserted when the conversation has none (Qwen2: "You are a helpful assistant.").
 struct ChatTemplate {
-  ChatTemplateKind kind = ChatTemplateKind::llama3;
-  std::string name;       // table name, e.g. "llama-3"
-  std::string bos_token;  // as the template's {{ bos_token }} renders it ("" when none)
+  std::string name;       // preset name, or where an "auto" template came from
+  std::string source;     // Jinja source
+  std::string bos_token;  // what {{ bos_token }} renders ("" when the config has none)
   std::string eos_token;
-  std::optional<std::string> default_system;  // chatml only
+  // Further variables the template sees (other special tokens of tokenizer_config.json such
+  // as pad_token/unk_token; options such as enable_thinking).
+  nlohmann::ordered_json variables = nlohmann::ordered_json::object();
+  // Date strftime_now() formats, "YYYY-MM-DD"; "" = today (local time), as transformers does.
+  std::string date;
+  // Special-token strings a preset writes; the data pipeline checks each is one token of the
+  // tokenizer. Empty for a model's own template.
+  std::vector<std::string> preset_special_tokens;
+  std::shared_ptr<const jinja::ParsedTemplate> parsed;  // set by make_chat_template
 
-  // Special-token strings the template writes into the text; each must be a single token of
-  // the tokenizer the text is fed to (checked by the data pipeline).
-  std::vector<std::string> special_tokens() const;
-  // The token that closes an assistant turn and is trained with it (<|eot_id|>, </s>,
-  // <|im_end|>, the eos token for alpaca).
-  std::string end_of_turn() const;
+  std::vector<std::string> special_tokens() const { return preset_special_tokens; }
+  // Everything that changes the rendering (for token-cache keys).
+  std::string fingerprint() const;
 };
 
-// Names of the table entries, in table order: llama-3, llama-2, mistral, chatml, alpaca.
+// Parses `source`; a syntax error throws ftune::Error naming `name`, the line and column.
+ChatTemplate make_chat_template(std::string name, std::string source);
+
+// Preset names, in table order: llama-3, llama-2, mistral, chatml, alpaca.
 std::vector<std::string> chat_template_names();
 
-// The table entry `name` with its default bos/eos/system strings. Throws ftune::Error listing
-// the known names when `name` is unknown.
+// The preset `name` with its official bos/eos strings. Throws ftune::Error listing the known
+// names when `name` is unknown ("Llama_3" and "llama3" name "llama-3").
 ChatTemplate chat_template_by_name(std::string_view name);
 
-// Recognises a Jinja chat_template string by distinctive markers (<|start_header_id|>,
-// <<SYS>>, [INST], <|im_start|>, ### Instruction:). Returns nullopt when nothing matches.
-// Throws for sources that match a family but render differently from our entry (Llama-3.1
-// date/tool headers, Qwen3 <think> blocks), naming what to set instead.
-std::optional<ChatTemplate> detect_chat_template(std::string_view jinja_source);
-
-// Resolves model.chat_template: a table name, or "auto" = detect from tokenizer_config.json's
-// chat_template (or a chat_template.jinja next to it). bos_token/eos_token are taken from
-// tokenizer_config.json when it has them (string or {"content": ...}). `tokenizer_config_path`
-// may be empty when `spec` is a name. Errors name the file and what to set.
+// Resolves model.chat_template: a preset name, or "auto" = tokenizer_config.json's
+// chat_template (a string, or the entry named "default" of a list), else chat_template.jinja
+// next to it. bos_token/eos_token (and the other *_token strings) come from
+// tokenizer_config.json when it has them (string or {"content": ...}; null renders "").
+// `tokenizer_config_path` may be empty when `spec` is a name. Errors name the file.
 ChatTemplate resolve_chat_template(std::string_view spec, const std::string& tokenizer_config_path);
 
-// Renders `conv`. Adjacent segments with the same flag are merged. Throws ftune::Error where
-// the Jinja template raises (e.g. llama-2/mistral roles that do not alternate
-// user/assistant), with the template name and message index. add_generation_prompt appends
-// what the template's `{% if add_generation_prompt %}` block writes (the assistant header that
-// the model continues from, for generation; a non-trainable segment): llama-3
-// '<|start_header_id|>assistant<|end_header_id|>\n\n', chatml '<|im_start|>assistant\n',
-// alpaca '\n\n### Response:\n'; llama-2 and mistral have no such block (their prompt ends
-// with ' [/INST]').
+// The rendered text of `conv` (apply_chat_template(conv, tokenize=False, add_generation_prompt)).
+// Template errors (raise_exception, undefined attributes, type errors) throw ftune::Error
+// "chat template <name>: <message>". `generation_spans`, when given, receives the byte spans
+// {% generation %} blocks produced.
+std::string render_chat_text(const ChatTemplate& tmpl, const Conversation& conv,
+                             bool add_generation_prompt,
+                             std::vector<std::pair<size_t, size_t>>* generation_spans = nullptr);
+
+// Renders `conv` (add_generation_prompt=false) as segments; with find_spans, assistant spans
+// are trainable (see the top of this file), else everything is one untrained segment.
+// Adjacent segments with the same flag are merged.
 std::vector<TextSegment> render_chat(const ChatTemplate& tmpl, const Conversation& conv,
-                                     bool add_generation_prompt = false);
+                                     bool find_spans = true);
 
 // Concatenated text of the segments.
 std::string join_segments(const std::vector<TextSegment>& segments);
 
-// Python str.strip(): removes leading and trailing Unicode whitespace (str.isspace) from UTF-8
-// text. Jinja's |trim and .strip() (used by the llama-3 and llama-2 templates) are exactly this.
+// Python str.strip(): removes leading and trailing Unicode whitespace (str.isspace).
 std::string python_strip(std::string_view s);
 
 }  // namespace ftune

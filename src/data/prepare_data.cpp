@@ -97,8 +97,7 @@ class Pipeline {
     h.field(format_name(out.format)).u64(static_cast<uint64_t>(opts_.max_seq_length));
     h.u64(static_cast<uint64_t>(opts_.truncation)).u64(opts_.train_on_responses_only ? 1 : 0);
     if (tmpl) {
-      h.field(tmpl->name).field(tmpl->bos_token).field(tmpl->eos_token);
-      h.field(tmpl->default_system ? "1" + *tmpl->default_system : "0");
+      h.field(tmpl->fingerprint());
     }
     h.u64(bos ? static_cast<uint64_t>(*bos) + 1 : 0).u64(eos ? static_cast<uint64_t>(*eos) + 1 : 0);
     const uint64_t key = h.value();

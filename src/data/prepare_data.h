@@ -57,7 +57,7 @@ struct PreparedData {
   DataStats train_stats;
   DataStats validation_stats;
   DatasetFormat train_format = DatasetFormat::messages;
-  std::string chat_template;  // table name of the template used; "" when none was needed
+  std::string chat_template;  // preset name or file of the template used; "" when none was needed
   int32_t pad_id = 0;         // pad_token, else the EOS id, else 0 (labels of padding are -100)
   bool train_from_cache = false;
   bool validation_from_cache = false;

@@ -25,7 +25,7 @@
 
 namespace ftune {
 
-constexpr uint32_t kTokenCacheVersion = 1;
+constexpr uint32_t kTokenCacheVersion = 2;
 
 // 64-bit FNV-1a, fed field by field (each field length-prefixed so fields cannot run together).
 class Fnv1a64 {

@@ -26,7 +26,7 @@ struct ModelConfig {
   std::string path;           // HF model folder; empty = built-in tiny random model
   std::string dtype;          // auto|float32|bfloat16|float16
   std::string tokenizer;      // resolved: empty -> model.path
-  std::string chat_template;  // auto|llama-3|llama-2|mistral|chatml|alpaca
+  std::string chat_template;  // auto (the model's Jinja template) or a preset name
   bool load_in_4bit = false;
   bool bnb_4bit_use_double_quant = true;
   int64_t seed = 0;           // weights of the built-in tiny random model

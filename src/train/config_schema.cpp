@@ -32,7 +32,9 @@ constexpr std::array kSchema = {
               FTUNE_FIELD(model, tokenizer)},
     ConfigKey{"model.chat_template", T::Choice, "auto", 0, 0, false,
               "auto|llama-3|llama-2|mistral|chatml|alpaca",
-              "chat template for conversations; auto = the tokenizer_config.json template",
+              "chat template for conversations; auto = the model's own Jinja template "
+              "(tokenizer_config.json chat_template, or chat_template.jinja beside it), any valid "
+              "template renders; or a preset holding the official template of that family",
               FTUNE_FIELD(model, chat_template)},
     ConfigKey{"model.load_in_4bit", T::Bool, "false", 0, 0, false, "",
               "QLoRA: hold the seven projections of every layer in NF4 (bitsandbytes layout, blocks of 64), quantized on load; embeddings, norms and lm_head stay in model.dtype. A bitsandbytes 4-bit (nf4) checkpoint loads as NF4 either way",

@@ -1,12 +1,14 @@
-// Renders conversations with ftune's chat templates for tests/py/test_chat_templates.py.
-// Input (file named by argv[1]): {"cases": [{"template": <table name or Jinja source>,
-//   "bos_token": ..., "eos_token": ..., "messages": [{"role", "content"}, ...],
-//   "add_generation_prompt": false (optional)}, ...]}.
-// A Jinja source goes through detect_chat_template, so the test also covers detection.
+// Renders conversations with ftune's chat templates for tests/py/test_chat_templates.py and
+// tests/py/test_jinja_parity.py.
+// Input (file named by argv[1]): {"cases": [{"template": <preset name or Jinja source>,
+//   "bos_token": ..., "eos_token": ..., "variables": {...}, "date": "YYYY-MM-DD",
+//   "add_generation_prompt": bool, "spans": bool (default true),
+//   "messages": [{"role", "content", ...other keys}, ...]}, ...]}.
 // A case with "tokenizer": <tokenizer.json path> is also tokenized with labels the way the
 // data pipeline does it (render_example + tokenize_rendered, response-only masking).
 // Output (stdout): a JSON array with, per case, {"name", "text", "segments": [[text,
-// trainable], ...], and with a tokenizer "ids", "labels"} or {"error": message}.
+// trainable], ...] (when spans), "generation": [[begin, end], ...] byte spans of
+// {% generation %} blocks, and with a tokenizer "ids", "labels"} or {"error": message}.
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -20,25 +22,35 @@
 #include "data/tokenizer_encoder.h"
 #include "io/tokenizer.h"
 
-using nlohmann::json;
+using nlohmann::ordered_json;
 
 namespace {
 
-ftune::ChatTemplate template_for(const json& c) {
+ftune::ChatTemplate template_for(const ordered_json& c) {
   const std::string spec = c.at("template").get<std::string>();
-  ftune::ChatTemplate t;
   bool is_name = false;
   for (const auto& n : ftune::chat_template_names()) is_name |= (n == spec);
-  if (is_name) {
-    t = ftune::chat_template_by_name(spec);
-  } else {
-    auto found = ftune::detect_chat_template(spec);
-    if (!found) ftune::fail("template source not recognised");
-    t = *found;
-  }
+  ftune::ChatTemplate t = is_name ? ftune::chat_template_by_name(spec)
+                                  : ftune::make_chat_template("source", spec);
   if (c.contains("bos_token")) t.bos_token = c["bos_token"].is_null() ? "" : c["bos_token"].get<std::string>();
   if (c.contains("eos_token")) t.eos_token = c["eos_token"].is_null() ? "" : c["eos_token"].get<std::string>();
+  if (c.contains("variables")) t.variables = c["variables"];
+  if (c.contains("date")) t.date = c["date"].get<std::string>();
   return t;
+}
+
+ftune::Conversation conversation_of(const ordered_json& c) {
+  ftune::Conversation conv;
+  for (const ordered_json& m : c.at("messages")) {
+    ftune::ChatMessage msg;
+    msg.role = m.at("role").get<std::string>();
+    msg.content = m.at("content").get<std::string>();
+    for (auto it = m.begin(); it != m.end(); ++it) {
+      if (it.key() != "role" && it.key() != "content") msg.extra[it.key()] = it.value();
+    }
+    conv.push_back(std::move(msg));
+  }
+  return conv;
 }
 
 }  // namespace
@@ -49,23 +61,25 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const json in = json::parse(ftune::read_file_bytes(argv[1]));
-    json out = json::array();
+    const ordered_json in = ordered_json::parse(ftune::read_file_bytes(argv[1]));
+    ordered_json out = ordered_json::array();
     std::map<std::string, std::unique_ptr<ftune::Tokenizer>> tokenizers;
-    for (const json& c : in.at("cases")) {
-      json r;
+    for (const ordered_json& c : in.at("cases")) {
+      ordered_json r;
       try {
         const ftune::ChatTemplate t = template_for(c);
-        ftune::Conversation conv;
-        for (const json& m : c.at("messages")) {
-          conv.push_back({m.at("role").get<std::string>(), m.at("content").get<std::string>()});
-        }
-        const auto segs =
-            ftune::render_chat(t, conv, c.value("add_generation_prompt", false));
+        const ftune::Conversation conv = conversation_of(c);
+        const bool gen = c.value("add_generation_prompt", false);
+        std::vector<std::pair<size_t, size_t>> spans;
         r["name"] = t.name;
-        r["text"] = ftune::join_segments(segs);
-        r["segments"] = json::array();
-        for (const auto& s : segs) r["segments"].push_back(json::array({s.text, s.trainable}));
+        r["text"] = ftune::render_chat_text(t, conv, gen, &spans);
+        r["generation"] = ordered_json::array();
+        for (const auto& [b, e] : spans) r["generation"].push_back({b, e});
+        if (!gen && c.value("spans", true)) {
+          const auto segs = ftune::render_chat(t, conv);
+          r["segments"] = ordered_json::array();
+          for (const auto& s : segs) r["segments"].push_back(ordered_json::array({s.text, s.trainable}));
+        }
         if (c.contains("tokenizer")) {
           const std::string path = c["tokenizer"].get<std::string>();
           auto& tok = tokenizers[path];
@@ -80,11 +94,11 @@ int main(int argc, char** argv) {
           r["labels"] = ex.labels;
         }
       } catch (const ftune::Error& e) {
-        r = json{{"error", e.what()}};
+        r = ordered_json{{"error", e.what()}};
       }
       out.push_back(r);
     }
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', false, ordered_json::error_handler_t::replace) << "\n";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "render_chat: %s\n", e.what());
     return 1;
