@@ -69,7 +69,7 @@ std::vector<int32_t> stop_token_ids(const std::string& model_dir, const std::str
   if (!tok_eos) tok_eos = tok.eos_id();
   if (tok_eos) add_unique(ids, *tok_eos);
   if (tmpl != nullptr)
-    if (auto id = tok.token_to_id(tmpl->end_of_turn())) add_unique(ids, *id);
+    if (auto id = tok.token_to_id(tmpl->eos_token)) add_unique(ids, *id);
   for (const char* s : {"<|eot_id|>", "<|im_end|>", "<|eom_id|>"})
     if (auto id = tok.token_to_id(s)) add_unique(ids, *id);
   ids.erase(std::remove_if(ids.begin(), ids.end(),
