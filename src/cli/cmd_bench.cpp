@@ -88,7 +88,7 @@ int cmd_bench(const BenchArgs& a) {
   mo.gradient_checkpointing = a.checkpointing || a.offload;
   mo.offload_checkpoints = a.offload;
   const auto t_load = std::chrono::steady_clock::now();
-  LlamaModel model(spec, random_base_weights_on(spec, 1234, 0.02f, ops->device(), dt), *ops, mo);
+  LlamaModel model(spec, random_base_weights_on(spec, 1234, 0.02f, ops->device(), dt, a.nf4), *ops, mo);
   LoraSpec ls;
   ls.r = a.lora_r;
   ls.alpha = static_cast<double>(a.lora_r);
@@ -121,10 +121,10 @@ int cmd_bench(const BenchArgs& a) {
   const double tok_s = tokens / secs;
   const double tflops = flops_per_token(spec, model.lora().num_params(), a.seq) * tok_s / 1e12;
   const double mfu = gpu ? tflops / a.peak_tflops : 0.0;
-  std::printf("bench: %s %s batch %lld x %lld, %s, %lld steps: %.0f tokens/s, %.1f TFLOP/s "
+  std::printf("bench: %s%s %s batch %lld x %lld, %s, %lld steps: %.0f tokens/s, %.1f TFLOP/s "
               "(MFU %.1f%% of %.0f), peak %.2f GiB, loss %.4f, init %.1f s\n",
-              a.preset.c_str(), dtype_name(dt).data(), static_cast<long long>(a.batch),
-              static_cast<long long>(a.seq),
+              a.preset.c_str(), a.nf4 ? " (NF4)" : "", dtype_name(dt).data(),
+              static_cast<long long>(a.batch), static_cast<long long>(a.seq),
               a.offload ? "offloaded checkpointing" : a.checkpointing ? "checkpointing" : "no checkpointing",
               static_cast<long long>(a.steps), tok_s, tflops, 100 * mfu, a.peak_tflops,
               gib(mem.peak_bytes), last.loss, init_s);
@@ -162,11 +162,11 @@ int cmd_bench(const BenchArgs& a) {
                                parts, 1e3 * (total - in_ops), 1e3 * total);
   }
   std::printf("RESULT {\"engine\": \"ftune\", \"shape\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, "
-              "\"seq\": %lld, \"gc\": %s, \"offload\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
+              "\"seq\": %lld, \"gc\": %s, \"offload\": %s, \"nf4\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
               "\"mfu\": %.4f, \"peak_gib\": %.2f, \"peak_reserved_gib\": %.2f, \"loss\": %.4f, \"step_s\": %.4f, \"init_s\": %.1f%s}\n",
               a.preset.c_str(), dtype_name(dt).data(), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), a.checkpointing || a.offload ? "true" : "false",
-              a.offload ? "true" : "false",
+              a.offload ? "true" : "false", a.nf4 ? "true" : "false",
               static_cast<long long>(a.steps), tok_s, tflops, mfu, gib(mem.peak_bytes),
               gib(mem.peak_reserved_bytes), last.loss,
               secs / static_cast<double>(a.steps), init_s, profile_json.c_str());

@@ -63,6 +63,7 @@ struct BenchArgs {
   int64_t lora_r = 16;
   bool checkpointing = false;
   bool offload = false;  // checkpointing with the saved layer inputs in pinned host memory
+  bool nf4 = false;      // QLoRA: projections in NF4 (double quantization)
   bool profile = false;
   std::string dtype = "auto";
   std::string device = "auto";

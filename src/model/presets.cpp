@@ -1,8 +1,12 @@
 #include "model/presets.h"
 
+#include "core/nf4.h"
+
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cmath>
+#include <future>
 
 #include "core/error.h"
 #include "io/hf_config.h"
@@ -93,7 +97,7 @@ ModelSpec preset_spec(const std::string& name) {
 }
 
 BaseWeights random_base_weights_on(const ModelSpec& spec, uint64_t seed, float std, Device device,
-                                   DType dt) {
+                                   DType dt, bool nf4, bool double_quant) {
   uint64_t stream = mix(seed);
   auto make = [&](const Shape& shape, bool ones) {
     Tensor host = Tensor::empty(shape, dt);
@@ -116,6 +120,25 @@ BaseWeights random_base_weights_on(const ModelSpec& spec, uint64_t seed, float s
   for (auto& L : w.layers) {
     L.attn_norm = make({H}, true);
     L.mlp_norm = make({H}, true);
+    if (nf4) {  // the layer's seven projections made and quantized in parallel
+      std::array<std::future<Nf4Weight>, kNumProj> q;
+      for (Proj p : kAllProj) {
+        stream = mix(stream);
+        q[static_cast<size_t>(p)] = std::async(std::launch::async, [&spec, p, dt, std, double_quant,
+                                                                     seed = stream] {
+          const auto ps = spec.proj_shape(p);
+          Tensor host = Tensor::empty({ps[0], ps[1]}, dt);
+          fill_normal(host.raw(), host.numel(), dt, seed, std);
+          return quantize_nf4(host, double_quant);
+        });
+      }
+      for (Proj p : kAllProj) {
+        const size_t i = static_cast<size_t>(p);
+        L.nf4[i] = q[i].get().to(device);
+        if (spec.proj_bias[i]) L.bias[i] = make({spec.proj_shape(p)[0]}, false);
+      }
+      continue;
+    }
     L.qkv = make({spec.q_dim() + 2 * spec.kv_dim(), H}, false);
     L.weight[static_cast<size_t>(Proj::Q)] = L.qkv.slice_rows(0, spec.q_dim());
     L.weight[static_cast<size_t>(Proj::K)] = L.qkv.slice_rows(spec.q_dim(), spec.q_dim() + spec.kv_dim());

@@ -24,7 +24,9 @@ ModelSpec preset_spec(const std::string& name);
 // Random base weights (N(0, std), norms 1) created tensor by tensor on the host in `dt` with a
 // counter-based generator (the same values for any thread count) and uploaded to `device`:
 // host memory holds one tensor at a time. q/k/v and gate/up land stacked (LayerWeights).
+// nf4: the seven projections of every layer are quantized on the host (bitsandbytes NF4, as
+// model.load_in_4bit does after loading in `dt`) and only their packed form is uploaded.
 BaseWeights random_base_weights_on(const ModelSpec& spec, uint64_t seed, float std, Device device,
-                                   DType dt);
+                                   DType dt, bool nf4 = false, bool double_quant = true);
 
 }  // namespace ftune
