@@ -13,7 +13,8 @@
 #   nccl1     the default job as the one rank of a torchrun-style environment (NCCL at world
 #             size 1) against the plain GPU run: same losses
 #   interop   PEFT loads the GPU-trained adapter unchanged and agrees with `ftune eval`
-#             (tests/interop/check_peft_load.py)
+#             (tests/interop/check_peft_load.py); `ftune merge` equals PEFT's merge_and_unload
+#             (check_merge.py); `ftune generate` greedy equals HF generate (check_generate.py)
 #   qlora     QLoRA against HF + PEFT + bitsandbytes (tests/interop/check_qlora.py); needs the
 #             bitsandbytes wheel: carry it in .whl/ (the device README says how), or it fails
 # Each stage writes <stage>.log (and gtest XML) into $OUT when set, else build-gpu/gpu-logs, and
@@ -242,8 +243,18 @@ stage_interop() {
   local wrap=$SRC/$BUILD/ftune-wrapped
   printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "${LD_LIBRARY_PATH:-}" "$SRC/$BUILD/ftune" >"$wrap"
   chmod +x "$wrap"
+  local out=$SRC/$BUILD/defaultjob-cuda rc=0
   LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 tests/interop/check_peft_load.py --ftune "$wrap" \
-    --out "$SRC/$BUILD/defaultjob-cuda"
+    --out "$out" || rc=1
+  # ftune merge against PEFT's merge_and_unload (logits in fp32/bf16/fp16)
+  LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 tests/interop/check_merge.py --ftune "$wrap" \
+    --base "$out/base_model" --adapter "$out/adapter" || rc=1
+  # ftune generate (greedy, on the GPU in bf16 and on the CPU) against HF generate
+  for dev in cpu cuda; do
+    LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 tests/interop/check_generate.py --ftune "$wrap" \
+      --out "$out" --device $dev || rc=1
+  done
+  return $rc
 }
 
 stage_qlora() {
