@@ -22,6 +22,7 @@
 # is non-zero if any failed. Environment:
 #   FTUNE_GPU_STAGES="env build cuda memcheck ctest goldens defaultjob nccl1 interop qlora"  stages to run
 #   FTUNE_GPU_BUILD_DIR (build-gpu), JOBS (16), CMAKE_CUDA_ARCHITECTURES (90)
+#   FTUNE_GPU_TARGETS     build only these targets (e.g. "ftune test_cuda_ops"; default: all)
 #   FTUNE_GPU_CMAKE_ARGS  extra configure arguments (e.g. -DCMAKE_IGNORE_PREFIX_PATH=/usr to
 #                         prove that .carry alone satisfies the build)
 # Build dependencies missing on the machine come from .carry/ (scripts/make_carry.sh, made on
@@ -135,7 +136,7 @@ stage_build() {
   keys+='|Python3_EXECUTABLE'
   grep -E "^($keys):" "$BUILD/CMakeCache.txt"
   grep -E '^PCRE2_(INCLUDEDIR|LIBDIR|LINK_LIBRARIES):' "$BUILD/CMakeCache.txt" || true
-  cmake --build "$BUILD" -j "$JOBS"
+  cmake --build "$BUILD" -j "$JOBS" ${FTUNE_GPU_TARGETS:+--target $FTUNE_GPU_TARGETS}
 }
 
 cuda_test_binaries() { find "$BUILD/tests" -maxdepth 1 -type f -perm -u+x -name 'test_cuda_*' | sort; }
