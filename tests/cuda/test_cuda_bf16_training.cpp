@@ -211,16 +211,21 @@ TEST_P(Bf16Training, OffloadedCheckpointsMatchLayerCheckpointsAndUseLessDeviceMe
     peak_over_weights[offload] = memory_stats(DeviceType::CUDA).peak_bytes - before;
     for (auto& p : m.lora().params()) grads[offload].push_back(p.grad->to(Device::cpu()).to_vector());
   }
-  // The same arithmetic, but not always the same bits: a saved input that comes back lives in
-  // another buffer, and cuBLASLt may pick another kernel for other pointer alignments (measured
-  // on an H200: losses equal, a few gradient elements 1 ulp apart). So: losses within 1e-6,
-  // every gradient tensor within 1e-5 relative L2 error.
-  EXPECT_NEAR(loss[1][0] / loss[0][0], 1.0, 1e-6);
-  EXPECT_NEAR(loss[1][1] / loss[0][1], 1.0, 1e-6);
+  // The forward is the same arithmetic on the same inputs: the losses are equal to the bit
+  // (measured on an H200). The gradients are not bit-reproducible even between two runs of the
+  // same mode: the flash-attention backward sums dq with fp32 atomics, and a 1-ulp difference
+  // there can flip a bf16 rounding of dx that then travels to the earlier layers (measured: a
+  // few elements of a few tensors differ). So each gradient tensor within 5e-3 relative L2 error
+  // with a cosine above 0.9999: a wrong or stale saved input would be far outside.
+  EXPECT_EQ(loss[1][0], loss[0][0]);
+  EXPECT_EQ(loss[1][1], loss[0][1]);
   ASSERT_EQ(grads[0].size(), grads[1].size());
   for (size_t i = 0; i < grads[0].size(); ++i) {
-    double cosine = 0;
-    EXPECT_LT(rel_l2(grads[1][i], grads[0][i], &cosine), 1e-5) << i;
+    double cosine = 1;
+    EXPECT_LT(rel_l2(grads[1][i], grads[0][i], &cosine), 5e-3) << i;
+    double norm = 0;
+    for (float g : grads[0][i]) norm += static_cast<double>(g) * g;
+    if (norm > 0) EXPECT_GT(cosine, 0.9999) << i;  // (lora_A's gradients are 0 while B is 0)
   }
   // Six saved inputs of 4096 x 256 bf16 (2 MiB each) on the device without offload; about two
   // with it.
