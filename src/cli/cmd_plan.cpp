@@ -102,6 +102,7 @@ nlohmann::json memory_json(const MemoryEstimate& m) {
   j["lm_head_ce_workspace"] = m.lm_head_ce_workspace;
   j["gemm_workspace"] = m.gemm_workspace;
   j["host_workspaces"] = m.host_workspaces;
+  j["pinned_host"] = m.pinned_host;
   j["tensor_peak"] = m.tensor_peak();
   j["allocator_overhead"] = m.allocator_overhead;
   j["cuda_context"] = m.cuda_context;
@@ -154,7 +155,8 @@ void print_memory(const MemoryEstimate& m, const Plan& plan) {
   line("activations", m.activations,
        fmt::format("{} B/token kept ({} layer inputs of {} B, {} x {} B layer cache), {} B/token "
                    "backward temporaries",
-                   m.kept_per_token, r.spec.num_layers + 1, m.boundary_per_token,
+                   m.kept_per_token, m.pinned_host > 0 ? 3 : r.spec.num_layers + 1,
+                   m.boundary_per_token,
                    c.checkpointing ? 1 : r.spec.num_layers, m.layer_cache_per_token,
                    m.transient_per_token));
   if (m.attention_workspace > 0) line("attention workspace", m.attention_workspace, "flash backward");
@@ -162,6 +164,7 @@ void print_memory(const MemoryEstimate& m, const Plan& plan) {
   if (m.gemm_workspace > 0) line("GEMM workspace", m.gemm_workspace, "cuBLASLt");
   line("= tensor peak", m.tensor_peak(), "what ftune reports as peak memory");
   if (m.host_workspaces > 0) line("host workspaces", m.host_workspaces, "CPU backend scratch (not tensors)");
+  if (m.pinned_host > 0) line("pinned host memory", m.pinned_host, "offloaded layer inputs (host RAM, not GPU)");
   if (m.allocator_overhead > 0)
     line("allocator overhead", m.allocator_overhead, "size-class rounding + cached blocks (estimate)");
   if (m.cuda_context > 0) line("CUDA context", m.cuda_context, r.gpus > 1 ? "+ NCCL buffers (estimate)" : "(estimate)");
@@ -199,7 +202,9 @@ int cmd_plan(const PlanArgs& a) {
   req.gpus = t.backend == BackendKind::Cpu ? 1 : t.count;
   req.device_memory = t.memory;
   req.micro_batch = a.batch;
-  req.checkpointing = parse_choice(a.checkpointing, "--checkpointing");
+  req.offload = a.checkpointing == "offload";
+  req.checkpointing =
+      req.offload ? PlanChoice::On : parse_choice(a.checkpointing, "--checkpointing");
   req.load_in_4bit = parse_choice(a.load_in_4bit, "--4bit");
   if (req.effective_batch > 0 && req.effective_batch % req.gpus != 0) {
     // The config's effective batch does not split over these GPUs: keep micro x accumulation.

@@ -234,6 +234,7 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
     req.effective_batch = eff;
     req.accumulation = cfg.train.gradient_accumulation_steps;
     req.checkpointing = checkpointing_on(cfg) ? PlanChoice::On : PlanChoice::Off;
+    req.offload = checkpointing_offload(cfg);
     req.load_in_4bit = cfg.model.load_in_4bit ? PlanChoice::On : PlanChoice::Off;
     req.max_micro_batch = 1024;
     const PlanCandidate c = largest_fitting_micro_batch(req);
@@ -242,7 +243,9 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
                       "{:.2f} GiB per {} predicted for {} tokens per row{})",
                       micro, static_cast<double>(c.memory.device_total()) / (1 << 30),
                       budget / (1 << 30), gpu ? "GPU" : "process", req.seq_len,
-                      checkpointing_on(cfg) ? ", checkpointing" : "");
+                      checkpointing_offload(cfg) ? ", offloaded checkpointing"
+                      : checkpointing_on(cfg)      ? ", checkpointing"
+                                                   : "");
   }
   out.train.micro_batch_size = micro;
   if (eff > 0) {

@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   pl->add_option("--seq", plan.seq, "Tokens per row (default: data.max_seq_length; preset: 2048)");
   pl->add_option("--batch", plan.batch, "Micro-batch (rows per GPU per step); default: searched");
   pl->add_option("--lora-r", plan.lora_r, "Preset: LoRA rank (all seven projections)")->check(CLI::Range(int64_t{1}, int64_t{4096}));
-  pl->add_option("--checkpointing", plan.checkpointing, "auto, on or off");
+  pl->add_option("--checkpointing", plan.checkpointing, "auto, on, off or offload (on, with the saved layer inputs in pinned host memory)");
   pl->add_option("--4bit", plan.load_in_4bit, "NF4 base weights: auto, on or off");
   pl->add_option("--device", plan.device, "auto/cuda (GPUs) or cpu (the CPU backend, physical memory)");
   pl->add_flag("--json", plan.json, "Machine-readable output");

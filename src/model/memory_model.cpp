@@ -136,7 +136,14 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   act.push_back({"activations", "RoPE cos/sin tables (F32)", rope_pos * (hd / 2) * 4, 2});
   // Layer inputs: the embedding output and every layer's output (the last one is the final
   // norm's input), kept in both modes.
-  act.push_back({"activations", "layer inputs [N, H] (L + 1)", N * H * a, L + 1});
+  // With offload (CUDA) the device holds, at that peak, the last layer's input, the final
+  // output and the prefetched input of the layer before; the others wait in pinned host memory.
+  const bool offload = cuda && in.checkpointing && in.offload && L >= 2;
+  if (offload) {
+    act.push_back({"activations", "layer inputs [N, H] (2 on the device + the output)", N * H * a, 3});
+  } else {
+    act.push_back({"activations", "layer inputs [N, H] (L + 1)", N * H * a, L + 1});
+  }
   act.push_back({"activations", "final norm out + its grad [N, H]", N * H * a, 2});
   act.push_back({"activations", "final norm rstd [N] (F32)", N * 4, 1});
   act.push_back({"activations", "running input grad dx [N, H]", N * H * a, 1});
@@ -217,7 +224,7 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   e.boundary_per_token = H * a;
   e.layer_cache_per_token = cache_bytes / N;
   e.transient_per_token = sum_items(steps[worst]) / N;
-  e.kept_per_token = (L + 1) * H * a + layers_kept * e.layer_cache_per_token + 3 * H * a + 4;
+  e.kept_per_token = (offload ? 3 : L + 1) * H * a + layers_kept * e.layer_cache_per_token + 3 * H * a + 4;
 
   // ---- workspaces ----
   const int64_t chunk = std::min(in.ce_chunk_tokens, N);
@@ -248,6 +255,10 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
     else e.lm_head_ce_workspace += i.total();
   }
   e.host_workspaces = sum_items(host);
+  if (offload) {
+    e.pinned_host = N * H * a * L;
+    e.items.push_back({"pinned host", "saved layer inputs [N, H] (offload)", N * H * a, L});
+  }
   for (auto* v : {&base, &lora, &act, &ws, &host}) e.items.insert(e.items.end(), v->begin(), v->end());
   if (cuda) {
     int64_t rounding = 0;

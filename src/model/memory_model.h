@@ -29,6 +29,8 @@ struct MemoryModelInput {
   int64_t micro_batch = 1;              // rows per forward/backward
   int64_t seq_len = 2048;               // tokens per row (a full row: the worst case)
   bool checkpointing = false;           // keep only each layer's input, recompute in backward
+  bool offload = false;                 // with checkpointing on CUDA: those inputs in pinned host
+                                        // memory (train.gradient_checkpointing: offload)
   bool load_in_4bit = false;            // NF4 projections (embeddings, lm_head, norms stay dtype)
   DType dtype = DType::F32;             // base weights and activations (F32 on the CPU)
   BackendKind backend = BackendKind::Cpu;
@@ -59,6 +61,8 @@ struct MemoryEstimate {
   int64_t gemm_workspace = 0;     // cuBLASLt
   // Not in the tensor accounting:
   int64_t host_workspaces = 0;    // CPU backend: std::vector scratch of the CE and attention ops
+  int64_t pinned_host = 0;        // CUDA offload: pinned host buffers of the saved layer inputs
+                                  // (host memory, not in any device figure)
   int64_t allocator_overhead = 0; // CUDA caching allocator: size-class rounding + cached blocks
   int64_t cuda_context = 0;       // CUDA context, cuBLAS/cuBLASLt handles, kernels (+ NCCL)
 

@@ -118,6 +118,7 @@ Plan make_plan(const PlanRequest& req) {
         mi.micro_batch = m;
         mi.seq_len = req.seq_len;
         mi.checkpointing = ckpt;
+        mi.offload = ckpt && req.offload;
         mi.load_in_4bit = nf4;
         mi.dtype = req.dtype;
         mi.backend = req.backend;

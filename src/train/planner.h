@@ -48,6 +48,7 @@ struct PlanRequest {
   int64_t effective_batch = 0;  // sequences per optimizer step over all GPUs; 0: not fixed
   int64_t accumulation = 1;     // gradient accumulation when effective_batch is 0
   PlanChoice checkpointing = PlanChoice::Auto;
+  bool offload = false;  // checkpointing means `offload` (saved inputs in pinned host memory)
   PlanChoice load_in_4bit = PlanChoice::Auto;
   int64_t max_micro_batch = 1024;  // largest micro-batch searched
 };

@@ -123,6 +123,36 @@ TEST(MemoryModel, Nf4Bytes) {
   EXPECT_EQ(e.base_weights, expect);
 }
 
+TEST(MemoryModel, OffloadKeepsThreeLayerInputsOnTheGpu) {
+  // llama-3-8b shape, 1 x 32768 tokens, bf16 on CUDA: with offload the device keeps the last
+  // layer's input, the prefetched one and the final output instead of all L + 1, and the other
+  // inputs go to pinned host memory (L of them).
+  MemoryModelInput in;
+  in.spec = preset_spec("llama-3-8b");
+  in.lora.r = 16;
+  in.micro_batch = 1;
+  in.seq_len = 32768;
+  in.checkpointing = true;
+  in.dtype = DType::BF16;
+  in.backend = BackendKind::Cuda;
+  const MemoryEstimate layer = estimate_memory(in);
+  in.offload = true;
+  const MemoryEstimate off = estimate_memory(in);
+  const int64_t input = int64_t{32768} * 4096 * 2;  // [N, H] bf16
+  const int64_t L = in.spec.num_layers;
+  EXPECT_EQ(layer.activations - off.activations, (L + 1 - 3) * input);
+  EXPECT_EQ(off.pinned_host, L * input);
+  EXPECT_EQ(layer.pinned_host, 0);
+  EXPECT_EQ(off.base_weights, layer.base_weights);
+  // The CPU keeps host copies: offload changes nothing there.
+  in.backend = BackendKind::Cpu;
+  in.dtype = DType::F32;
+  const MemoryEstimate cpu_off = estimate_memory(in);
+  in.offload = false;
+  EXPECT_EQ(estimate_memory(in).activations, cpu_off.activations);
+  EXPECT_EQ(cpu_off.pinned_host, 0);
+}
+
 TEST(FlopModel, SmallShapeCountedByHand) {
   const ModelSpec s = small_spec();
   const StepCost c = step_cost_per_token(s, lora_r2(), 8, false, DType::F32);
