@@ -47,4 +47,10 @@ std::pair<int64_t, int64_t> window_share(int64_t begin, int64_t end,
   return {first, first + n[static_cast<size_t>(rank)]};
 }
 
+int64_t most_share(int64_t begin, int64_t end, std::span<const double> weights, int world) {
+  int64_t most = 0;
+  for (int64_t n : split_by_weights(end - begin, weights, world)) most = std::max(most, n);
+  return most;
+}
+
 }  // namespace ftune

@@ -25,4 +25,8 @@ std::vector<int64_t> split_by_weights(int64_t count, std::span<const double> wei
 std::pair<int64_t, int64_t> window_share(int64_t begin, int64_t end,
                                          std::span<const double> weights, int rank, int world);
 
+// The largest share of the window [begin, end) any rank gets (a sharded base runs that many
+// passes on every rank).
+int64_t most_share(int64_t begin, int64_t end, std::span<const double> weights, int world);
+
 }  // namespace ftune

@@ -35,7 +35,8 @@ class Communicator {
   virtual void all_reduce_sum(Tensor& t) = 0;
   // Host values summed over all ranks in one collective (a step's scalars).
   virtual void all_reduce_sum(std::span<double> values) = 0;
-  // out[r * in.numel() + i] = in[i] of rank r; out holds world_size() * in.numel() F32.
+  // out[r * in.numel() + i] = in[i] of rank r; out holds world_size() * in.numel() elements of
+  // in's dtype (any dtype: the bytes travel as they are).
   virtual void all_gather(const Tensor& in, Tensor& out) = 0;
   // Host bytes, the same count on every rank: out = world_size() * in.size() bytes.
   virtual void all_gather_bytes(std::span<const uint8_t> in, std::span<uint8_t> out) = 0;
@@ -50,6 +51,17 @@ class Communicator {
   // Waits until every started reduction is done (GPU: compute queued from now on waits for
   // them, the host does not). Rethrows a failure of any of them.
   virtual void wait_async() {}
+
+  // Starts all_gather(in, out) the same way (queued with the async reductions, in the same
+  // order on every rank); returns a ticket for wait_gather. Neither tensor may be touched until
+  // then. The sharded base gathers its layers with it. Default: synchronous.
+  virtual uint64_t all_gather_async(const Tensor& in, Tensor& out) {
+    all_gather(in, out);
+    return 0;
+  }
+  // Waits until the gather of `ticket` is done (GPU: compute queued from now on waits for it,
+  // the host does not). Rethrows a failure of an async collective.
+  virtual void wait_gather(uint64_t ticket) { (void)ticket; }
 };
 
 struct CommOptions {

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -83,46 +84,45 @@ class GlooCommunicator : public Communicator {
     FTUNE_CHECK(t.device().is_cpu() && t.dtype() == DType::F32,
                 "gloo all_reduce: expects an F32 tensor in host memory");
     if (world_ == 1 || t.numel() == 0) return;
-    run("all_reduce", [&] {
-      gloo::AllreduceOptions opts(ctx_);
-      opts.setOutput(t.f32(), static_cast<size_t>(t.numel()));
-      opts.setReduceFunction(
-          static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
-      opts.setTag(next_tag());
-      gloo::allreduce(opts);
-    });
+    drain();
+    run("all_reduce", [&] { reduce(t, next_tag()); });
   }
 
-  // One communication thread runs the started reductions in order, while the caller computes.
+  // One communication thread runs the started collectives in order, while the caller computes.
   void all_reduce_sum_async(Tensor& t) override {
     FTUNE_CHECK(t.device().is_cpu() && t.dtype() == DType::F32,
                 "gloo all_reduce: expects an F32 tensor in host memory");
     if (world_ == 1 || t.numel() == 0) return;
-    if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(t);
-    }
-    cv_.notify_all();
+    const uint32_t tag = next_tag();
+    enqueue("all_reduce (during backward)", [this, t, tag]() mutable { reduce(t, tag); });
   }
 
-  void wait_async() override {
-    if (!worker_.joinable()) return;
+  void wait_async() override { drain(); }
+
+  uint64_t all_gather_async(const Tensor& in, Tensor& out) override {
+    check_gather(in, out);
+    if (world_ == 1 || in.nbytes() == 0) {
+      if (in.nbytes() > 0) std::memcpy(out.raw(), in.raw(), in.nbytes());
+      return 0;
+    }
+    const uint32_t tag = next_tag();
+    return enqueue("all_gather", [this, in, out, tag] { gather(in, out, tag); });
+  }
+
+  void wait_gather(uint64_t ticket) override {
+    if (ticket == 0) return;
     std::unique_lock<std::mutex> lock(mu_);
-    if (!queue_.empty() || busy_) {
+    if (done_ticket_ < ticket) {
       if (on_wait_) on_wait_(true);
-      done_cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+      done_cv_.wait(lock, [&] { return done_ticket_ >= ticket; });
       if (on_wait_) on_wait_(false);
     }
-    if (error_) {
-      std::exception_ptr e = error_;
-      error_ = nullptr;
-      std::rethrow_exception(e);
-    }
+    rethrow_locked();
   }
 
   void all_reduce_sum(std::span<double> values) override {
     if (world_ == 1 || values.empty()) return;
+    drain();
     run("all_reduce", [&] {
       gloo::AllreduceOptions opts(ctx_);
       opts.setOutput(values.data(), values.size());
@@ -134,21 +134,20 @@ class GlooCommunicator : public Communicator {
   }
 
   void all_gather(const Tensor& in, Tensor& out) override {
-    FTUNE_CHECK(in.device().is_cpu() && out.device().is_cpu() && in.dtype() == DType::F32 &&
-                    out.dtype() == DType::F32 && out.numel() == in.numel() * world_,
-                "gloo all_gather: expects host F32 tensors, out = world_size x in");
-    all_gather_bytes({reinterpret_cast<const uint8_t*>(in.f32()), in.nbytes()},
-                     {reinterpret_cast<uint8_t*>(out.f32()), out.nbytes()});
+    check_gather(in, out);
+    all_gather_bytes({static_cast<const uint8_t*>(in.raw()), in.nbytes()},
+                     {static_cast<uint8_t*>(out.raw()), out.nbytes()});
   }
 
   void all_gather_bytes(std::span<const uint8_t> in, std::span<uint8_t> out) override {
     FTUNE_CHECK(out.size() == in.size() * static_cast<size_t>(world_),
                 "all_gather_bytes: output must hold world_size x input bytes");
     if (world_ == 1) {
-      std::memcpy(out.data(), in.data(), in.size());
+      if (!in.empty()) std::memcpy(out.data(), in.data(), in.size());
       return;
     }
     if (in.empty()) return;
+    drain();
     run("all_gather", [&] {
       gloo::AllgatherOptions opts(ctx_);
       opts.setInput(const_cast<uint8_t*>(in.data()), in.size());
@@ -160,6 +159,7 @@ class GlooCommunicator : public Communicator {
 
   void barrier() override {
     if (world_ == 1) return;
+    drain();
     run("barrier", [&] {
       gloo::BarrierOptions opts(ctx_);
       opts.setTag(next_tag());
@@ -168,46 +168,105 @@ class GlooCommunicator : public Communicator {
   }
 
  private:
+  struct Job {
+    std::function<void()> fn;
+    const char* what;
+    uint64_t ticket;
+  };
+
+  // Tags are taken on the caller's thread, in the order every rank issues its collectives.
   uint32_t next_tag() { return tag_++; }
 
-  // The communication thread: reduces queued tensors one after another. After a failure the
-  // rest of the queue is dropped (the peers are gone) and wait_async() rethrows it.
+  void check_gather(const Tensor& in, const Tensor& out) const {
+    FTUNE_CHECK(in.defined() && out.defined() && in.device().is_cpu() && out.device().is_cpu() &&
+                    in.dtype() == out.dtype() && in.is_contiguous() && out.is_contiguous() &&
+                    out.nbytes() == in.nbytes() * static_cast<size_t>(world_),
+                "gloo all_gather: expects contiguous host tensors of one dtype, out = world_size "
+                "x in");
+  }
+
+  void reduce(Tensor& t, uint32_t tag) {
+    gloo::AllreduceOptions opts(ctx_);
+    opts.setOutput(t.f32(), static_cast<size_t>(t.numel()));
+    opts.setReduceFunction(
+        static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+    opts.setTag(tag);
+    gloo::allreduce(opts);
+  }
+
+  void gather(const Tensor& in, const Tensor& out, uint32_t tag) {
+    gloo::AllgatherOptions opts(ctx_);
+    opts.setInput(static_cast<uint8_t*>(in.raw()), in.nbytes());
+    opts.setOutput(static_cast<uint8_t*>(out.raw()), out.nbytes());
+    opts.setTag(tag);
+    gloo::allgather(opts);
+  }
+
+  uint64_t enqueue(const char* what, std::function<void()> fn) {
+    if (!worker_.joinable()) worker_ = std::thread([this] { work(); });
+    uint64_t ticket;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ticket = ++next_ticket_;
+      queue_.push_back({std::move(fn), what, ticket});
+    }
+    cv_.notify_all();
+    return ticket;
+  }
+
+  // Waits for every queued collective; rethrows the first failure.
+  void drain() {
+    if (!worker_.joinable()) return;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!queue_.empty() || busy_) {
+      if (on_wait_) on_wait_(true);
+      done_cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+      if (on_wait_) on_wait_(false);
+    }
+    rethrow_locked();
+  }
+
+  void rethrow_locked() {
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
+  }
+
+  // The communication thread: runs queued collectives one after another. After a failure the
+  // rest of the queue is dropped (the peers are gone; their tickets count as done) and the next
+  // wait rethrows it.
   void work() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       cv_.wait(lock, [&] { return quit_ || !queue_.empty(); });
       if (queue_.empty()) return;  // quit_
-      Tensor t = queue_.front();
+      Job job = std::move(queue_.front());
       queue_.pop_front();
       busy_ = true;
-      const bool failed = error_ != nullptr;
+      const bool failed = error_ != nullptr || failed_;
       lock.unlock();
       std::exception_ptr err;
       if (!failed) {
         try {
-          reduce(t);
+          job.fn();
+        } catch (const gloo::Exception& e) {
+          err = std::make_exception_ptr(CommError(fmt::format(
+              "gloo {} failed on rank {} (another rank stopped or timed out?): {}", job.what,
+              rank_, e.what())));
         } catch (...) {
           err = std::current_exception();
         }
       }
       lock.lock();
       busy_ = false;
-      if (err && !error_) error_ = err;
-      if (queue_.empty()) done_cv_.notify_all();
-    }
-  }
-
-  void reduce(Tensor& t) {
-    try {
-      gloo::AllreduceOptions opts(ctx_);
-      opts.setOutput(t.f32(), static_cast<size_t>(t.numel()));
-      opts.setReduceFunction(
-          static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
-      opts.setTag(next_tag());
-      gloo::allreduce(opts);
-    } catch (const gloo::Exception& e) {
-      throw CommError(fmt::format("gloo all_reduce (during backward) failed on rank {} (another "
-                                  "rank stopped or timed out?): {}", rank_, e.what()));
+      done_ticket_ = job.ticket;
+      if (err) {
+        failed_ = true;
+        if (!error_) error_ = err;
+      }
+      done_cv_.notify_all();
     }
   }
 
@@ -228,12 +287,14 @@ class GlooCommunicator : public Communicator {
   uint32_t tag_ = 1;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> ctx_;
-  // The communication thread and its queue (all_reduce_sum_async / wait_async).
+  // The communication thread and its queue (all_reduce_sum_async, all_gather_async).
   std::thread worker_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
-  std::deque<Tensor> queue_;
+  std::deque<Job> queue_;
+  uint64_t next_ticket_ = 0, done_ticket_ = 0;
   bool busy_ = false, quit_ = false;
+  bool failed_ = false;  // a queued collective failed: the rest are dropped
   std::exception_ptr error_;
 };
 

@@ -39,6 +39,9 @@ Generator::Generator(LlamaModel& model, int64_t initial_capacity)
     : model_(model),
       cache_(model.spec(), model.options().dtype, model.ops().device(),
              std::max<int64_t>(initial_capacity, 1)) {
+  FTUNE_CHECK(!model.sharded(), "generate: the model's base is sharded across ranks "
+                                "(distributed.shard_base); generation runs on one process with "
+                                "the whole model");
   inv_freq_ = rope_inv_freq(model.spec().rope, model.spec().head_dim);
 }
 

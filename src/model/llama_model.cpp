@@ -50,25 +50,63 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, Ops& ops, ModelOptions 
   fuse_base_weights(base_, ops_, opts_.dtype);
   const bool nf4 = !base_.layers.empty() && base_.layers[0].quantized();
   for (const auto& L : base_.layers)
-    FTUNE_CHECK(L.quantized() == nf4, "LlamaModel: some layers are NF4 and some are not");
-  if (nf4) {
-    // One workspace for the largest projection group (q/k/v or gate/up stacked, o, down); each
-    // GEMM's weight is dequantized into it just before the GEMM, so the dense model never exists.
-    int64_t most = 0;
-    for (int g = 0; g < kNumGroups; ++g) {
-      int64_t rows = 0;
-      for (const auto& m : group_members(0, g)) rows += m.out;
-      most = std::max(most, rows * spec_.proj_shape(group_members(0, g)[0].proj)[1]);
-    }
-    nf4_workspace_ = Tensor::empty({most}, opts_.dtype, ops_.device());
-  }
+    FTUNE_CHECK(L.empty() || L.quantized() == nf4, "LlamaModel: some layers are NF4 and some are not");
+  setup_nf4_workspace();
   // prepare() validates every batch's index values on the host, so backends need not copy them
   // back to check (a synchronisation per op on the GPU).
   ops_.set_check_index_values(false);
   inv_freq_ = rope_inv_freq(spec_.rope, spec_.head_dim);
 }
 
-LlamaModel LlamaModel::from_hf_folder(const std::string& dir, Ops& ops, ModelOptions opts) {
+void LlamaModel::setup_nf4_workspace() {
+  if (!base_is_nf4() || nf4_workspace_.defined()) return;
+  // One workspace for the largest projection group (q/k/v or gate/up stacked, o, down); each
+  // GEMM's weight is dequantized into it just before the GEMM, so the dense model never exists.
+  int64_t most = 0;
+  for (int g = 0; g < kNumGroups; ++g) {
+    int64_t rows = 0;
+    for (const auto& m : group_members(0, g)) rows += m.out;
+    most = std::max(most, rows * spec_.proj_shape(group_members(0, g)[0].proj)[1]);
+  }
+  nf4_workspace_ = Tensor::empty({most}, opts_.dtype, ops_.device());
+}
+
+bool LlamaModel::base_is_nf4() const {
+  if (sharded_) return sharded_->quantized();
+  return !base_.layers.empty() && base_.layers[0].quantized();
+}
+
+void LlamaModel::shard_base(ShardGatherer& g) {
+  FTUNE_CHECK(!sharded_, "LlamaModel: the base is already sharded");
+  auto sh = std::make_unique<ShardedLayers>(g, ops_.device());
+  for (auto& L : base_.layers) sh->add(L);
+  sharded_ = std::move(sh);
+}
+
+const LayerWeights& LlamaModel::layer_weights(int l, int next) {
+  if (sharded_) return sharded_->acquire(l, next);
+  return base_.layers[static_cast<size_t>(l)];
+}
+
+int64_t LlamaModel::base_bytes_held() const {
+  int64_t n = base_weight_bytes(base_);
+  if (sharded_) n += sharded_->shard_bytes() + sharded_->buffer_bytes();
+  return n;
+}
+
+void LlamaModel::idle_pass(bool backward) {
+  if (!sharded_) return;
+  const int L = spec_.num_layers;
+  for (int l = 0; l < L; ++l) (void)layer_weights(l, l + 1 < L ? l + 1 : -1);
+  if (!backward) return;
+  for (int l = L - 1; l >= 0; --l) {
+    (void)layer_weights(l, l - 1);
+    if (grads_ready_) grads_ready_(l);
+  }
+}
+
+LlamaModel LlamaModel::from_hf_folder(const std::string& dir, Ops& ops, ModelOptions opts,
+                                      ShardGatherer* shard) {
   const std::string cfg_path = dir + "/config.json";
   HFModelConfig cfg = load_hf_config(cfg_path);
   ModelSpec spec = model_spec_from_hf(cfg, cfg_path);
@@ -77,8 +115,22 @@ LlamaModel LlamaModel::from_hf_folder(const std::string& dir, Ops& ops, ModelOpt
   WeightLoadOptions wo;
   wo.load_in_4bit = opts.load_in_4bit;
   wo.double_quant = opts.double_quant;
+  std::unique_ptr<ShardedLayers> sh;
+  if (shard != nullptr) {
+    // Each layer fused and sharded as soon as it is read: a rank never holds the whole model.
+    sh = std::make_unique<ShardedLayers>(*shard, ops.device());
+    wo.on_layer = [&](int, LayerWeights& L) {
+      fuse_layer_weights(L, ops, opts.dtype);
+      sh->add(L);
+    };
+  }
   BaseWeights w = load_base_weights(spec, ckpt, dir, ops.device(), opts.dtype, wo);
-  return LlamaModel(std::move(spec), std::move(w), ops, opts);
+  LlamaModel m(std::move(spec), std::move(w), ops, opts);
+  if (sh) {
+    m.sharded_ = std::move(sh);
+    m.setup_nf4_workspace();
+  }
+  return m;
 }
 
 void LlamaModel::attach_lora(LoraWeights lora) {
@@ -183,8 +235,7 @@ std::vector<LoraGroupMember> LlamaModel::group_members(int l, int group) const {
   }
 }
 
-Tensor LlamaModel::group_weight(int l, int group) {
-  const LayerWeights& W = base_.layers[static_cast<size_t>(l)];
+Tensor LlamaModel::group_weight(const LayerWeights& W, int l, int group) {
   if (!W.quantized()) {
     switch (group) {
       case kQkv: return W.qkv;
@@ -206,9 +257,9 @@ Tensor LlamaModel::group_weight(int l, int group) {
   return w;
 }
 
-void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, LayerCache& c,
-                               Tensor& out, bool keep, bool recompute) {
-  const LayerWeights& W = base_.layers[static_cast<size_t>(l)];
+void LlamaModel::layer_forward(int l, const LayerWeights& W, const Tensor& x,
+                               const BatchInputs& in, LayerCache& c, Tensor& out, bool keep,
+                               bool recompute) {
   const Device dev = ops_.device();
   const DType dt = opts_.dtype;
   const int64_t N = in.n, H = spec_.hidden_size, F = spec_.intermediate_size;
@@ -228,7 +279,7 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
   ops_.rms_norm_forward(x, W.attn_norm, eps, c.n1, c.rstd1);
   {
     Tensor qkv = Tensor::empty({N, (nh + 2 * nkv) * hd}, dt, dev);
-    lin(kQkv, group_weight(l, kQkv), W.qkv_bias, c.n1, qkv);
+    lin(kQkv, group_weight(W, l, kQkv), W.qkv_bias, c.n1, qkv);
     c.q = Tensor::empty({N, nh, hd}, dt, dev);
     c.k = Tensor::empty({N, nkv, hd}, dt, dev);
     c.v = Tensor::empty({N, nkv, hd}, dt, dev);
@@ -240,7 +291,7 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
   ops_.attention_forward(c.q, c.k, c.v, in.doc_start, scale, c.attn, c.lse);
   {
     Tensor o = Tensor::empty({N, H}, dt, dev);
-    lin(kO, group_weight(l, kO), W.bias[static_cast<size_t>(Proj::O)], c.attn.view({N, nh * hd}),
+    lin(kO, group_weight(W, l, kO), W.bias[static_cast<size_t>(Proj::O)], c.attn.view({N, nh * hd}),
         o);
     // h = x + o_proj(attn); n2 = post_attention_layernorm(h), in one pass.
     c.h = Tensor::empty({N, H}, dt, dev);
@@ -249,7 +300,7 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
     ops_.add_rms_norm_forward(x, o, W.mlp_norm, eps, c.h, c.n2, c.rstd2);
   }
   c.gu = Tensor::empty({N, 2 * F}, dt, dev);
-  lin(kGateUp, group_weight(l, kGateUp), none, c.n2, c.gu);
+  lin(kGateUp, group_weight(W, l, kGateUp), none, c.n2, c.gu);
   c.m = Tensor::empty({N, F}, dt, dev);
   ops_.swiglu_fused_forward(c.gu, c.m);
   if (recompute) {
@@ -258,13 +309,13 @@ void LlamaModel::layer_forward(int l, const Tensor& x, const BatchInputs& in, La
     return;
   }
   out = Tensor::empty({N, H}, dt, dev);
-  lin(kDown, group_weight(l, kDown), W.bias[static_cast<size_t>(Proj::Down)], c.m, out);
+  lin(kDown, group_weight(W, l, kDown), W.bias[static_cast<size_t>(Proj::Down)], c.m, out);
   ops_.axpy(1.0f, c.h, out);  // out = h + down(m)
   if (!keep) c.release_all_but_input();
 }
 
-void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Tensor& dx) {
-  LayerWeights& W = base_.layers[static_cast<size_t>(l)];
+void LlamaModel::layer_backward(int l, const LayerWeights& W, const BatchInputs& in,
+                                LayerCache& c, Tensor& dx) {
   const Device dev = ops_.device();
   const DType dt = opts_.dtype;
   const int64_t N = in.n, H = spec_.hidden_size, F = spec_.intermediate_size;
@@ -279,18 +330,18 @@ void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Ten
 
   // out = h + down(m): dx is d/d(out) on entry.
   Tensor dm = Tensor::empty({N, F}, dt, dev);
-  lin_bwd(kDown, group_weight(l, kDown), dx, c.m, dm);
+  lin_bwd(kDown, group_weight(W, l, kDown), dx, c.m, dm);
   Tensor dgu = Tensor::empty({N, 2 * F}, dt, dev);
   ops_.swiglu_fused_backward(dm, c.gu, dgu);
   dm = Tensor();
   Tensor dn2 = Tensor::empty({N, H}, dt, dev);
-  lin_bwd(kGateUp, group_weight(l, kGateUp), dgu, c.n2, dn2);
+  lin_bwd(kGateUp, group_weight(W, l, kGateUp), dgu, c.n2, dn2);
   dgu = Tensor();
   ops_.rms_norm_backward(dn2, c.h, W.mlp_norm, c.rstd2, dx, nullptr, true);  // dx: d/dh
   // h = x + o_proj(attn)
   Tensor dattn = Tensor::empty({N, nh, hd}, dt, dev);
   Tensor dattn2 = dattn.view({N, nh * hd});
-  lin_bwd(kO, group_weight(l, kO), dx, c.attn.view({N, nh * hd}), dattn2);
+  lin_bwd(kO, group_weight(W, l, kO), dx, c.attn.view({N, nh * hd}), dattn2);
   Tensor dq = Tensor::empty({N, nh, hd}, dt, dev);
   Tensor dk = Tensor::empty({N, nkv, hd}, dt, dev);
   Tensor dv = Tensor::empty({N, nkv, hd}, dt, dev);
@@ -301,7 +352,7 @@ void LlamaModel::layer_backward(int l, const BatchInputs& in, LayerCache& c, Ten
   ops_.qkv_rope_merge_backward(dq, dk, dv, in.positions, rope_cos_, rope_sin_, dqkv);
   dq = dk = dv = Tensor();
   Tensor dn1 = Tensor::empty({N, H}, dt, dev);
-  lin_bwd(kQkv, group_weight(l, kQkv), dqkv, c.n1, dn1);
+  lin_bwd(kQkv, group_weight(W, l, kQkv), dqkv, c.n1, dn1);
   ops_.rms_norm_backward(dn1, c.x, W.attn_norm, c.rstd1, dx, nullptr, true);  // d/d(input)
 }
 
@@ -325,7 +376,8 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
   for (int l = 0; l < spec_.num_layers; ++l) {
     Tensor out;
     LayerCache& c = caches[static_cast<size_t>(l)];
-    layer_forward(l, x, in, c, out, backward && !ckpt);
+    const LayerWeights& W = layer_weights(l, l + 1 < spec_.num_layers ? l + 1 : -1);
+    layer_forward(l, W, x, in, c, out, backward && !ckpt);
     if (!backward) c = LayerCache();
     if (offload) {  // the saved input leaves the device while the next layers compute
       stash_->put(l, c.x);
@@ -350,12 +402,13 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
       c.x = stash_->take(l);
       if (l > 0) stash_->prefetch(l - 1);  // comes back while this layer computes
     }
+    const LayerWeights& W = layer_weights(l, l - 1);
     if (ckpt) {
       Tensor recomputed;
       Tensor input = c.x;
-      layer_forward(l, input, in, c, recomputed, true, /*recompute=*/true);
+      layer_forward(l, W, input, in, c, recomputed, true, /*recompute=*/true);
     }
-    layer_backward(l, in, c, dx);
+    layer_backward(l, W, in, c, dx);
     c = LayerCache();
     if (grads_ready_) grads_ready_(l);
   }

@@ -12,6 +12,7 @@
 #include "core/batch.h"
 #include "model/lora.h"
 #include "model/model_spec.h"
+#include "model/sharded_layers.h"
 #include "model/weights.h"
 
 namespace ftune {
@@ -43,8 +44,28 @@ class LlamaModel {
  public:
   LlamaModel(ModelSpec spec, BaseWeights base, Ops& ops, ModelOptions opts = {});
 
-  // Loads config.json + safetensors from an HF folder (sharded or not).
-  static LlamaModel from_hf_folder(const std::string& dir, Ops& ops, ModelOptions opts = {});
+  // Loads config.json + safetensors from an HF folder (sharded or not). With `shard`, the
+  // decoder layers are sharded across its ranks as they load (see shard_base).
+  static LlamaModel from_hf_folder(const std::string& dir, Ops& ops, ModelOptions opts = {},
+                                   ShardGatherer* shard = nullptr);
+
+  // Shards the decoder layers across g's ranks (model/sharded_layers.h): each rank keeps 1/N of
+  // every layer and gathers a layer before using it. Embeddings, lm_head and the final norm
+  // stay whole on every rank. From then on every rank must run the same number of passes:
+  // a rank without a micro-batch runs idle_pass() instead.
+  void shard_base(ShardGatherer& g);
+  bool sharded() const { return sharded_ != nullptr; }
+  const ShardedLayers* sharded_layers() const { return sharded_.get(); }
+  // The gathers (and, with backward, the grads-ready hook calls) of one forward(+backward)
+  // pass, without computing: a sharded rank with no micro-batch left keeps step with its peers.
+  // No-op when the base is not sharded.
+  void idle_pass(bool backward);
+  // Layer l's weights (a sharded base gathers it, prefetching `next`; -1 = none).
+  const LayerWeights& layer_weights(int l, int next = -1);
+  // Bytes of the base weights this process holds on its device (a sharded base: its shards and
+  // gather buffers).
+  int64_t base_bytes_held() const;
+  bool base_is_nf4() const;
 
   const ModelSpec& spec() const { return spec_; }
   const BaseWeights& base() const { return base_; }
@@ -78,13 +99,16 @@ class LlamaModel {
   // recompute: the forward re-run by checkpointing during backward, which needs only what the
   // backward reads: the layer output (the down projection's base GEMM and the residual add) is
   // skipped, only the down projection's LoRA input cache is made.
-  void layer_forward(int l, const Tensor& x, const BatchInputs& in, LayerCache& c, Tensor& out,
-                     bool keep, bool recompute = false);
-  void layer_backward(int l, const BatchInputs& in, LayerCache& c, Tensor& dx);
+  void layer_forward(int l, const LayerWeights& W, const Tensor& x, const BatchInputs& in,
+                     LayerCache& c, Tensor& out, bool keep, bool recompute = false);
+  void layer_backward(int l, const LayerWeights& W, const BatchInputs& in, LayerCache& c,
+                      Tensor& dx);
+  // The NF4 dequantization workspace (NF4 bases) once the weights are in place.
+  void setup_nf4_workspace();
   std::vector<LoraGroupMember> group_members(int l, int group) const;
   // The base weight of a projection group as one [rows, in] matrix: the dense (fused) tensor, or
   // the NF4 weights dequantized into nf4_workspace_ (valid until the next call).
-  Tensor group_weight(int l, int group);
+  Tensor group_weight(const LayerWeights& W, int l, int group);
   // Adds the batch's loss sum to loss_sum (F64 [1] on the device); returns the trained count.
   int64_t run(const Batch& batch, float grad_scale, bool backward, Tensor* logits,
               Tensor& loss_sum);
@@ -108,6 +132,7 @@ class LlamaModel {
   bool training_ = false;  // dropout only while training
   std::function<void(int)> grads_ready_;
   std::unique_ptr<ActivationStash> stash_;  // checkpointing offload (made on first use)
+  std::unique_ptr<ShardedLayers> sharded_;  // shard_base: the decoder layers (base_ has none)
 };
 
 }  // namespace ftune

@@ -3,6 +3,8 @@
 // backends' workspaces. Names in the items follow LlamaModel::LayerCache.
 #include "model/memory_model.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "core/error.h"
@@ -98,23 +100,42 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   base.push_back({"base weights", "embed_tokens [V, H]", V * H * a, 1});
   if (!s.tie_word_embeddings) base.push_back({"base weights", "lm_head [V, H]", V * H * a, 1});
   base.push_back({"base weights", "norm [H]", H * a, 1});
-  base.push_back({"base weights", "layer norms [H]", H * a, 2 * L});
+  // One decoder layer's tensors (each once; `count` L when held whole).
+  std::vector<MemoryItem> layer;
+  layer.push_back({"base weights", "layer norms [H]", H * a, 2});
   auto proj = [&](const char* name, int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
-    base.push_back({"base weights",
-                    std::string(name) + (in.load_in_4bit ? " (NF4 + absmax)" : ""),
-                    in.load_in_4bit ? nf4_bytes(n) : n * a, L});
+    layer.push_back({"base weights",
+                     std::string(name) + (in.load_in_4bit ? " (NF4 + absmax)" : ""),
+                     in.load_in_4bit ? nf4_bytes(n) : n * a, 1});
   };
   proj("q/k/v [(nh+2nkv)hd, H]", Q, H);
   proj("o_proj [H, nh hd]", H, qd);
   proj("gate/up [2F, H]", 2 * F, H);
   proj("down_proj [H, F]", H, F);
   const auto& pb = s.proj_bias;
-  if (pb[0] || pb[1] || pb[2]) base.push_back({"base weights", "q/k/v bias", Q * a, L});
-  if (pb[static_cast<size_t>(Proj::O)]) base.push_back({"base weights", "o_proj bias", H * a, L});
-  if (pb[static_cast<size_t>(Proj::Gate)]) base.push_back({"base weights", "gate bias", F * a, L});
-  if (pb[static_cast<size_t>(Proj::Up)]) base.push_back({"base weights", "up bias", F * a, L});
-  if (pb[static_cast<size_t>(Proj::Down)]) base.push_back({"base weights", "down bias", H * a, L});
+  if (pb[0] || pb[1] || pb[2]) layer.push_back({"base weights", "q/k/v bias", Q * a, 1});
+  if (pb[static_cast<size_t>(Proj::O)]) layer.push_back({"base weights", "o_proj bias", H * a, 1});
+  if (pb[static_cast<size_t>(Proj::Gate)]) layer.push_back({"base weights", "gate bias", F * a, 1});
+  if (pb[static_cast<size_t>(Proj::Up)]) layer.push_back({"base weights", "up bias", F * a, 1});
+  if (pb[static_cast<size_t>(Proj::Down)]) layer.push_back({"base weights", "down bias", H * a, 1});
+  if (in.shard_base) {
+    // model/sharded_layers.cpp: a layer's tensors packed at 256-byte offsets, padded to N equal
+    // shards; each rank keeps its shard of every layer and two gather buffers of N shards.
+    FTUNE_CHECK(in.world_size >= 1, "memory model: world size {}", in.world_size);
+    constexpr int64_t kAlign = 256;
+    int64_t packed = 0;
+    for (const auto& i : layer) packed += (i.total() + kAlign - 1) / kAlign * kAlign;
+    const int64_t w = in.world_size;
+    const int64_t shard = ((packed + w - 1) / w + kAlign - 1) / kAlign * kAlign;
+    base.push_back({"base weights", fmt::format("layer shards (1/{} of each layer)", w), shard, L});
+    base.push_back({"base weights", "gather buffers (2 whole layers)", shard * w, 2});
+  } else {
+    for (MemoryItem i : layer) {
+      i.count *= L;
+      base.push_back(i);
+    }
+  }
 
   // ---- LoRA: one flat F32 buffer each for params, grads, AdamW m and v (+ compute copy) ----
   int64_t n_lora = 0;

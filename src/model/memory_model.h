@@ -36,6 +36,8 @@ struct MemoryModelInput {
   BackendKind backend = BackendKind::Cpu;
   int64_t ce_chunk_tokens = 1024;       // ModelOptions::ce_chunk_tokens
   int world_size = 1;                   // > 1: NCCL buffers on each GPU
+  bool shard_base = false;              // decoder layers sharded over world_size ranks
+                                        // (model/sharded_layers.h): 1/N of each + 2 gathered
 };
 
 // What a part of the memory is made of: `count` tensors (or buffers) of `bytes` each.

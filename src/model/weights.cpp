@@ -122,6 +122,7 @@ BaseWeights load_base_weights(const ModelSpec& spec, const CheckpointReader& ckp
       if (spec.proj_bias[i])
         L.bias[i] = load_one(ckpt, origin, tensor_names::proj_bias(l, p), {s[0]}, device, dt);
     }
+    if (opts.on_layer) opts.on_layer(l, L);
   }
   return w;
 }
@@ -239,48 +240,51 @@ void fuse_base_weights(BaseWeights& w, Ops& ops, DType dt) {
   w.embed = converted(ops, w.embed, dt);
   w.final_norm = converted(ops, w.final_norm, dt);
   w.lm_head = tied ? w.embed : converted(ops, w.lm_head, dt);
-  for (auto& L : w.layers) {
-    L.attn_norm = converted(ops, L.attn_norm, dt);
-    L.mlp_norm = converted(ops, L.mlp_norm, dt);
-    auto at = [&](Proj p) { return &L.weight[static_cast<size_t>(p)]; };
-    if (L.quantized()) {
-      for (const auto& q : L.nf4)
-        FTUNE_CHECK(q.defined(), "fuse_base_weights: a layer with some projections in NF4 and "
-                                 "some not");
-    } else {
-      if (!L.qkv.defined() || L.qkv.dtype() != dt)
-        L.qkv = stack_rows(ops, {at(Proj::Q), at(Proj::K), at(Proj::V)}, dt);
-      if (!L.gate_up.defined() || L.gate_up.dtype() != dt)
-        L.gate_up = stack_rows(ops, {at(Proj::Gate), at(Proj::Up)}, dt);
-      L.weight[static_cast<size_t>(Proj::O)] =
-          converted(ops, L.weight[static_cast<size_t>(Proj::O)], dt);
-      L.weight[static_cast<size_t>(Proj::Down)] =
-          converted(ops, L.weight[static_cast<size_t>(Proj::Down)], dt);
-    }
-    const bool any_bias = L.bias[0].defined() || L.bias[1].defined() || L.bias[2].defined();
-    if (any_bias && (!L.qkv_bias.defined() || L.qkv_bias.dtype() != dt)) {
-      const int64_t total = L.proj_rows(Proj::Q) + L.proj_rows(Proj::K) + L.proj_rows(Proj::V);
-      Tensor b = Tensor::zeros({total}, dt, L.attn_norm.device());
-      int64_t off = 0;
-      for (Proj p : {Proj::Q, Proj::K, Proj::V}) {
-        const size_t i = static_cast<size_t>(p);
-        const int64_t out = L.proj_rows(p);
-        Tensor dst = b.slice_flat(off, {out});
-        if (L.bias[i].defined()) {
-          if (L.bias[i].dtype() == dt)
-            dst.copy_from(L.bias[i]);
-          else
-            ops.cast(L.bias[i], dst);
-          L.bias[i] = dst;
-        }
-        off += out;
-      }
-      L.qkv_bias = b;
-    }
-    for (Proj p : {Proj::O, Proj::Gate, Proj::Up, Proj::Down}) {
+  for (auto& L : w.layers)
+    if (!L.empty()) fuse_layer_weights(L, ops, dt);
+}
+
+void fuse_layer_weights(LayerWeights& L, Ops& ops, DType dt) {
+  L.attn_norm = converted(ops, L.attn_norm, dt);
+  L.mlp_norm = converted(ops, L.mlp_norm, dt);
+  auto at = [&](Proj p) { return &L.weight[static_cast<size_t>(p)]; };
+  if (L.quantized()) {
+    for (const auto& q : L.nf4)
+      FTUNE_CHECK(q.defined(), "fuse_base_weights: a layer with some projections in NF4 and "
+                               "some not");
+  } else {
+    if (!L.qkv.defined() || L.qkv.dtype() != dt)
+      L.qkv = stack_rows(ops, {at(Proj::Q), at(Proj::K), at(Proj::V)}, dt);
+    if (!L.gate_up.defined() || L.gate_up.dtype() != dt)
+      L.gate_up = stack_rows(ops, {at(Proj::Gate), at(Proj::Up)}, dt);
+    L.weight[static_cast<size_t>(Proj::O)] =
+        converted(ops, L.weight[static_cast<size_t>(Proj::O)], dt);
+    L.weight[static_cast<size_t>(Proj::Down)] =
+        converted(ops, L.weight[static_cast<size_t>(Proj::Down)], dt);
+  }
+  const bool any_bias = L.bias[0].defined() || L.bias[1].defined() || L.bias[2].defined();
+  if (any_bias && (!L.qkv_bias.defined() || L.qkv_bias.dtype() != dt)) {
+    const int64_t total = L.proj_rows(Proj::Q) + L.proj_rows(Proj::K) + L.proj_rows(Proj::V);
+    Tensor b = Tensor::zeros({total}, dt, L.attn_norm.device());
+    int64_t off = 0;
+    for (Proj p : {Proj::Q, Proj::K, Proj::V}) {
       const size_t i = static_cast<size_t>(p);
-      L.bias[i] = converted(ops, L.bias[i], dt);
+      const int64_t out = L.proj_rows(p);
+      Tensor dst = b.slice_flat(off, {out});
+      if (L.bias[i].defined()) {
+        if (L.bias[i].dtype() == dt)
+          dst.copy_from(L.bias[i]);
+        else
+          ops.cast(L.bias[i], dst);
+        L.bias[i] = dst;
+      }
+      off += out;
     }
+    L.qkv_bias = b;
+  }
+  for (Proj p : {Proj::O, Proj::Gate, Proj::Up, Proj::Down}) {
+    const size_t i = static_cast<size_t>(p);
+    L.bias[i] = converted(ops, L.bias[i], dt);
   }
 }
 

@@ -2,6 +2,7 @@
 // architecture table, every shape checked) or randomly initialised (built-in tiny model).
 #pragma once
 #include <array>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@ struct LayerWeights {
   bool quantized() const { return nf4[0].defined(); }
   // Rows (out features) of projection p, dense or NF4.
   int64_t proj_rows(Proj p) const;
+  // No tensors: a layer whose weights live elsewhere (model/sharded_layers.h).
+  bool empty() const { return !attn_norm.defined(); }
 };
 
 struct BaseWeights {
@@ -44,6 +47,9 @@ struct BaseWeights {
 struct WeightLoadOptions {
   bool load_in_4bit = false;
   bool double_quant = true;  // bnb_4bit_use_double_quant for quantize-on-load
+  // Called as soon as layer l is loaded; it may take the layer's tensors (a sharded base keeps
+  // 1/N of them, model/sharded_layers.h), so the whole model never exists at once.
+  std::function<void(int layer, LayerWeights& w)> on_layer;
 };
 
 // Loads every tensor the spec needs, converted to `dt` on `device` one tensor at a time (no
@@ -72,6 +78,8 @@ BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std 
 // through `ops` (on its device). Tensors already stacked and of that dtype are kept as they are.
 class Ops;
 void fuse_base_weights(BaseWeights& w, Ops& ops, DType dt);
+// The same for one layer (the layers of a sharded base are fused one by one as they load).
+void fuse_layer_weights(LayerWeights& L, Ops& ops, DType dt);
 
 // A copy of `w` on `device` (tied embeddings stay tied).
 BaseWeights base_weights_to(const BaseWeights& w, const ModelSpec& spec, Device device);

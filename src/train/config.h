@@ -109,6 +109,8 @@ struct DistributedConfig {
   int64_t timeout_s = 0;
   bool check_consistency = false;
   int64_t verify_every = 0;           // 0 = never
+  std::string shard_base;             // auto|true|false: the base's layers sharded over ranks
+  std::vector<double> max_memory_gib; // per-rank memory cap (one value = all ranks); empty = none
 
   bool operator==(const DistributedConfig&) const = default;
 };

@@ -233,6 +233,16 @@ constexpr std::array kSchema = {
               "every this many steps compare a checksum of the LoRA weights and optimizer "
               "state across ranks; 0 = never",
               FTUNE_FIELD(distributed, verify_every)},
+    ConfigKey{"distributed.shard_base", T::Choice, "auto", 0, 0, false, "auto|true|false",
+              "shard the frozen base's decoder layers across the ranks (each keeps 1/N and "
+              "gathers a layer before using it); auto = when the whole model would not fit the "
+              "device (or distributed.max_memory_gib)",
+              FTUNE_FIELD(distributed, shard_base)},
+    ConfigKey{"distributed.max_memory_gib", T::Numbers, "[]", 0, kInf, false, "",
+              "memory cap per rank in GiB, one value for all or one per rank (e.g. [40, 40, 80, "
+              "80]); the planner and shard_base auto respect it, and a rank whose predicted "
+              "need exceeds it is refused before loading; empty = the device's memory",
+              FTUNE_FIELD(distributed, max_memory_gib)},
     // ---- logging ----
     ConfigKey{"logging.tensorboard", T::Bool, "true", 0, 0, false, "",
               "write TensorBoard event files to tensorboard/ inside train.output_dir",
@@ -256,7 +266,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 70, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 72, "update the schema count when adding a config key");
 
 }  // namespace
 

@@ -118,7 +118,8 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     const auto [vb, ve] = window_share(0, static_cast<int64_t>(data.validation.size()),
                                        shard_weights, rank, world);
     const StepLoss l = trainer.evaluate(
-        std::vector<Batch>(data.validation.begin() + vb, data.validation.begin() + ve));
+        std::vector<Batch>(data.validation.begin() + vb, data.validation.begin() + ve),
+        most_share(0, static_cast<int64_t>(data.validation.size()), shard_weights, world));
     if (opts.on_progress) opts.on_progress(step);
     if (l.count == 0) return -1;
     const double loss = l.mean();
@@ -183,7 +184,8 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
       window.back().global_index = i;
     }
     const auto ts = std::chrono::steady_clock::now();
-    const StepStats st = trainer.step(window, [] { return interrupt_signal() != 0; });
+    const StepStats st = trainer.step(window, [] { return interrupt_signal() != 0; },
+                                      most_share(begin, end, shard_weights, world));
     stop_voted = st.stop_requested;
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     state.batch_in_epoch = end;

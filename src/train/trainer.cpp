@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/error.h"
@@ -19,7 +20,7 @@ Trainer::Trainer(LlamaModel& model, TrainerOptions opts, GradientSync* sync)
 }
 
 StepStats Trainer::step(const std::vector<Batch>& window,
-                         const std::function<bool()>& stop_request) {
+                         const std::function<bool()>& stop_request, int64_t passes) {
   FTUNE_CHECK(sync_ || !window.empty(), "trainer: empty accumulation window");
   LocalWindow local;
   for (const Batch& b : window) local.trained_tokens += count_trained_tokens(b);
@@ -37,10 +38,17 @@ StepStats Trainer::step(const std::vector<Batch>& window,
   // The window's loss stays on the device until the window ends (no synchronisation per batch);
   // reading it waits for the window's work, so compute_s covers the GPU time too.
   Tensor loss_dev = model_.loss_accumulator();
-  for (size_t i = 0; i < window.size(); ++i) {
+  const size_t total =
+      model_.sharded() ? std::max(window.size(), static_cast<size_t>(std::max<int64_t>(passes, 0)))
+                       : window.size();
+  for (size_t i = 0; i < total; ++i) {
     // The last micro-batch's backward finishes each layer's gradients: a sync may reduce them
     // while the earlier layers' backward goes on.
-    if (sync_ && i + 1 == window.size()) model_.set_grads_ready_hook(sync_->grads_ready_hook());
+    if (sync_ && i + 1 == total) model_.set_grads_ready_hook(sync_->grads_ready_hook());
+    if (i >= window.size()) {  // sharded base: keep step with the ranks that have more
+      model_.idle_pass(true);
+      continue;
+    }
     model_.forward_backward_accumulate(window[i], grad_scale, loss_dev);
     local.input_tokens += window[i].tokens();
   }
@@ -79,13 +87,15 @@ StepStats Trainer::step(const std::vector<Batch>& window,
   return st;
 }
 
-StepLoss Trainer::evaluate(const std::vector<Batch>& batches) {
+StepLoss Trainer::evaluate(const std::vector<Batch>& batches, int64_t passes) {
   StepLoss acc;
   for (const Batch& b : batches) {
     const StepLoss l = model_.forward(b);
     acc.loss_sum += l.loss_sum;
     acc.count += l.count;
   }
+  if (model_.sharded())
+    for (int64_t i = static_cast<int64_t>(batches.size()); i < passes; ++i) model_.idle_pass(false);
   return sync_ ? sync_->reduce_eval(acc) : acc;
 }
 

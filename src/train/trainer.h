@@ -86,10 +86,14 @@ class Trainer {
   // `stop_request` (may be empty) is asked once the window's compute is done; its answer
   // travels with the step's scalar reduction, so every rank learns whether any rank must stop
   // (StepStats::stop_requested) without a collective of its own.
+  // `passes`: with a sharded base (LlamaModel::shard_base) every rank must run as many passes
+  // as the rank with the most micro-batches: the missing ones run as idle passes (gathers
+  // only), and the grads-ready hook goes with the last pass. Ignored otherwise.
   StepStats step(const std::vector<Batch>& window,
-                 const std::function<bool()>& stop_request = nullptr);
-  // Mean loss over batches without gradients (evaluation), token-weighted, all ranks.
-  StepLoss evaluate(const std::vector<Batch>& batches);
+                 const std::function<bool()>& stop_request = nullptr, int64_t passes = 0);
+  // Mean loss over batches without gradients (evaluation), token-weighted, all ranks
+  // (`passes` as for step).
+  StepLoss evaluate(const std::vector<Batch>& batches, int64_t passes = 0);
 
   AdamW& optimizer() { return optimizer_; }
   int64_t global_step() const { return optimizer_.steps_taken(); }

@@ -432,6 +432,10 @@ TEST(DistE2E, RanksWithDifferentConfigsAreRefused) {
 }
 
 TEST(DistE2E, OutOfMemoryNamesTheRankAndStep) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "the address-space limit that makes the allocation fail also stops "
+                  "AddressSanitizer's shadow memory from being mapped";
+#endif
   const std::string dir = test::temp_dir("dist_oom");
   // Rows are as wide as the epoch's longest row (data/packing.h): packed into 16384-token rows,
   // the whole debug set (12173 tokens) is one row, so one micro-batch of 256 rows of that width

@@ -27,38 +27,13 @@
 #include "dist/rendezvous.h"
 #include "dist/worker_threads.h"
 #include "model/llama_model.h"
+#include "support/gloo_ranks.h"
 #include "support/test_support.h"
 
 using namespace ftune;
+using ftune::test::run_ranks;
 
 namespace {
-
-// Runs fn(rank, comm) on `world` threads, each with its own store client and Gloo context.
-// Returns each rank's error message ("" = none).
-std::vector<std::string> run_ranks(int world, const std::function<void(int, Communicator&)>& fn) {
-  int port = 0;
-  const int listen_fd = bind_listen_socket("127.0.0.1", 0, &port);
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        KeyValueStore store("127.0.0.1", port, r, world, 30, r == 0 ? listen_fd : -1);
-        CommOptions o;
-        o.rank = r;
-        o.world_size = world;
-        o.timeout_s = 30;
-        auto comm = make_gloo_communicator(store, o);
-        fn(r, *comm);
-        comm->barrier();  // rank 0's store outlives the others' use of it
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(r)] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  return errors;
-}
 
 ModelSpec tiny_spec() {
   ModelSpec s;

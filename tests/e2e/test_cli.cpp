@@ -14,37 +14,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/cli_run.h"
 #include "support/test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+using ftune::test::CliRun;
+using ftune::test::run_ftune;
+using ftune::test::last_line;
+
 namespace {
-
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-  double seconds = 0;
-};
-
-// Runs `ftune <args>` in `cwd`, capturing stdout and stderr.
-CliRun run_ftune(const std::string& args, const std::string& cwd) {
-  const std::string err_file = cwd + "/.stderr.txt";
-  const std::string cmd = "cd '" + cwd + "' && '" + std::string(FTUNE_BINARY_DIR) + "/ftune' " +
-                          args + " 2>'" + err_file + "'";
-  CliRun r;
-  const auto t0 = std::chrono::steady_clock::now();
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
-}
 
 std::vector<json> read_jsonl(const std::string& path) {
   std::vector<json> v;
@@ -55,14 +35,6 @@ std::vector<json> read_jsonl(const std::string& path) {
 }
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
-
-// The last line of stderr, which must be the one error line.
-std::string last_line(const std::string& s) {
-  std::string t = s;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  const auto pos = t.rfind('\n');
-  return pos == std::string::npos ? t : t.substr(pos + 1);
-}
 
 // The default job trained once per build and shared by the tests (ctest runs each test in its
 // own process, possibly in parallel): the first process trains under a file lock, the others

@@ -17,38 +17,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/cli_run.h"
 #include "support/test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+using ftune::test::CliRun;
+using ftune::test::run_ftune;
+using ftune::test::last_line;
+
 namespace {
-
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `[stdin_cmd |] ftune <args>` in `cwd`, capturing stdout and stderr.
-CliRun run_ftune(const std::string& args, const std::string& cwd, const std::string& input = "") {
-  const std::string err_file = cwd + "/.stderr.txt";
-  std::string cmd = "cd '" + cwd + "' && ";
-  if (!input.empty()) {
-    std::ofstream(cwd + "/.stdin.txt") << input;
-    cmd += "cat .stdin.txt | ";
-  }
-  cmd += "'" + std::string(FTUNE_BINARY_DIR) + "/ftune' " + args + " 2>'" + err_file + "'";
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
-}
 
 std::vector<json> json_lines(const std::string& s) {
   std::vector<json> v;
@@ -57,13 +36,6 @@ std::vector<json> json_lines(const std::string& s) {
   while (std::getline(in, line))
     if (!line.empty()) v.push_back(json::parse(line));
   return v;
-}
-
-std::string last_line(const std::string& s) {
-  std::string t = s;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  const auto pos = t.rfind('\n');
-  return pos == std::string::npos ? t : t.substr(pos + 1);
 }
 
 const char* kTrainArgs =

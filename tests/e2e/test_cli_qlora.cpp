@@ -12,29 +12,16 @@
 #include <regex>
 #include <sys/wait.h>
 
+#include "support/cli_run.h"
 #include "support/test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+using ftune::test::CliRun;
+using ftune::test::run_ftune;
+
 namespace {
-
-struct CliRun {
-  int code = -1;
-  std::string err;
-};
-
-CliRun run_ftune(const std::string& args, const std::string& cwd) {
-  const std::string err_file = cwd + "/.stderr.txt";
-  const std::string cmd = "cd '" + cwd + "' && '" + std::string(FTUNE_BINARY_DIR) + "/ftune' " +
-                          args + " >/dev/null 2>'" + err_file + "'";
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
-}
 
 // "base weights: X MiB" from a run's stderr (-1 when absent).
 double base_weight_mib(const std::string& err) {

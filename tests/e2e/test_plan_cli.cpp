@@ -12,33 +12,16 @@
 #include <random>
 #include <sys/wait.h>
 
+#include "support/cli_run.h"
 #include "support/test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+using ftune::test::CliRun;
+using ftune::test::run_ftune;
+
 namespace {
-
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
-
-CliRun run_ftune(const std::string& args, const std::string& cwd) {
-  const std::string err_file = cwd + "/.stderr.txt";
-  const std::string cmd = "cd '" + cwd + "' && '" + std::string(FTUNE_BINARY_DIR) + "/ftune' " +
-                          args + " 2>'" + err_file + "'";
-  CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream e(err_file);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
-}
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 

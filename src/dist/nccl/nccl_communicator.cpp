@@ -8,6 +8,9 @@
 #include <nccl.h>
 
 #include <cstring>
+#include <deque>
+#include <utility>
+#include <vector>
 
 #include "dist/communicator.h"
 #include "dist/kv_store.h"
@@ -57,6 +60,8 @@ class NcclCommunicator : public Communicator {
     if (scratch_) cudaFree(scratch_);
     if (ready_) cudaEventDestroy(ready_);
     if (done_) cudaEventDestroy(done_);
+    for (const auto& g : gathers_) cudaEventDestroy(g.second);
+    for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -100,13 +105,38 @@ class NcclCommunicator : public Communicator {
   }
 
   void all_gather(const Tensor& in, Tensor& out) override {
-    FTUNE_CHECK(!in.device().is_cpu() && !out.device().is_cpu() && in.dtype() == DType::F32 &&
-                    out.dtype() == DType::F32 && out.numel() == in.numel() * world_,
-                "nccl all_gather: expects GPU F32 tensors, out = world_size x in");
+    check_gather(in, out);
     begin();
-    FTUNE_NCCL_CHECK(ncclAllGather(in.f32(), out.f32(), static_cast<size_t>(in.numel()), ncclFloat,
-                                   comm_, stream_));
+    FTUNE_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), in.nbytes(), ncclUint8, comm_, stream_));
     end();
+  }
+
+  // Queued behind the compute so far; only compute queued after wait_gather(ticket) waits.
+  uint64_t all_gather_async(const Tensor& in, Tensor& out) override {
+    check_gather(in, out);
+    begin();
+    FTUNE_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), in.nbytes(), ncclUint8, comm_, stream_));
+    cudaEvent_t ev = nullptr;
+    if (free_events_.empty()) {
+      FTUNE_CUDART_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    } else {
+      ev = free_events_.back();
+      free_events_.pop_back();
+    }
+    FTUNE_CUDART_CHECK(cudaEventRecord(ev, stream_));
+    gathers_.push_back({++next_ticket_, ev});
+    return next_ticket_;
+  }
+
+  void wait_gather(uint64_t ticket) override {
+    // The stream runs gathers in order: waiting for `ticket` covers the earlier ones too, whose
+    // events go back to the pool.
+    while (!gathers_.empty() && gathers_.front().first <= ticket) {
+      const auto [t, ev] = gathers_.front();
+      gathers_.pop_front();
+      if (t == ticket) FTUNE_CUDART_CHECK(cudaStreamWaitEvent(cudaStreamLegacy, ev, 0));
+      free_events_.push_back(ev);
+    }
   }
 
   void all_gather_bytes(std::span<const uint8_t> in, std::span<uint8_t> out) override {
@@ -130,6 +160,13 @@ class NcclCommunicator : public Communicator {
 
  private:
   static constexpr size_t kScratchBytes = 1 << 20;
+
+  void check_gather(const Tensor& in, const Tensor& out) const {
+    FTUNE_CHECK(in.defined() && out.defined() && !in.device().is_cpu() && !out.device().is_cpu() &&
+                    in.dtype() == out.dtype() && in.is_contiguous() && out.is_contiguous() &&
+                    out.nbytes() == in.nbytes() * static_cast<size_t>(world_),
+                "nccl all_gather: expects contiguous GPU tensors of one dtype, out = world_size x in");
+  }
 
   // The NCCL stream waits for all compute queued so far (see the file comment).
   void begin() {
@@ -155,6 +192,10 @@ class NcclCommunicator : public Communicator {
   cudaEvent_t ready_ = nullptr, done_ = nullptr;
   void* scratch_ = nullptr;
   bool pending_ = false;  // async reductions not yet waited for
+  // Async gathers not yet waited for (ticket, event recorded after it) and spare events.
+  std::deque<std::pair<uint64_t, cudaEvent_t>> gathers_;
+  std::vector<cudaEvent_t> free_events_;
+  uint64_t next_ticket_ = 0;
 };
 
 }  // namespace
