@@ -1,5 +1,5 @@
 // `ftune plan CONFIG|--preset NAME [--gpus N|all|0,2,3] [--gpu-memory-gib G] [--seq S]
-// [--batch B] [--json]`: the memory a training process needs, part by part, and the
+// [--batch B] [--shard-base auto|on|off] [--json]`: the memory a training process needs, part by part, and the
 // configuration (micro-batch, accumulation, checkpointing, 4-bit, GPUs) that fits and runs
 // fastest, from the planner (train/planner.h). Nothing is loaded but config.json: it runs on a
 // machine without the GPU when --gpu-memory-gib says how much memory each GPU has.
@@ -120,6 +120,7 @@ nlohmann::json candidate_json(const PlanCandidate& c, bool gpu) {
   j["gradient_accumulation_steps"] = c.accumulation;
   j["gradient_checkpointing"] = c.checkpointing;
   j["load_in_4bit"] = c.load_in_4bit;
+  j["shard_base"] = c.shard_base;
   j["gpus"] = c.gpus;
   j["fits"] = c.fits;
   j["tensor_peak_bytes"] = c.memory.tensor_peak();
@@ -134,8 +135,9 @@ nlohmann::json candidate_json(const PlanCandidate& c, bool gpu) {
 }
 
 std::string mode_text(const PlanCandidate& c) {
-  return fmt::format("{}, {}", c.checkpointing ? "checkpointing" : "no checkpointing",
-                     c.load_in_4bit ? "NF4 base" : "16-bit base");
+  return fmt::format("{}, {}{}", c.checkpointing ? "checkpointing" : "no checkpointing",
+                     c.load_in_4bit ? "NF4 base" : "16-bit base",
+                     c.shard_base ? fmt::format(" sharded /{}", c.gpus) : "");
 }
 
 void print_memory(const MemoryEstimate& m, const Plan& plan) {
@@ -146,9 +148,10 @@ void print_memory(const MemoryEstimate& m, const Plan& plan) {
   };
   const PlanCandidate& c = *plan.best_candidate();
   line("base weights", m.base_weights,
-       c.load_in_4bit ? fmt::format("NF4 projections (0.5 byte/param + F32 absmax per {}), "
-                                    "embeddings/lm_head/norms {}", kNf4BlockSize, dt)
-                      : std::string(dt));
+       (c.load_in_4bit ? fmt::format("NF4 projections (0.5 byte/param + F32 absmax per {}), "
+                                     "embeddings/lm_head/norms {}", kNf4BlockSize, dt)
+                       : std::string(dt)) +
+           (c.shard_base ? fmt::format("; layers sharded over {} GPUs + 2 gathered", c.gpus) : ""));
   line("LoRA params", m.lora_params, r.dtype == DType::F32 ? "F32" : "F32 masters + bf16 copies");
   line("LoRA grads", m.lora_grads, "F32");
   line("AdamW state", m.optimizer_state, "m and v, F32");
@@ -206,6 +209,7 @@ int cmd_plan(const PlanArgs& a) {
   req.checkpointing =
       req.offload ? PlanChoice::On : parse_choice(a.checkpointing, "--checkpointing");
   req.load_in_4bit = parse_choice(a.load_in_4bit, "--4bit");
+  req.shard_base = parse_choice(a.shard_base, "--shard-base");
   if (req.effective_batch > 0 && req.effective_batch % req.gpus != 0) {
     // The config's effective batch does not split over these GPUs: keep micro x accumulation.
     req.effective_batch = 0;
@@ -291,26 +295,31 @@ int cmd_plan(const PlanArgs& a) {
   print_memory(best->memory, plan);
   // Per mode: the largest micro-batch that fits, and the first that does not.
   std::printf("\nby mode (largest micro-batch that fits):\n");
-  std::printf("  %-36s %6s %6s %11s %11s %12s\n", "mode", "micro", "accum", "peak GiB", "total GiB",
+  std::printf("  %-40s %6s %6s %11s %11s %12s\n", "mode", "micro", "accum", "peak GiB", "total GiB",
               gpu ? "tokens/s" : "");
-  for (bool ckpt : {false, true}) {
-    for (bool nf4 : {false, true}) {
+  for (int mode = 0; mode < 8; ++mode) {
+    const bool ckpt = (mode & 2) != 0, nf4 = (mode & 1) != 0, shard = (mode & 4) != 0;
+    {
+      auto same_mode = [&](const PlanCandidate& c) {
+        return c.checkpointing == ckpt && c.load_in_4bit == nf4 && c.shard_base == shard;
+      };
       const PlanCandidate* fit = nullptr;
       for (const auto& c : plan.candidates)
-        if (c.checkpointing == ckpt && c.load_in_4bit == nf4 && c.fits &&
-            (fit == nullptr || c.micro_batch > fit->micro_batch))
+        if (same_mode(c) && c.fits && (fit == nullptr || c.micro_batch > fit->micro_batch))
           fit = &c;
       bool evaluated = false;
-      for (const auto& c : plan.candidates) evaluated |= c.checkpointing == ckpt && c.load_in_4bit == nf4;
+      for (const auto& c : plan.candidates) evaluated |= same_mode(c);
       if (!evaluated) continue;
       PlanCandidate shown;
       shown.checkpointing = ckpt;
       shown.load_in_4bit = nf4;
+      shown.shard_base = shard;
+      shown.gpus = req.gpus;
       if (fit == nullptr) {
-        std::printf("  %-36s %6s\n", mode_text(shown).c_str(), "none");
+        std::printf("  %-40s %6s\n", mode_text(shown).c_str(), "none");
         continue;
       }
-      std::printf("  %-36s %6lld %6lld %11.2f %11.2f %12s\n", mode_text(*fit).c_str(),
+      std::printf("  %-40s %6lld %6lld %11.2f %11.2f %12s\n", mode_text(*fit).c_str(),
                   static_cast<long long>(fit->micro_batch), static_cast<long long>(fit->accumulation),
                   gib(fit->memory.tensor_peak()), gib(fit->memory.device_total()),
                   gpu ? fmt::format("{:.0f}", fit->tokens_per_s).c_str() : "");

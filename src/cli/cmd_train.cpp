@@ -27,6 +27,7 @@
 #include "core/error.h"
 #include "data/packing.h"
 #include "dist/communicator.h"
+#include "dist/base_gather.h"
 #include "dist/consistency.h"
 #include "dist/gradient_sync.h"
 #include "dist/kv_store.h"
@@ -169,14 +170,15 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                          bool main, int world,
                          const std::function<GradientSync*(LlamaModel&)>& make_sync,
                          const std::function<void(int64_t)>& on_progress,
-                         const std::function<void()>& before_writing = nullptr) {
+                         const std::function<void()>& before_writing = nullptr,
+                         ShardGatherer* shard_base = nullptr) {
   ModelOptions mopts;
   mopts.gradient_checkpointing = checkpointing_on(cfg);
   mopts.offload_checkpoints = checkpointing_offload(cfg);
   mopts.dtype = compute_dtype(cfg.model.dtype, ops);
   mopts.load_in_4bit = cfg.model.load_in_4bit;
   mopts.double_quant = cfg.model.bnb_4bit_use_double_quant;
-  LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts);
+  LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts, shard_base);
   model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops.device()));
   if (main)
     std::fprintf(stderr, "model: %s (%s, %lld layers, hidden %lld) on %s in %s; LoRA r=%lld alpha=%g on %s: %lld trainable parameters\n",
@@ -187,11 +189,20 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                  fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str(),
                  static_cast<long long>(model.lora().num_params()));
   if (main) {
-    const bool nf4 = !model.base().layers.empty() && model.base().layers[0].quantized();
-    std::fprintf(stderr, "base weights: %.1f MiB on %s%s\n",
-                 static_cast<double>(base_weight_bytes(model.base())) / (1024.0 * 1024.0),
+    const bool nf4 = model.base_is_nf4();
+    std::string sharded;
+    if (const ShardedLayers* sh = model.sharded_layers())
+      sharded = fmt::format(" (layers sharded over {} ranks: {:.1f} MiB of shards + {:.1f} MiB of "
+                            "gather buffers per rank)", world,
+                            static_cast<double>(sh->shard_bytes()) / (1024.0 * 1024.0),
+                            static_cast<double>(sh->buffer_bytes()) / (1024.0 * 1024.0));
+    std::fprintf(stderr, "base weights: %.1f MiB on %s%s%s\n",
+                 static_cast<double>(base_weight_bytes(model.base()) +
+                                     (model.sharded() ? model.sharded_layers()->shard_bytes() : 0)) /
+                     (1024.0 * 1024.0),
                  ops.device().str().c_str(),
-                 nf4 ? " (projections in NF4, dequantized one matrix at a time)" : "");
+                 nf4 ? " (projections in NF4, dequantized one matrix at a time)" : "",
+                 sharded.c_str());
   }
   GradientSync* sync = make_sync ? make_sync(model) : nullptr;
   if (before_writing) before_writing();
@@ -328,6 +339,15 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
                    ri.world_size, comm->backend().c_str(), ri.launcher.c_str(),
                    cfg.distributed.aggregation.c_str());
 
+    int64_t device_memory = 0;
+    if (gpu)
+      for (const auto& d : query_gpus().devices)
+        if (d.index == ri.cuda_device) device_memory = d.total_bytes;
+    const ShardDecision shard = decide_shard_base(cfg, ri.world_size, ri.rank, gpu, device_memory);
+    if (main && !shard.note.empty()) std::fprintf(stderr, "%s\n", shard.note.c_str());
+    std::optional<CommShardGatherer> gatherer;
+    if (shard.shard) gatherer.emplace(*comm);
+
     std::unique_ptr<DataParallelSync> sync;
     auto make_sync = [&](LlamaModel& model) -> GradientSync* {
       if (cfg.distributed.check_consistency) {
@@ -362,7 +382,8 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
                                        [&](int64_t st) {
                                          step = st;
                                          send_heartbeat(ri.heartbeat_fd);
-                                       });
+                                       },
+                                       nullptr, gatherer ? &*gatherer : nullptr);
     *summary = s;
     if (s.interrupted != 0) {
       if (main) return report_interrupted(s);
@@ -480,6 +501,8 @@ TrainOutcome run_train_job(const TrainConfig& job, const TrainArgs& args) {
                              true);
     // Nothing is written before every input is checked; a refused run leaves output_dir as it
     // was (cli/output_dir.h).
+    const ShardDecision shard = decide_shard_base(cfg, 1, 0, gpu, gpu ? gpu_memory(0) : 0);
+    if (!shard.note.empty()) std::fprintf(stderr, "%s\n", shard.note.c_str());
     check_output_dir(cfg, args.resume);
     if (args.resume) check_resume_possible(cfg, config_fingerprint(cfg, 1), 1);
     OutputDirTransaction out_dir(cfg, args.resume);
@@ -539,6 +562,11 @@ TrainOutcome run_train_job(const TrainConfig& job, const TrainArgs& args) {
   FTUNE_CHECK(dc.aggregation != "weighted" || static_cast<int>(dc.rank_weights.size()) == plan.world_size,
               "distributed.aggregation=weighted needs distributed.rank_weights with one weight per "
               "rank ({} ranks, {} weights)", plan.world_size, dc.rank_weights.size());
+  // Memory caps and the sharded base, for every rank of this machine, before anything starts
+  // (each worker decides again, with the same result, and says why).
+  for (const auto& w : plan.workers)
+    (void)decide_shard_base(cfg, plan.world_size, w.rank, !cpu_workers,
+                            cpu_workers ? 0 : gpu_memory(std::stoi(w.cuda_visible)));
   plan.master_addr = dc.master_addr.empty() ? "127.0.0.1" : dc.master_addr;
   plan.master_port = static_cast<int>(dc.master_port);
   FTUNE_CHECK(dc.nnodes == 1 || (dc.master_port > 0 && !dc.master_addr.empty()),

@@ -101,6 +101,7 @@ struct PlanArgs {
   int64_t lora_r = 16;           // preset: LoRA rank on all seven projections
   std::string checkpointing = "auto";  // auto, on, off
   std::string load_in_4bit = "auto";   // auto, on, off
+  std::string shard_base = "auto";     // auto, on, off (several GPUs only)
   std::string device = "auto";   // auto/cuda: GPUs; cpu: the CPU backend
   bool json = false;
 };

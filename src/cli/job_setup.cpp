@@ -1,5 +1,6 @@
 #include "cli/job_setup.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "data/token_cache.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "model/memory_model.h"
 #include "model/weights.h"
 #include "train/planner.h"
 
@@ -218,9 +220,12 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
   int64_t micro = cfg.train.micro_batch_size;
   std::string how;
   if (auto_micro) {
-    const double budget = cfg.train.memory_budget_gib > 0
-                              ? cfg.train.memory_budget_gib * static_cast<double>(int64_t{1} << 30)
-                              : static_cast<double>(device_memory);
+    double budget = cfg.train.memory_budget_gib > 0
+                        ? cfg.train.memory_budget_gib * static_cast<double>(int64_t{1} << 30)
+                        : static_cast<double>(device_memory);
+    // Every rank trains the same micro-batch: the smallest per-rank cap decides.
+    for (double cap : cfg.distributed.max_memory_gib)
+      if (cap > 0) budget = std::min(budget > 0 ? budget : 1e300, cap * static_cast<double>(int64_t{1} << 30));
     FTUNE_CHECK(budget > 0, "train.micro_batch_size: auto: the device's memory is unknown; set "
                 "train.memory_budget_gib");
     PlanRequest req;
@@ -236,6 +241,8 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
     req.checkpointing = checkpointing_on(cfg) ? PlanChoice::On : PlanChoice::Off;
     req.offload = checkpointing_offload(cfg);
     req.load_in_4bit = cfg.model.load_in_4bit ? PlanChoice::On : PlanChoice::Off;
+    const std::string& sb = cfg.distributed.shard_base;
+    req.shard_base = sb == "true" ? PlanChoice::On : sb == "auto" ? PlanChoice::Auto : PlanChoice::Off;
     req.max_micro_batch = 1024;
     const PlanCandidate c = largest_fitting_micro_batch(req);
     micro = c.micro_batch;
@@ -263,6 +270,67 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
   }
   if (log) std::fprintf(stderr, "%s\n", how.c_str());
   return out;
+}
+
+ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, bool gpu,
+                                int64_t device_memory) {
+  const DistributedConfig& dc = cfg.distributed;
+  const auto& caps = dc.max_memory_gib;
+  FTUNE_CHECK(caps.empty() || caps.size() == 1 || static_cast<int>(caps.size()) == world,
+              "distributed.max_memory_gib has {} entries for {} processes (give one value for "
+              "all, or one per rank)", caps.size(), world);
+  for (size_t i = 0; i < caps.size(); ++i)
+    FTUNE_CHECK(caps[i] > 0, "distributed.max_memory_gib: entry {} is {}; caps must be positive",
+                i, caps[i]);
+  const double gib = static_cast<double>(int64_t{1} << 30);
+  const int64_t cap = !caps.empty() ? static_cast<int64_t>(caps[caps.size() == 1 ? 0 : static_cast<size_t>(rank)] * gib)
+                                    : device_memory;
+  MemoryModelInput mi;
+  mi.spec = model_spec_of(cfg);
+  mi.lora = lora_spec_from_config(cfg);
+  mi.micro_batch = std::max<int64_t>(cfg.train.micro_batch_size, 1);
+  mi.seq_len = cfg.data.max_seq_length;
+  mi.checkpointing = checkpointing_on(cfg);
+  mi.offload = gpu && checkpointing_offload(cfg);
+  mi.load_in_4bit = cfg.model.load_in_4bit;
+  mi.backend = gpu ? BackendKind::Cuda : BackendKind::Cpu;
+  mi.dtype = gpu && cfg.model.dtype != "float32" ? DType::BF16 : DType::F32;
+  mi.world_size = world;
+  auto need = [&](bool shard) {
+    MemoryModelInput m = mi;
+    m.shard_base = shard;
+    return estimate_memory(m).device_total();
+  };
+  ShardDecision d;
+  const int64_t whole = need(false);
+  if (dc.shard_base == "true") {
+    d.shard = world > 1;
+    if (world == 1) d.note = "distributed.shard_base: true has no effect with one process";
+  } else if (dc.shard_base == "auto") {
+    d.shard = world > 1 && cap > 0 && whole > cap;
+    if (d.shard)
+      d.note = fmt::format("distributed.shard_base: auto -> true (the whole model needs {:.2f} "
+                           "GiB per rank, more than the {:.2f} GiB available)",
+                           static_cast<double>(whole) / gib, static_cast<double>(cap) / gib);
+  }
+  if (d.shard) {
+    FTUNE_CHECK(cfg.train.sample_prompts.empty(),
+                "train.sample_prompts generate on rank 0 alone, which needs the whole model there; "
+                "with distributed.shard_base the layers are spread over the ranks (set "
+                "distributed.shard_base: false or drop the sample prompts)");
+  }
+  if (!caps.empty()) {
+    const int64_t n = d.shard ? need(true) : whole;
+    FTUNE_CHECK(n <= cap,
+                "rank {}: the job needs {:.2f} GiB on its device{}, more than its "
+                "distributed.max_memory_gib {:.2f}; {}lower train.micro_batch_size or "
+                "data.max_seq_length, turn on train.gradient_checkpointing or model.load_in_4bit",
+                rank, static_cast<double>(n) / gib,
+                d.shard ? fmt::format(" with the base sharded over {} ranks", world) : "",
+                static_cast<double>(cap) / gib,
+                !d.shard && world > 1 ? "set distributed.shard_base: true, " : "");
+  }
+  return d;
 }
 
 std::string config_fingerprint(const TrainConfig& cfg, int world_size) {

@@ -47,6 +47,19 @@ ModelSpec model_spec_of(const TrainConfig& cfg);
 TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int64_t device_memory,
                                bool log);
 
+// Whether the base's decoder layers are sharded across the `world` ranks
+// (distributed.shard_base; auto: when the whole model's predicted need exceeds the rank's
+// memory cap, distributed.max_memory_gib or else `device_memory` bytes, 0 = unknown), with one
+// line saying why. Refuses a rank whose predicted need (in the chosen mode) exceeds its
+// max_memory_gib, naming the figures, and combinations that cannot work (train.sample_prompts
+// generate on rank 0 alone, which a sharded base cannot).
+struct ShardDecision {
+  bool shard = false;
+  std::string note;  // "" when there is nothing to say
+};
+ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, bool gpu,
+                                int64_t device_memory);
+
 // A fingerprint of what must not change between a run and its resume (world_size: processes
 // of the run; the global window accumulation x world_size is what counts).
 std::string config_fingerprint(const TrainConfig& cfg, int world_size = 1);

@@ -202,9 +202,9 @@ int64_t ShardedLayers::shard_bytes() const {
 }
 
 int64_t ShardedLayers::buffer_bytes() const {
-  int64_t n = 0;
-  for (const Slot& s : slots_) n += s.buffer.defined() ? static_cast<int64_t>(s.buffer.nbytes()) : 0;
-  return n;
+  size_t most = 0;
+  for (const Layer& x : layers_) most = std::max(most, x.shard_bytes);
+  return 2 * static_cast<int64_t>(most) * g_.world_size();
 }
 
 }  // namespace ftune

@@ -79,6 +79,7 @@ class ShardedLayers {
 
   int64_t shard_bytes() const;   // what this rank keeps of all layers
   int64_t buffer_bytes() const;  // the two gather buffers (allocated on first acquire)
+  int world_size() const { return g_.world_size(); }
   int64_t gathers() const { return gathers_; }  // gathers started so far (tests)
 
  private:

@@ -94,6 +94,15 @@ double predict_step_seconds(const PlanRequest& req, const PlanCandidate& c,
   // grads, refreshing the compute copies: about 42 bytes per trainable parameter.
   const double optimizer = 42.0 * lora_params / cal.elementwise_bytes_per_s;
   const double g = static_cast<double>(c.gpus);
+  if (c.shard_base && c.gpus > 1) {
+    // Assumed: each pass (forward, backward) all-gathers every layer at the all-reduce bus
+    // bandwidth, overlapped with compute (the next layer's gather runs during this one), so a
+    // micro-batch takes the longer of the two.
+    const double layer_bytes = c.load_in_4bit ? proj_nf4_bytes
+                                              : proj_params * static_cast<double>(dtype_size(req.dtype));
+    const double gather = 2.0 * L * (g - 1.0) / g * layer_bytes / cal.allreduce_bytes_per_s;
+    micro = std::max(micro, gather);
+  }
   const double allreduce =
       c.gpus > 1 ? 2.0 * (g - 1.0) / g * 4.0 * lora_params / cal.allreduce_bytes_per_s : 0.0;
   return static_cast<double>(c.accumulation) * micro + optimizer + allreduce;
@@ -103,31 +112,38 @@ Plan make_plan(const PlanRequest& req) {
   check_request(req);
   Plan plan;
   plan.request = req;
+  std::vector<bool> shard_choices = choices(req.shard_base);
+  if (req.gpus <= 1) shard_choices = {false};  // nothing to shard over
   for (bool ckpt : choices(req.checkpointing)) {
     for (bool nf4 : choices(req.load_in_4bit)) {
-      for (int64_t m : micro_batches(req)) {
-        PlanCandidate c;
-        c.micro_batch = m;
-        c.accumulation = accumulation_for(req, m);
-        c.checkpointing = ckpt;
-        c.load_in_4bit = nf4;
-        c.gpus = req.gpus;
-        MemoryModelInput mi;
-        mi.spec = req.spec;
-        mi.lora = req.lora;
-        mi.micro_batch = m;
-        mi.seq_len = req.seq_len;
-        mi.checkpointing = ckpt;
-        mi.offload = ckpt && req.offload;
-        mi.load_in_4bit = nf4;
-        mi.dtype = req.dtype;
-        mi.backend = req.backend;
-        mi.world_size = req.gpus;
-        c.memory = estimate_memory(mi);
-        c.fits = c.memory.device_total() <= req.device_memory;
-        c.step_s = predict_step_seconds(req, c);
-        c.tokens_per_s = static_cast<double>(m * c.accumulation * req.gpus * req.seq_len) / c.step_s;
-        plan.candidates.push_back(std::move(c));
+      for (bool shard : shard_choices) {
+        for (int64_t m : micro_batches(req)) {
+          PlanCandidate c;
+          c.micro_batch = m;
+          c.accumulation = accumulation_for(req, m);
+          c.checkpointing = ckpt;
+          c.load_in_4bit = nf4;
+          c.shard_base = shard;
+          c.gpus = req.gpus;
+          MemoryModelInput mi;
+          mi.spec = req.spec;
+          mi.lora = req.lora;
+          mi.micro_batch = m;
+          mi.seq_len = req.seq_len;
+          mi.checkpointing = ckpt;
+          mi.offload = ckpt && req.offload;
+          mi.load_in_4bit = nf4;
+          mi.dtype = req.dtype;
+          mi.backend = req.backend;
+          mi.world_size = req.gpus;
+          mi.shard_base = shard;
+          c.memory = estimate_memory(mi);
+          c.fits = c.memory.device_total() <= req.device_memory;
+          c.step_s = predict_step_seconds(req, c);
+          c.tokens_per_s =
+              static_cast<double>(m * c.accumulation * req.gpus * req.seq_len) / c.step_s;
+          plan.candidates.push_back(std::move(c));
+        }
       }
     }
   }
@@ -144,7 +160,7 @@ Plan make_plan(const PlanRequest& req) {
     const bool clearly_faster = c.tokens_per_s > b.tokens_per_s * 1.005;
     const bool tie = !clearly_faster && c.tokens_per_s >= b.tokens_per_s / 1.005;
     auto key = [](const PlanCandidate& x) {
-      return std::make_tuple(x.load_in_4bit, x.checkpointing, x.micro_batch);
+      return std::make_tuple(x.shard_base, x.load_in_4bit, x.checkpointing, x.micro_batch);
     };
     if (clearly_faster || (tie && key(c) < key(b))) plan.best = static_cast<int>(i);
   }

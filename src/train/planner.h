@@ -50,6 +50,8 @@ struct PlanRequest {
   PlanChoice checkpointing = PlanChoice::Auto;
   bool offload = false;  // checkpointing means `offload` (saved inputs in pinned host memory)
   PlanChoice load_in_4bit = PlanChoice::Auto;
+  // The base's decoder layers sharded over the GPUs (distributed.shard_base); only with gpus > 1.
+  PlanChoice shard_base = PlanChoice::Off;
   int64_t max_micro_batch = 1024;  // largest micro-batch searched
 };
 
@@ -58,6 +60,7 @@ struct PlanCandidate {
   int64_t accumulation = 1;
   bool checkpointing = false;
   bool load_in_4bit = false;
+  bool shard_base = false;
   int gpus = 1;
   MemoryEstimate memory;
   bool fits = false;

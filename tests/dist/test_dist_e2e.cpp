@@ -248,6 +248,67 @@ TEST(DistE2E, OneTwoThreeProcessesAndUnevenSharesTrainTheSame) {
   EXPECT_TRUE(fs::exists(dir + "/three/adapter/adapter_model.safetensors"));
 }
 
+TEST(DistE2E, ShardedBaseTrainsTheSameOnOneTwoAndThreeProcesses) {
+  // distributed.shard_base=true: each rank keeps 1/N of every layer and gathers it before use;
+  // the result equals one process's. With shard_weights [1, 2] rank 0 has 2 micro-batches of 6
+  // and rank 1 four, so rank 0 keeps step by idle passes (and likewise in evaluation).
+  const std::string dir = test::temp_dir("dist_shard_base");
+  Result one = run(job(dir + "/one", 6), dir + "/one");
+  ASSERT_EQ(one.code, 0) << one.err;
+  for (const auto& [tag, extra] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"two", {"--nproc", "2"}},
+           {"three", {"--nproc", "3"}},
+           {"uneven", {"--nproc", "2", "distributed.shard_weights=[1, 2]"}}}) {
+    const int procs = std::stoi(extra[1]);
+    auto args = job(dir + "/" + tag, 6 / procs);
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("distributed.shard_base=true");
+    Result r = run(args, dir + "/" + tag);
+    ASSERT_EQ(r.code, 0) << tag << ": " << r.err;
+    EXPECT_NE(r.err.find("layers sharded over " + extra[1] + " ranks"), std::string::npos) << r.err;
+    expect_same_run(dir + "/" + tag, dir + "/one", tag + " processes, sharded base");
+  }
+  // One process: nothing to shard over, said once.
+  auto single = job(dir + "/single", 6);
+  single.push_back("distributed.shard_base=true");
+  Result rs = run(single, dir + "/single");
+  ASSERT_EQ(rs.code, 0) << rs.err;
+  EXPECT_NE(rs.err.find("distributed.shard_base: true has no effect with one process"),
+            std::string::npos) << rs.err;
+  expect_same_run(dir + "/single", dir + "/one", "1 process, shard_base true");
+}
+
+TEST(DistE2E, MemoryCapsAndShardedBaseMisuseAreRefusedBeforeAnythingIsWritten) {
+  const std::string dir = test::temp_dir("dist_caps");
+  struct Case {
+    std::vector<std::string> extra;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      // auto shards (the whole model exceeds the cap), and even a shard does not fit.
+      {{"--nproc", "2", "distributed.max_memory_gib=[0.001]"},
+       "rank 0: the job needs 0.01 GiB on its device with the base sharded over 2 ranks, more "
+       "than its distributed.max_memory_gib 0.00"},
+      {{"--nproc", "2", "distributed.max_memory_gib=[0.001]", "distributed.shard_base=false"},
+       "more than its distributed.max_memory_gib 0.00; set distributed.shard_base: true"},
+      {{"--nproc", "2", "distributed.max_memory_gib=[1, 2, 3]"},
+       "distributed.max_memory_gib has 3 entries for 2 processes"},
+      {{"--nproc", "2", "distributed.shard_base=true", "train.sample_prompts=[\"hi\"]"},
+       "train.sample_prompts generate on rank 0 alone"},
+      {{"distributed.max_memory_gib=[0.001]"}, "rank 0: the job needs "},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string out = dir + "/out" + std::to_string(i);
+    auto args = job(out, 2);
+    args.insert(args.end(), cases[i].extra.begin(), cases[i].extra.end());
+    Result r = run(args, out);
+    EXPECT_EQ(r.code, 1) << i << ": " << r.err;
+    EXPECT_NE(r.err.find(cases[i].error), std::string::npos) << i << ": " << r.err;
+    EXPECT_FALSE(fs::exists(out + "/metrics.jsonl")) << i;
+    EXPECT_FALSE(fs::exists(out + "/adapter")) << i;
+  }
+}
+
 TEST(DistE2E, KilledWorkerStopsTheJobAndLeavesNoProcess) {
   const std::string dir = test::temp_dir("dist_kill");
   auto args = job(dir + "/out", 1, 100000);

@@ -283,5 +283,61 @@ TEST(Planner, FourBitOnlyWhenSixteenBitDoesNotFit) {
   EXPECT_TRUE(p.best_candidate()->load_in_4bit);
 }
 
+TEST(MemoryModel, ShardedBaseHoldsAShardOfEveryLayerAndTwoWholeLayers) {
+  for (bool nf4 : {false, true}) {
+    MemoryModelInput in;
+    in.spec = preset_spec("llama-3-8b");
+    in.lora.r = 16;
+    in.seq_len = 2048;
+    in.dtype = DType::BF16;
+    in.backend = BackendKind::Cuda;
+    in.load_in_4bit = nf4;
+    in.world_size = 4;
+    const MemoryEstimate whole = estimate_memory(in);
+    in.shard_base = true;
+    const MemoryEstimate sharded = estimate_memory(in);
+    // The parts other than the layers: embeddings, lm_head and the final norm, whole.
+    const int64_t H = in.spec.hidden_size, V = in.spec.vocab_size, L = in.spec.num_layers;
+    const int64_t rest = (2 * V * H + H) * 2;
+    const int64_t layers = whole.base_weights - rest;
+    const int64_t per_layer = layers / L;
+    // rest + L shards of ~per_layer/4 + 2 buffers of ~per_layer, within the 256-byte alignment.
+    const double want = static_cast<double>(rest + layers / 4 + 2 * per_layer);
+    EXPECT_NEAR(static_cast<double>(sharded.base_weights), want, 256.0 * 12 * (L + 8))
+        << (nf4 ? "nf4" : "bf16");
+    EXPECT_LT(sharded.device_total(), whole.device_total());
+    // Everything but the base is unchanged.
+    EXPECT_EQ(sharded.activations, whole.activations);
+    EXPECT_EQ(sharded.lora_params + sharded.optimizer_state, whole.lora_params + whole.optimizer_state);
+  }
+}
+
+TEST(Planner, ShardsTheBaseOnlyWhenTheWholeModelDoesNotFit) {
+  PlanRequest req;
+  req.spec = preset_spec("llama-3-8b");
+  req.lora.r = 16;
+  req.lora.alpha = 16;
+  req.seq_len = 2048;
+  req.gpus = 4;
+  req.load_in_4bit = PlanChoice::Off;
+  req.checkpointing = PlanChoice::On;
+  req.shard_base = PlanChoice::Auto;
+  req.device_memory = int64_t{80} << 30;
+  Plan p = make_plan(req);
+  ASSERT_NE(p.best_candidate(), nullptr);
+  EXPECT_FALSE(p.best_candidate()->shard_base);
+  // 10 GiB per GPU: the bf16 base alone (15 GiB) does not fit, a quarter of it does.
+  req.device_memory = int64_t{10} << 30;
+  p = make_plan(req);
+  ASSERT_NE(p.best_candidate(), nullptr);
+  EXPECT_TRUE(p.best_candidate()->shard_base);
+  EXPECT_LE(p.best_candidate()->memory.device_total(), req.device_memory);
+  // One GPU: nothing to shard over, so nothing fits.
+  req.gpus = 1;
+  p = make_plan(req);
+  EXPECT_EQ(p.best_candidate(), nullptr);
+  for (const auto& c : p.candidates) EXPECT_FALSE(c.shard_base);
+}
+
 }  // namespace
 }  // namespace ftune
