@@ -13,10 +13,11 @@ Trains small tokenizers with HF `tokenizers` on a generated corpus (tests/py/tok
   (c) the Metaspace pre-tokenizer/decoder variants (prepend_scheme first/always/never, split).
 Plus the repo's assets/tokenizer/tokenizer.json. The strings include characters of Unicode 10-16
 (tokenizer_corpus.NEWER_UNICODE): HF normalizes NFC with Unicode 9.0 data and its regexes know
-Unicode 16.0 letters and digits; the coverage check makes sure both differences are exercised. For every tokenizer, ftune's ids
-(tests/tools/tokenize_tool, all strings in one process) must equal HF's on every test string with
-and without add_special_tokens; ftune's decode must equal HF's decode (skip_special_tokens false and
-true), and for the lossless byte-level tokenizers decode(encode(s)) == s.
+Unicode 16.0 letters and digits; the coverage check makes sure both differences are exercised.
+For every tokenizer, ftune's ids (tests/tools/tokenize_tool, all strings in one process) must
+equal HF's on every test string with and without add_special_tokens; ftune's decode must equal
+HF's decode (skip_special_tokens false and true), and for the lossless byte-level tokenizers
+decode(encode(s)) == s.
 
 Environment: FTUNE_BIN (build dir holding tools/tokenize_tool), FTUNE_SRC (source dir).
 Prints "tokenizer parity: N passed, M failed"; exits non-zero on any mismatch.
@@ -203,8 +204,8 @@ def coverage_problems(configs):
     regex_version = sum(any(c in newer for c in s) for s in nfc_strings)
     print(f"  coverage: ignore_merges changes {differ} strings, byte fallback in {fallback}, "
           f"unk in {unk}, NFC changes {nfc_changes}, NFC Unicode 9.0 vs "
-          f"{unicodedata.unidata_version} differs in {nfc_version}, Unicode 15-16 letters/digits in "
-          f"{regex_version} ({len(newer)} distinct)")
+          f"{unicodedata.unidata_version} differs in {nfc_version}, Unicode 15-16 "
+          f"letters/digits in {regex_version} ({len(newer)} distinct)")
     for what, n in [("ignore_merges", differ), ("byte fallback", fallback), ("unk", unk),
                     ("NFC", nfc_changes), ("the NFC Unicode version", nfc_version),
                     ("the regex Unicode version", regex_version)]:

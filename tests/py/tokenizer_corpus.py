@@ -150,6 +150,8 @@ NEWER_UNICODE = [
     "\U00010D50\U00010D70\U00010D71 \U0001E5D0\U0001E5D1!", "x\U0001E5F1\U0001E5F2\U0001E5F3y",
     "'s\U00011BC0", "\U00016D40\U00016D41\n\U00016D70\U00016D71", "\u0001\U000105C0\U000105C1",
     "\ua7cb\ua7cc\ua7cd Latin", "\u1c89\u1c8a", "\U0001CCF0\U0001CCF1\U0001CCF2\U0001CCF3",
+    # Word characters next to a single_word added token ("world" in the parity test).
+    "\U00011F04world", "world\U0001E5D0", "\U0001E4F0world", "world\u0897", "world \U00011F04",
 ] + NEW_PAIRS + NEW_EMOJI
 
 
