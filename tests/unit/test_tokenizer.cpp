@@ -362,6 +362,10 @@ TEST(TokenizerRegex, GeneralCategoriesFollowUnicode16) {
   // Patterns without general categories are compiled as written.
   for (const std::string p : {R"([a-z]+\s?)", R"(\p{Han}+)", R"([[:alpha:]])", R"(\x{1F600})"})
     EXPECT_EQ(tok::upgrade_unicode_classes(p), p);
+  // Malformed patterns pass through unchanged, for PCRE2 to report with the pattern.
+  for (const std::string p : {R"([\p{L})", R"(\p{L)", R"([\p{Xy}])", "\\", R"([\x{11F04)"})
+    EXPECT_EQ(tok::upgrade_unicode_classes(p), p);
+  EXPECT_NE(error_of([] { tok::Regex bad(R"([\p{L})"); }).find(R"([\p{L})"), std::string::npos);
 }
 
 // The category table lists the changes since Unicode 14.0; a PCRE2 built on an older version
