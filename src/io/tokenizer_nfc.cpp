@@ -1,5 +1,6 @@
 // NFC normalization (see tokenizer_nfc.h), following the UAX #15 reference algorithm: the
-// Rust unicode-normalization crate HF `tokenizers` uses implements the same definition.
+// Rust unicode-normalization-alignments crate HF `tokenizers` uses implements the same
+// definition, with Unicode 9.0 data (so does tokenizer_nfc_table.h).
 #include "io/tokenizer_nfc.h"
 
 #include <algorithm>

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/tokenizer_json.h"
+#include "io/tokenizer_regex_classes.h"
 #include "io/tokenizer_unicode.h"
 
 namespace ftune::tok {
@@ -81,7 +82,8 @@ struct Regex::Code {
 
 Regex::Regex(const std::string& pattern, bool translate_onig)
     : pattern_(pattern), code_(std::make_unique<Code>()) {
-  const std::string compiled = translate_onig ? translate_onig_pattern(pattern) : pattern;
+  const std::string compiled =
+      translate_onig ? upgrade_unicode_classes(translate_onig_pattern(pattern)) : pattern;
   int err = 0;
   PCRE2_SIZE err_off = 0;
   code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(),

@@ -1,9 +1,9 @@
 // PCRE2 (UTF + UCP, JIT when available) regex used by the tokenizer's Split pre-tokenizer,
 // ByteLevel(use_regex) and Replace normalizer/decoder. HF `tokenizers` compiles these patterns
-// with Oniguruma; `translate_onig` rewrites the one class whose meaning differs in PCRE2:
-// Oniguruma's \s is exactly Unicode White_Space, PCRE2's also has U+180E.
-// Known remaining difference: \p{L}/\p{N} follow the Unicode version of the system PCRE2
-// (10.42: Unicode 14), Oniguruma in tokenizers 0.23 knows characters added in Unicode 15–16.
+// with Oniguruma; `translate_onig` rewrites the one class whose meaning differs in PCRE2
+// (Oniguruma's \s is exactly Unicode White_Space, PCRE2's also has U+180E), then brings the
+// general categories (\p{L}, \p{N}, \d, ...) to Oniguruma's Unicode 16.0 where the system PCRE2
+// knows an older version (tokenizer_regex_classes.h; Debian 12's PCRE2 10.42: Unicode 14.0).
 #pragma once
 #include <nlohmann/json_fwd.hpp>
 
@@ -19,6 +19,7 @@ namespace ftune::tok {
 class Regex {
  public:
   // Throws ftune::Error with the PCRE2 message and offset when the pattern does not compile.
+  // translate_onig=false compiles `pattern` for PCRE2 as it is.
   explicit Regex(const std::string& pattern, bool translate_onig = true);
   Regex(Regex&&) noexcept;
   Regex& operator=(Regex&&) noexcept;

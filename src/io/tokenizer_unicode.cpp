@@ -111,8 +111,11 @@ bool is_word_character(uint32_t cp) {
            cp == '_';
   }
   // Unicode \w per UTS #18 (what regex-syntax implements); PCRE2 supplies the tables.
-  static const Regex word(R"(^[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}]$)",
-                          /*translate_onig=*/false);
+  // regex-syntax in tokenizers 0.23 knows Unicode 16.0: \p{L} and \p{Nl} (inside Alphabetic)
+  // are spelled out so that the general-category upgrade (tokenizer_regex_classes.h) adds the
+  // letters PCRE2 does not know yet; the marks, digits and connectors get it from \p{M} etc.
+  static const Regex word(
+      R"(^[\p{Alphabetic}\p{L}\p{Nl}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}]$)");
   std::string ch;
   append_utf8(ch, cp);
   return !word.find_all(ch).empty();

@@ -33,7 +33,8 @@ std::string utf8_lossy(std::string_view bytes);
 // Rust char::is_whitespace (Unicode White_Space), used by lstrip/rstrip of added tokens.
 bool is_white_space(uint32_t cp);
 // regex-syntax is_word_character (Unicode \w: Alphabetic, M, Nd, Pc, Join_Control), used by
-// single_word added tokens. Backed by PCRE2's Unicode tables.
+// single_word added tokens. Backed by PCRE2's Unicode tables, brought to Unicode 16.0 for the
+// general categories (tokenizer_regex_classes.h).
 bool is_word_character(uint32_t cp);
 
 // GPT-2 bytes_to_unicode: bytes 33–126, 161–172, 174–255 map to themselves, the other 68 bytes

@@ -11,10 +11,13 @@ Trains small tokenizers with HF `tokenizers` on a generated corpus (tests/py/tok
   (b) SentencePiece-style BPE like Llama-2 (Prepend+Replace normalizer, byte_fallback, unk,
       <s> </s>, BOS template), and the same without byte_fallback (fused unk);
   (c) the Metaspace pre-tokenizer/decoder variants (prepend_scheme first/always/never, split).
-Plus the repo's assets/tokenizer/tokenizer.json. For every tokenizer, ftune's ids
-(tests/tools/tokenize_tool, all strings in one process) must equal HF's on every test string with
-and without add_special_tokens; ftune's decode must equal HF's decode (skip_special_tokens false and
-true), and for the lossless byte-level tokenizers decode(encode(s)) == s.
+Plus the repo's assets/tokenizer/tokenizer.json. The strings include characters of Unicode 10-16
+(tokenizer_corpus.NEWER_UNICODE): HF normalizes NFC with Unicode 9.0 data and its regexes know
+Unicode 16.0 letters and digits; the coverage check makes sure both differences are exercised.
+For every tokenizer, ftune's ids (tests/tools/tokenize_tool, all strings in one process) must
+equal HF's on every test string with and without add_special_tokens; ftune's decode must equal
+HF's decode (skip_special_tokens false and true), and for the lossless byte-level tokenizers
+decode(encode(s)) == s.
 
 Environment: FTUNE_BIN (build dir holding tools/tokenize_tool), FTUNE_SRC (source dir).
 Prints "tokenizer parity: N passed, M failed"; exits non-zero on any mismatch.
@@ -24,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import unicodedata
 
 from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
                         pre_tokenizers, processors, trainers)
@@ -189,10 +193,22 @@ def coverage_problems(configs):
     unk = sum(0 in ids for ids in hf_ids("sentencepiece_unk_fused"))
     nfc_strings = corpus.test_strings([t["content"] for t in configs["qwen2_nfc"][0]["added_tokens"]])
     nfc_changes = sum(normalizers.NFC().normalize_str(s) != s for s in nfc_strings)
+    # HF's NFC (Unicode 9.0 data) against this Python's (Unicode 14.0 on Python 3.11).
+    nfc_version = sum(normalizers.NFC().normalize_str(s) != unicodedata.normalize("NFC", s)
+                      for s in nfc_strings)
+    # Letters and digits of Unicode 15.0-16.0 (PCRE2 10.42 knows 14.0) that HF's regex knows.
+    chars = sorted({c for s in nfc_strings for c in s if corpus.unicode15_plus_alnum(c)})
+    alnum = pre_tokenizers.Split(Regex(r"[\p{L}\p{N}]"), behavior="removed")
+    kept = "".join(p for p, _ in alnum.pre_tokenize_str("\x01".join(chars))).split("\x01")
+    newer = {c for c, part in zip(chars, kept) if not part}
+    regex_version = sum(any(c in newer for c in s) for s in nfc_strings)
     print(f"  coverage: ignore_merges changes {differ} strings, byte fallback in {fallback}, "
-          f"unk in {unk}, NFC changes {nfc_changes}")
+          f"unk in {unk}, NFC changes {nfc_changes}, NFC Unicode 9.0 vs "
+          f"{unicodedata.unidata_version} differs in {nfc_version}, Unicode 15-16 "
+          f"letters/digits in {regex_version} ({len(newer)} distinct)")
     for what, n in [("ignore_merges", differ), ("byte fallback", fallback), ("unk", unk),
-                    ("NFC", nfc_changes)]:
+                    ("NFC", nfc_changes), ("the NFC Unicode version", nfc_version),
+                    ("the regex Unicode version", regex_version)]:
         if n < 50:
             problems.append(f"too few test strings exercise {what} ({n})")
     return problems

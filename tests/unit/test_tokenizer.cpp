@@ -10,7 +10,9 @@
 #include "core/error.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_nfc.h"
+#include "io/tokenizer_category_table.h"
 #include "io/tokenizer_regex.h"
+#include "io/tokenizer_regex_classes.h"
 #include "io/tokenizer_unicode.h"
 #include "support/test_support.h"
 
@@ -279,6 +281,20 @@ TEST(TokenizerUnicode, Nfc) {
   EXPECT_EQ(tok::nfc_normalize("a\xCC\x81\xCC\x81"), "\xC3\xA1\xCC\x81");
 }
 
+// HF normalizes with Unicode 9.0 data: marks and composites added later are left alone
+// (expected values from tokenizers 0.23's NFC normalizer).
+TEST(TokenizerUnicode, NfcUsesUnicode9Data) {
+  // U+1DF9 (Unicode 10.0, class 220) is a starter for Unicode 9.0: the U+0301 after it does
+  // not reach the a (Unicode 14.0 data would give á U+1DF9).
+  EXPECT_EQ(tok::nfc_normalize("a\xE1\xB7\xB9\xCC\x81"), "a\xE1\xB7\xB9\xCC\x81");
+  EXPECT_EQ(tok::nfc_normalize("a\xCC\x81\xE1\xB7\xB9"), "\xC3\xA1\xE1\xB7\xB9");
+  // U+0899 (Unicode 14.0, class 220) is not reordered before U+0301 (class 230).
+  EXPECT_EQ(tok::nfc_normalize("q\xCC\x81\xE0\xA2\x99"), "q\xCC\x81\xE0\xA2\x99");
+  // U+11935 U+11930 stays decomposed (composite U+11938 is from Unicode 13.0).
+  EXPECT_EQ(tok::nfc_normalize("\xF0\x91\xA4\xB5\xF0\x91\xA4\xB0"),
+            "\xF0\x91\xA4\xB5\xF0\x91\xA4\xB0");
+}
+
 TEST(TokenizerByteLevel, NfcNormalizerBeforeBpe) {
   json j = byte_level_json(true, true);
   j["normalizer"] = {{"type", "NFC"}};
@@ -301,6 +317,64 @@ TEST(TokenizerRegex, WhiteSpaceClassMatchesOniguruma) {
   const tok::Regex star("x*");
   EXPECT_EQ(star.find_all("axx"),
             (std::vector<std::pair<size_t, size_t>>{{0, 0}, {1, 3}}));
+}
+
+// Oniguruma in HF knows the general categories of Unicode 16.0; the classes are upgraded where
+// the system PCRE2 knows an older version (expected offsets from tokenizers 0.23).
+TEST(TokenizerRegex, GeneralCategoriesFollowUnicode16) {
+  using Matches = std::vector<std::pair<size_t, size_t>>;
+  const std::string kawi_ka = "\xF0\x91\xBC\x84";        // U+11F04 Kawi letter, Unicode 15.0
+  const std::string cjk_i = "\xF0\xAE\xAF\xB0";          // U+2EBF0 CJK Ext. I, Unicode 15.1
+  const std::string ol_onal = "\xF0\x9E\x97\x90";        // U+1E5D0 Ol Onal letter, 16.0
+  const std::string nag_zero = "\xF0\x9E\x93\xB0";       // U+1E4F0 Nag Mundari digit zero, 15.0
+  const std::string unassigned = "\xF1\x90\x80\x80";     // U+50000
+  const tok::Regex letters(R"(\p{L}+)");
+  EXPECT_EQ(letters.find_all("a" + kawi_ka + cjk_i + ol_onal + "b"), (Matches{{0, 14}}));
+  const tok::Regex digits(R"(\p{N}{1,3})");
+  EXPECT_EQ(digits.find_all(nag_zero + nag_zero + nag_zero + nag_zero),
+            (Matches{{0, 12}, {12, 16}}));
+  EXPECT_EQ(tok::Regex(R"(\d)").find_all(nag_zero).size(), 1u);
+  EXPECT_EQ(tok::Regex(R"([\d])").find_all(nag_zero).size(), 1u);
+  const tok::Regex other(R"([^\s\p{L}\p{N}]+)");
+  EXPECT_EQ(other.find_all("!" + kawi_ka + "?"), (Matches{{0, 1}, {5, 6}}));
+  // Complements and Cn lose the new characters (a lookahead excludes them).
+  EXPECT_EQ(tok::Regex(R"(\P{L})").find_all(kawi_ka).size(), 0u);
+  EXPECT_EQ(tok::Regex(R"([\P{L}x])").find_all(kawi_ka + "x").size(), 1u);
+  EXPECT_EQ(tok::Regex(R"(\p{Cn})").find_all(kawi_ka + unassigned), (Matches{{4, 8}}));
+  // U+1171E changed from Mn (14.0) to Mc (16.0).
+  EXPECT_EQ(tok::Regex(R"(\p{Mn})").find_all("\xF0\x91\x9C\x9E").size(), 0u);
+  EXPECT_EQ(tok::Regex(R"(\p{Mc})").find_all("\xF0\x91\x9C\x9E").size(), 1u);
+  // The Llama-3 split: "x" + 2 Nag Mundari letters, " ", 3 + 1 digits, "!" + Kawi letter.
+  const std::string nag_o = "\xF0\x9E\x93\x90", nag_op = "\xF0\x9E\x93\x91";
+  const std::string digit1 = "\xF0\x9E\x93\xB1", digit2 = "\xF0\x9E\x93\xB2";
+  const std::string digit3 = "\xF0\x9E\x93\xB3";
+  EXPECT_EQ(tok::Regex(kLlama3Pattern)
+                .find_all("x" + nag_o + nag_op + " " + nag_zero + digit1 + digit2 + digit3 + "!" +
+                          kawi_ka),
+            (Matches{{0, 9}, {9, 10}, {10, 22}, {22, 26}, {26, 31}}));
+  // single_word's word characters (regex-syntax, Unicode 16.0 too).
+  EXPECT_TRUE(tok::is_word_character(0x11F04));   // Kawi letter
+  EXPECT_TRUE(tok::is_word_character(0x1E5D0));   // Ol Onal letter
+  EXPECT_TRUE(tok::is_word_character(0x1E4F0));   // Nag Mundari digit
+  EXPECT_TRUE(tok::is_word_character(0x0897));    // Arabic pepet, a mark of Unicode 16.0
+  EXPECT_FALSE(tok::is_word_character(0x1FAE9));  // emoji of Unicode 16.0
+  EXPECT_FALSE(tok::is_word_character(0x50000));  // unassigned
+  // Patterns without general categories are compiled as written.
+  for (const std::string p : {R"([a-z]+\s?)", R"(\p{Han}+)", R"([[:alpha:]])", R"(\x{1F600})"})
+    EXPECT_EQ(tok::upgrade_unicode_classes(p), p);
+  // Malformed patterns pass through unchanged, for PCRE2 to report with the pattern.
+  for (const std::string p : {R"([\p{L})", R"(\p{L)", R"([\p{Xy}])", "\\", R"([\x{11F04)"})
+    EXPECT_EQ(tok::upgrade_unicode_classes(p), p);
+  EXPECT_NE(error_of([] { tok::Regex bad(R"([\p{L})"); }).find(R"([\p{L})"), std::string::npos);
+}
+
+// The category table lists the changes since Unicode 14.0; a PCRE2 built on an older version
+// would miss the changes before that.
+TEST(TokenizerRegex, Pcre2KnowsTheTableBaseVersion) {
+  const std::string have = tok::pcre2_unicode_version();
+  ASSERT_FALSE(have.empty());
+  // std::stod reads "14.0.0" as 14.0 (major.minor).
+  EXPECT_GE(std::stod(have), std::stod(tok::category_data::kBaseVersion)) << have;
 }
 
 TEST(TokenizerErrors, MissingFileBadJsonUnsupportedTypes) {
