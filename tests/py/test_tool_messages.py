@@ -21,8 +21,9 @@ templates must train exactly what their marked twins mark (same text, so the sam
 every template each tool call's function name lies in a trained span (a turn that only calls
 tools is trained) and no tool result lies in one.
 
-With --write-fixture, also writes tests/fixtures/tool_messages/{records.jsonl,expected.json}
-(the jinja2 text and marked spans the C++ test tests/data/test_tool_messages.cpp checks).
+The C++ test tests/data/test_tool_messages.cpp reads tests/fixtures/tool_messages/
+{records.jsonl,expected.json} (these records, jinja2's text and marked spans); this test fails
+when they differ from what jinja2 renders now, and --write-fixture rewrites them.
 
 Prints "tool messages: N passed, M failed"; exits non-zero on any failure.
 """
@@ -200,12 +201,10 @@ def run_tool(cases):
     return json.loads(out.stdout.decode())
 
 
-def write_fixture(recs):
+def fixture_files(recs):
+    """{path: text} of the C++ test's fixture, from jinja2."""
     out_dir = os.path.join(SRC, "tests", "fixtures", "tool_messages")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "records.jsonl"), "w", encoding="utf-8") as f:
-        for r in recs:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    records_text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
     expected = {"date": DATE, "templates": []}
     for fixture, tokens, variables, _ in TEMPLATES:
         if fixture not in FIXTURE_TEMPLATES or variables:
@@ -219,16 +218,37 @@ def write_fixture(recs):
             else:
                 entry["renderings"].append({"text": want[0], "marked": marked_texts(*want)})
         expected["templates"].append(entry)
-    with open(os.path.join(out_dir, "expected.json"), "w", encoding="utf-8") as f:
-        json.dump(expected, f, ensure_ascii=False, indent=1)
-        f.write("\n")
-    print("wrote", out_dir)
+    expected_text = json.dumps(expected, ensure_ascii=False, indent=1) + "\n"
+    return {os.path.join(out_dir, "records.jsonl"): records_text,
+            os.path.join(out_dir, "expected.json"): expected_text}
+
+
+def check_fixture(recs, write):
+    """Writes the fixture, or checks the committed one is what jinja2 renders now."""
+    stale = []
+    for path, text in fixture_files(recs).items():
+        if write:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            print("wrote", path)
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                current = f.read()
+        except OSError:
+            current = None
+        if current != text:
+            stale.append(path)
+    for path in stale:
+        print("FAIL %s differs from jinja2's rendering; run tests/py/test_tool_messages.py "
+              "--write-fixture" % path)
+    return not stale
 
 
 def main():
     recs = records()
-    if "--write-fixture" in sys.argv:
-        write_fixture(recs)
+    fixture_ok = check_fixture(recs, "--write-fixture" in sys.argv)
     cases, expected = [], []
     for fixture, tokens, variables, twin in TEMPLATES:
         for i, r in enumerate(recs):
@@ -256,6 +276,7 @@ def main():
         else:
             passed += 1
     print("  (%d cases rendered by jinja2, %d raised in both)" % (rendered, len(cases) - rendered))
+    passed, failed = (passed + 1, failed) if fixture_ok else (passed, failed + 1)
     print("tool messages: %d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 and passed > 0 else 1
 
