@@ -40,16 +40,20 @@ struct Preset {
   const char* bos;  // official tokenizer_config.json values
   const char* eos;
   std::array<const char*, 4> tokens;  // special tokens the source writes besides bos/eos
+  // Whether the source writes any role name into its header (llama-3, chatml) rather than
+  // only system/user/assistant.
+  bool writes_any_role;
 };
 
 constexpr int kPresetCount = 5;
 constexpr std::array<Preset, kPresetCount> kPresets = {{
     {"llama-3", kLlama3Source, "<|begin_of_text|>", "<|eot_id|>",
-     {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", nullptr}},
-    {"llama-2", kLlama2Source, "<s>", "</s>", {nullptr, nullptr, nullptr, nullptr}},
-    {"mistral", kMistralSource, "<s>", "</s>", {nullptr, nullptr, nullptr, nullptr}},
-    {"chatml", kChatmlSource, "", "<|im_end|>", {"<|im_start|>", "<|im_end|>", nullptr, nullptr}},
-    {"alpaca", kAlpacaSource, "", "</s>", {nullptr, nullptr, nullptr, nullptr}},
+     {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", nullptr}, true},
+    {"llama-2", kLlama2Source, "<s>", "</s>", {nullptr, nullptr, nullptr, nullptr}, false},
+    {"mistral", kMistralSource, "<s>", "</s>", {nullptr, nullptr, nullptr, nullptr}, false},
+    {"chatml", kChatmlSource, "", "<|im_end|>", {"<|im_start|>", "<|im_end|>", nullptr, nullptr},
+     true},
+    {"alpaca", kAlpacaSource, "", "</s>", {nullptr, nullptr, nullptr, nullptr}, false},
 }};
 
 // "Llama_3" and "llama3" name "llama-3": lower case, '-' and '_' ignored.
@@ -139,6 +143,12 @@ ChatTemplate make_chat_template(std::string name, std::string source) {
     t.parsed = jinja::load_template(t.source);
   } catch (const Error& e) {
     fail("chat template {}: {}", t.name, e.what());
+  }
+  for (const auto& p : kPresets) {  // capabilities follow the source, whatever its name
+    if (p.source == t.source) {
+      t.is_preset = true;
+      t.preset_writes_any_role = p.writes_any_role;
+    }
   }
   return t;
 }
@@ -237,11 +247,38 @@ ChatTemplate resolve_chat_template(std::string_view spec, const std::string& con
   return t;
 }
 
+void check_preset_can_render(const ChatTemplate& tmpl, const Conversation& conv,
+                             const ChatArgs& args) {
+  if (!tmpl.is_preset) return;
+  const auto refuse = [&](const std::string& what, const std::string& where) {
+    fail("chat template {} (a built-in preset) cannot render {}{}: it writes only system, user "
+         "and assistant text; use a template that supports it (model.chat_template: auto with "
+         "a model whose tokenizer_config.json has one)",
+         tmpl.name, what, where.empty() ? "" : " (" + where + ")");
+  };
+  if (!args.tools.is_null()) refuse("'tools'", "");
+  if (!args.documents.is_null()) refuse("'documents'", "");
+  for (size_t i = 0; i < conv.size(); ++i) {
+    const ChatMessage& m = conv[i];
+    const std::string where = fmt::format("messages[{}]", i);
+    const bool basic = m.role == "system" || m.role == "user" || m.role == "assistant";
+    if (!basic && !tmpl.preset_writes_any_role) refuse("role '" + m.role + "'", where);
+    if (m.content_kind != ContentKind::text) refuse("a message without string 'content'", where);
+    for (const char* key : {"tool_calls", "reasoning_content", "thinking"}) {
+      if (auto it = m.extra.find(key); it != m.extra.end() && !it->is_null()) {
+        refuse(fmt::format("'{}'", key), where);
+      }
+    }
+  }
+}
+
 std::string render_chat_text(const ChatTemplate& tmpl, const Conversation& conv,
                              bool add_generation_prompt,
-                             std::vector<std::pair<size_t, size_t>>* generation_spans) {
+                             std::vector<std::pair<size_t, size_t>>* generation_spans,
+                             const ChatArgs& args) {
   FTUNE_CHECK(tmpl.parsed != nullptr, "chat template {}: not parsed (use make_chat_template)",
               tmpl.name);
+  check_preset_can_render(tmpl, conv, args);
   auto globals = jinja::builtin_globals(date_of(tmpl.date));
   for (auto it = tmpl.variables.begin(); it != tmpl.variables.end(); ++it) {
     globals[it.key()] = jinja::Value::from_json(it.value());
@@ -250,7 +287,16 @@ std::string render_chat_text(const ChatTemplate& tmpl, const Conversation& conv,
   for (const ChatMessage& m : conv) {
     jinja::Value::Dict d;
     d.emplace_back(jinja::Value("role"), jinja::Value(m.role));
-    d.emplace_back(jinja::Value("content"), jinja::Value(m.content));
+    switch (m.content_kind) {  // absent: no key, so the template sees it undefined
+      case ContentKind::text:
+        d.emplace_back(jinja::Value("content"), jinja::Value(m.content));
+        break;
+      case ContentKind::null:
+        d.emplace_back(jinja::Value("content"), jinja::Value::none());
+        break;
+      case ContentKind::absent:
+        break;
+    }
     for (auto it = m.extra.begin(); it != m.extra.end(); ++it) {
       if (it.key() == "role" || it.key() == "content") continue;
       d.emplace_back(jinja::Value(it.key()), jinja::Value::from_json(it.value()));
@@ -261,8 +307,10 @@ std::string render_chat_text(const ChatTemplate& tmpl, const Conversation& conv,
   globals["add_generation_prompt"] = jinja::Value(add_generation_prompt);
   globals["bos_token"] = jinja::Value(tmpl.bos_token);
   globals["eos_token"] = jinja::Value(tmpl.eos_token);
-  globals["tools"] = jinja::Value::none();  // apply_chat_template(tools=None)
-  globals["documents"] = jinja::Value::none();
+  // apply_chat_template(tools=..., documents=...): None when not given.
+  globals["tools"] = args.tools.is_null() ? jinja::Value::none() : jinja::Value::from_json(args.tools);
+  globals["documents"] =
+      args.documents.is_null() ? jinja::Value::none() : jinja::Value::from_json(args.documents);
   try {
     jinja::Interpreter in(*tmpl.parsed, std::move(globals));
     jinja::RenderResult r = in.render();

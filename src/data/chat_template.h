@@ -39,13 +39,27 @@ namespace jinja {
 struct ParsedTemplate;
 }
 
+// How a message's content reaches the template. An assistant turn that only calls tools is
+// written with "content": null or without the key; templates test for both (`content is none`,
+// `content is defined`), so the difference is kept.
+enum class ContentKind { text, null, absent };
+
 struct ChatMessage {
-  std::string role;  // "system", "user", "assistant", ... (passed to the template as is)
-  std::string content;
-  // Other keys of the message (tool_calls, reasoning_content, ...), passed to the template.
+  std::string role;  // "system", "user", "assistant", "tool", ... (passed to the template as is)
+  std::string content;  // meaningful when content_kind is text
+  // Other keys of the message (tool_calls, tool_call_id, name, reasoning_content, ...), passed
+  // to the template unchanged.
   nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+  ContentKind content_kind = ContentKind::text;
 };
 using Conversation = std::vector<ChatMessage>;
+
+// apply_chat_template's per-conversation arguments besides the messages: `tools` (a list of
+// tool schemas) and `documents`; null = not given, which the template sees as none.
+struct ChatArgs {
+  nlohmann::ordered_json tools = nullptr;
+  nlohmann::ordered_json documents = nullptr;
+};
 
 // A piece of rendered text. trainable = part of an assistant reply the model should learn
 // (content + end-of-turn marker); everything else (headers, prompts, system text) is not.
@@ -70,6 +84,12 @@ struct ChatTemplate {
   std::shared_ptr<const jinja::ParsedTemplate> parsed;  // set by make_chat_template
 
   std::vector<std::string> special_tokens() const { return preset_special_tokens; }
+  // Set when the source is one of the presets' (also when "auto" found that source): these
+  // old templates render no tool calls, reasoning or tools, and the non-ChatML/Llama-3 ones no
+  // role other than system/user/assistant; render_chat_text refuses such input instead of
+  // letting the template drop it or write "None" (see check_preset_can_render).
+  bool is_preset = false;
+  bool preset_writes_any_role = false;  // llama-3, chatml: the role name goes into the header
   // Everything that changes the rendering (for token-cache keys).
   std::string fingerprint() const;
 };
@@ -91,19 +111,28 @@ ChatTemplate chat_template_by_name(std::string_view name);
 // `tokenizer_config_path` may be empty when `spec` is a name. Errors name the file.
 ChatTemplate resolve_chat_template(std::string_view spec, const std::string& tokenizer_config_path);
 
-// The rendered text of `conv` (apply_chat_template(conv, tokenize=False, add_generation_prompt)).
-// Template errors (raise_exception, undefined attributes, type errors) throw ftune::Error
+// The rendered text of `conv` (apply_chat_template(conv, tools=args.tools,
+// documents=args.documents, tokenize=False, add_generation_prompt)). Template errors
+// (raise_exception, undefined attributes, type errors) throw ftune::Error
 // "chat template <name>: <message>". `generation_spans`, when given, receives the byte spans
-// {% generation %} blocks produced.
+// {% generation %} blocks produced. A preset given what it cannot render throws (below).
 std::string render_chat_text(const ChatTemplate& tmpl, const Conversation& conv,
                              bool add_generation_prompt,
-                             std::vector<std::pair<size_t, size_t>>* generation_spans = nullptr);
+                             std::vector<std::pair<size_t, size_t>>* generation_spans = nullptr,
+                             const ChatArgs& args = {});
+
+// For a preset template: throws "chat template <name> (built-in preset) cannot render <what>
+// (messages[i])" for a role it cannot write, tool_calls, reasoning_content/thinking, a content
+// that is not a string, or tools/documents. Other templates: no check.
+void check_preset_can_render(const ChatTemplate& tmpl, const Conversation& conv,
+                             const ChatArgs& args);
 
 // Renders `conv` (add_generation_prompt=false) as segments; with find_spans, assistant spans
 // are trainable (see the top of this file), else everything is one untrained segment.
-// Adjacent segments with the same flag are merged.
+// Adjacent segments with the same flag are merged. An assistant turn that only calls tools
+// is trained like any other: its span is the tool-call text the template writes.
 std::vector<TextSegment> render_chat(const ChatTemplate& tmpl, const Conversation& conv,
-                                     bool find_spans = true);
+                                     bool find_spans = true, const ChatArgs& args = {});
 
 // Concatenated text of the segments.
 std::string join_segments(const std::vector<TextSegment>& segments);

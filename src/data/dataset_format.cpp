@@ -1,6 +1,7 @@
 // Dataset files and record formats (see dataset_format.h; prompt strings from FORMATS.md §9).
 #include "data/dataset_format.h"
 
+#include <algorithm>
 #include <array>
 
 #include "core/error.h"
@@ -11,7 +12,7 @@ namespace ftune {
 
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 struct FormatEntry {
   DatasetFormat format;
@@ -190,12 +191,81 @@ std::string require_string(const DatasetRecord& r, const json& obj, const char* 
   return v.get<std::string>();
 }
 
-// sharegpt "from" values: system, human/user, gpt/assistant.
+// sharegpt "from" values: system, human/user, gpt/assistant, and tool results (tool, ipython)
+// as written. A fixed vocabulary, so a typo is caught here; the messages format passes any role.
 std::optional<std::string> sharegpt_role(const std::string& from) {
-  if (from == "system") return "system";
+  if (from == "system" || from == "tool" || from == "ipython") return from;
   if (from == "human" || from == "user") return "user";
   if (from == "gpt" || from == "assistant") return "assistant";
   return std::nullopt;
+}
+
+[[noreturn]] void wrong_type(const DatasetRecord& r, const std::string& key, const char* want,
+                             const json& v) {
+  fail("{}: '{}' is not {} (it is {})", r.origin, key, want, v.type_name());
+}
+
+// One tool call, as HF writes it: {"type": "function", "function": {"name", "arguments"}}, or
+// the bare {"name", "arguments"} some templates (Qwen) also take.
+void check_tool_call(const DatasetRecord& r, const json& call, const std::string& key) {
+  if (!call.is_object()) wrong_type(r, key, "an object", call);
+  const json* fn = &call;
+  std::string fn_key = key;
+  if (auto it = call.find("function"); it != call.end()) {
+    fn_key = key + ".function";
+    if (!it->is_object()) wrong_type(r, fn_key, "an object", *it);
+    fn = &*it;
+  }
+  if (auto it = fn->find("name"); it != fn->end() && !it->is_string()) {
+    wrong_type(r, fn_key + ".name", "a string", *it);
+  }
+  if (auto it = fn->find("arguments"); it != fn->end() && !it->is_object() && !it->is_string()) {
+    wrong_type(r, fn_key + ".arguments", "an object or a string", *it);
+  }
+  if (auto it = call.find("id"); it != call.end() && !it->is_string()) {
+    wrong_type(r, key + ".id", "a string", *it);
+  }
+}
+
+// The keys chat templates read with a fixed type (HF's message format); others pass unchecked.
+// Null is accepted where a template tests `is none` (datasets exported from Arrow tables carry
+// every column on every message, null where unused).
+void check_message_keys(const DatasetRecord& r, const json& msg, const std::string& where) {
+  for (auto it = msg.begin(); it != msg.end(); ++it) {
+    const std::string key = where + "." + it.key();
+    const json& v = it.value();
+    if (it.key() == "tool_calls") {
+      if (v.is_null()) continue;
+      if (!v.is_array()) wrong_type(r, key, "a list", v);
+      for (size_t k = 0; k < v.size(); ++k) check_tool_call(r, v[k], fmt::format("{}[{}]", key, k));
+    } else if (it.key() == "tool_call_id" || it.key() == "name" ||
+               it.key() == "reasoning_content" || it.key() == "thinking") {
+      if (!v.is_null() && !v.is_string()) wrong_type(r, key, "a string", v);
+    }
+  }
+}
+
+bool has_tool_calls(const json& msg) {
+  auto it = msg.find("tool_calls");
+  return it != msg.end() && it->is_array() && !it->empty();
+}
+
+// Record keys passed to the template beside the messages (apply_chat_template's arguments).
+ChatArgs convert_chat_args(const DatasetRecord& r) {
+  ChatArgs args;
+  for (const char* key : {"tools", "documents"}) {
+    auto it = r.value.find(key);
+    if (it == r.value.end() || it->is_null()) continue;
+    if (!it->is_array()) {
+      fail("{}: '{}' is not a list (it is {}); write it as a JSON list of objects", r.origin, key,
+           it->type_name());
+    }
+    for (size_t k = 0; k < it->size(); ++k) {
+      if (!(*it)[k].is_object()) wrong_type(r, fmt::format("{}[{}]", key, k), "an object", (*it)[k]);
+    }
+    (std::string_view(key) == "tools" ? args.tools : args.documents) = *it;
+  }
+  return args;
 }
 
 Conversation convert_turns(const DatasetRecord& r, const char* list_key, const char* role_key,
@@ -207,20 +277,40 @@ Conversation convert_turns(const DatasetRecord& r, const char* list_key, const c
   Conversation conv;
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string where = fmt::format("{}[{}]", list_key, i);
-    FTUNE_CHECK(list[i].is_object(), "{}: {} is not an object", r.origin, where);
-    const std::string role = require_string(r, list[i], role_key, where);
-    std::string content = require_string(r, list[i], text_key, where);
+    const json& item = list[i];
+    FTUNE_CHECK(item.is_object(), "{}: {} is not an object", r.origin, where);
+    const std::string role = require_string(r, item, role_key, where);
     std::optional<std::string> mapped;
     if (sharegpt) {
       mapped = sharegpt_role(role);
-    } else if (role == "system" || role == "user" || role == "assistant") {
-      mapped = role;
+      if (!mapped) {
+        fail("{}: {} has unknown {} '{}' (expected system, human, gpt, tool, ipython)", r.origin,
+             where, role_key, role);
+      }
+    } else {
+      FTUNE_CHECK(!role.empty(), "{}: {} has an empty {}", r.origin, where, role_key);
+      mapped = role;  // any role: the template decides what it can render
     }
-    if (!mapped) {
-      fail("{}: {} has unknown {} '{}' (expected {})", r.origin, where, role_key, role,
-           sharegpt ? "system, human, gpt" : "system, user, assistant");
+    check_message_keys(r, item, where);
+    ChatMessage m;
+    m.role = *mapped;
+    auto text = item.find(text_key);
+    if (text != item.end() && text->is_string()) {
+      m.content = text->get<std::string>();
+    } else if (has_tool_calls(item) && (text == item.end() || text->is_null())) {
+      // A turn that only calls tools: the template decides how (or whether) to write it.
+      m.content_kind = text == item.end() ? ContentKind::absent : ContentKind::null;
+    } else if (text == item.end()) {
+      fail("{}: {} has no '{}' (only a message with tool_calls may leave it out)", r.origin,
+           where, text_key);
+    } else {
+      fail("{}: {} '{}' is not a string (it is {}){}", r.origin, where, text_key,
+           text->type_name(), text->is_null() ? "; only a message with tool_calls may have null" : "");
     }
-    conv.push_back(ChatMessage{*mapped, std::move(content)});
+    for (auto it = item.begin(); it != item.end(); ++it) {
+      if (it.key() != role_key && it.key() != text_key) m.extra[it.key()] = it.value();
+    }
+    conv.push_back(std::move(m));
   }
   return conv;
 }
@@ -271,8 +361,11 @@ DatasetFormat detect_format(const DatasetRecord& first) {
   if (v.contains("instruction")) return DatasetFormat::alpaca;
   if (v.contains("prompt")) return DatasetFormat::prompt_completion;
   if (v.contains("text")) return DatasetFormat::text;
+  std::vector<std::string> names;
+  for (auto it = v.begin(); it != v.end(); ++it) names.push_back(it.key());
+  std::sort(names.begin(), names.end());
   std::string keys;
-  for (auto it = v.begin(); it != v.end(); ++it) keys += (keys.empty() ? "" : ", ") + it.key();
+  for (const auto& k : names) keys += (keys.empty() ? "" : ", ") + k;
   fail("{}: cannot detect the dataset format from the record's keys ({}); set data.format to "
        "one of {}",
        first.origin, keys.empty() ? "none" : keys, format_list());
@@ -310,10 +403,12 @@ SourceExample convert_record(const DatasetRecord& r, DatasetFormat format) {
     case DatasetFormat::sharegpt:
       ex.is_conversation = true;
       ex.conversation = convert_turns(r, "conversations", "from", "value", true);
+      ex.chat_args = convert_chat_args(r);
       break;
     case DatasetFormat::messages:
       ex.is_conversation = true;
       ex.conversation = convert_turns(r, "messages", "role", "content", false);
+      ex.chat_args = convert_chat_args(r);
       break;
     case DatasetFormat::text:
       ex.response = require_string(r, r.value, "text");

@@ -26,9 +26,11 @@ std::optional<DatasetFormat> parse_format_name(std::string_view name);
 // Conversation formats render through a chat template; the others do not.
 bool is_conversation_format(DatasetFormat f);
 
-// One record as read, with where it came from ("<file>:<line>") for error messages.
+// One record as read, with where it came from ("<file>:<line>") for error messages. Keys keep
+// their file order: templates write tool arguments and schemas with tojson, which must give
+// the text Python's json.dumps gives for the same record.
 struct DatasetRecord {
-  nlohmann::json value;
+  nlohmann::ordered_json value;
   std::string origin;
 };
 
@@ -47,14 +49,24 @@ DatasetFormat detect_format(const DatasetRecord& first);
 // A record in model terms.
 struct SourceExample {
   bool is_conversation = false;
-  Conversation conversation;  // sharegpt, messages (roles mapped to system/user/assistant)
+  Conversation conversation;  // sharegpt, messages (sharegpt's human/gpt mapped to user/assistant)
+  ChatArgs chat_args;         // the record's "tools" and "documents", for the template
   std::string prompt;         // alpaca (FORMATS.md §9 prompt), prompt_completion; "" for text
   std::string response;       // alpaca output, completion, or the whole text
   std::string origin;
 };
 
 // Converts one record; throws "<origin>: record has no '<key>'", "<origin>: '<key>' is not a
-// string (...)", unknown roles, an empty conversation.
+// string (...)", unknown sharegpt roles, an empty conversation.
+//
+// Conversation messages (HF / OpenAI style): "role" any non-empty string (sharegpt "from":
+// system, human/user, gpt/assistant, tool, ipython); "content" a string, or null / left out
+// when the message has a non-empty "tool_calls"; every other key (tool_calls, tool_call_id,
+// name, reasoning_content, thinking, ...) goes to the template unchanged. Types the templates
+// rely on are checked, the error naming the key: tool_calls a list of objects (function an
+// object, function.name a string, function.arguments an object or a string), tool_call_id /
+// name / reasoning_content / thinking strings (or null). Record keys "tools" and "documents"
+// (lists of objects, or null) become the template's tools / documents.
 SourceExample convert_record(const DatasetRecord& record, DatasetFormat format);
 
 // The alpaca prompt of FORMATS.md §9 up to and including "### Response:\n" (the with-input

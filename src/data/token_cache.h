@@ -25,7 +25,9 @@
 
 namespace ftune {
 
-constexpr uint32_t kTokenCacheVersion = 2;
+// Bumped whenever the same dataset bytes tokenize differently: 3 = message keys besides role
+// and content (tool_calls, reasoning_content, ...) and the record's tools reach the template.
+constexpr uint32_t kTokenCacheVersion = 3;
 
 // 64-bit FNV-1a, fed field by field (each field length-prefixed so fields cannot run together).
 class Fnv1a64 {

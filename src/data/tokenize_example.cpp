@@ -48,7 +48,7 @@ RenderedExample render_example(const SourceExample& ex, const ChatTemplate* tmpl
   if (ex.is_conversation) {
     FTUNE_CHECK(tmpl != nullptr, "{}: a conversation needs a chat template", ex.origin);
     try {
-      out.segments = render_chat(*tmpl, ex.conversation, train_on_responses_only);
+      out.segments = render_chat(*tmpl, ex.conversation, train_on_responses_only, ex.chat_args);
     } catch (const Error& e) {
       fail("{}: {}", ex.origin, e.what());
     }

@@ -90,6 +90,102 @@ TEST(DatasetFormat, MessagesTextAndPromptCompletion) {
   EXPECT_EQ(pc.response, "4");
 }
 
+TEST(DatasetFormat, MessagesCarryToolCallsReasoningAndTools) {
+  const auto ex = first_example(
+      R"({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],)"
+      R"( "documents": null, "messages": [)"
+      R"({"role": "user", "content": "q", "weight": 0},)"
+      R"({"role": "assistant", "content": null, "reasoning_content": "why",)"
+      R"( "tool_calls": [{"type": "function", "id": "c1", "function": {"name": "f", "arguments": {"z": 1, "a": 2}}}]},)"
+      R"({"role": "tool", "content": "42", "tool_call_id": "c1", "name": "f"},)"
+      R"({"role": "assistant", "tool_calls": [{"name": "f", "arguments": "{\"a\": 1}"}]},)"
+      R"({"role": "ipython", "content": "43"}, {"role": "observer", "content": "any role"},)"
+      R"({"role": "assistant", "content": "done", "tool_calls": null, "thinking": null}]})");
+  ASSERT_TRUE(ex.is_conversation);
+  const Conversation& c = ex.conversation;
+  ASSERT_EQ(c.size(), 7u);
+  EXPECT_EQ(c[0].extra.dump(), R"({"weight":0})");  // unknown keys pass through
+  EXPECT_EQ(c[1].content_kind, ContentKind::null);
+  EXPECT_EQ(c[1].extra["reasoning_content"], "why");
+  // Keys keep the file's order: "z" before "a", as json.loads + tojson would write them.
+  EXPECT_EQ(c[1].extra["tool_calls"][0]["function"]["arguments"].dump(), R"({"z":1,"a":2})");
+  EXPECT_EQ(c[2].role, "tool");
+  EXPECT_EQ(c[2].content, "42");
+  EXPECT_EQ(c[2].extra.dump(), R"({"tool_call_id":"c1","name":"f"})");
+  EXPECT_EQ(c[3].content_kind, ContentKind::absent);
+  EXPECT_EQ(c[4].role, "ipython");
+  EXPECT_EQ(c[5].role, "observer");
+  EXPECT_EQ(c[6].content, "done");
+  EXPECT_TRUE(c[6].extra["tool_calls"].is_null());
+  EXPECT_EQ(ex.chat_args.tools[0]["function"]["name"], "f");
+  EXPECT_TRUE(ex.chat_args.documents.is_null());
+
+  // sharegpt: tool results by name; other keys pass too.
+  const auto sg = first_example(
+      R"({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},)"
+      R"( {"from": "tool", "value": "r", "name": "f"}], "tools": []})");
+  EXPECT_EQ(sg.conversation[2].role, "tool");
+  EXPECT_EQ(sg.conversation[2].extra["name"], "f");
+  EXPECT_TRUE(sg.chat_args.tools.is_array());
+}
+
+TEST(DatasetFormat, ToolKeysWithWrongTypesNameFileLineAndKey) {
+  auto convert = [](const std::string& line) {
+    const auto recs = parse_dataset_text("{\"text\": \"first\"}\n" + line, "t.jsonl");
+    convert_record(recs[1], DatasetFormat::messages);
+  };
+  const std::string user = R"({"role": "user", "content": "q"}, )";
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [)" + user + R"({"role": "assistant", "tool_calls": {"name": "f"}}]})");
+            }),
+            "t.jsonl:2: 'messages[1].tool_calls' is not a list (it is object)");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [)" + user + R"({"role": "assistant", "tool_calls": ["f"]}]})");
+            }),
+            "t.jsonl:2: 'messages[1].tool_calls[0]' is not an object (it is string)");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [)" + user +
+                      R"({"role": "assistant", "tool_calls": [{"function": {"name": 7}}]}]})");
+            }),
+            "t.jsonl:2: 'messages[1].tool_calls[0].function.name' is not a string (it is number)");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [)" + user +
+                      R"({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": [1]}}]}]})");
+            }),
+            "t.jsonl:2: 'messages[1].tool_calls[0].function.arguments' is not an object or a "
+            "string (it is array)");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [)" + user + R"({"role": "tool", "content": "r", "tool_call_id": 3}]})");
+            }),
+            "t.jsonl:2: 'messages[1].tool_call_id' is not a string (it is number)");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [)" + user +
+                      R"({"role": "assistant", "content": "a", "reasoning_content": ["x"]}]})");
+            }),
+            "t.jsonl:2: 'messages[1].reasoning_content' is not a string (it is array)");
+  // Content may be missing or null only beside tool calls.
+  EXPECT_EQ(error_of([&] { convert(R"({"messages": [{"role": "assistant", "content": null}]})"); }),
+            "t.jsonl:2: messages[0] 'content' is not a string (it is null); only a message with "
+            "tool_calls may have null");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [{"role": "assistant", "tool_calls": []}]})");
+            }),
+            "t.jsonl:2: messages[0] has no 'content' (only a message with tool_calls may leave "
+            "it out)");
+  EXPECT_EQ(error_of([&] {
+              convert(R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})");
+            }),
+            "t.jsonl:2: messages[0] 'content' is not a string (it is array)");
+  // Record-level tools and documents.
+  EXPECT_EQ(error_of([&] { convert(R"({"tools": "[{}]", "messages": [)" + user + R"({"role": "assistant", "content": "a"}]})"); }),
+            "t.jsonl:2: 'tools' is not a list (it is string); write it as a JSON list of objects");
+  EXPECT_EQ(error_of([&] { convert(R"({"tools": [1], "messages": [)" + user + R"({"role": "assistant", "content": "a"}]})"); }),
+            "t.jsonl:2: 'tools[0]' is not an object (it is number)");
+  EXPECT_EQ(error_of([&] { convert(R"({"documents": {}, "messages": [)" + user + R"({"role": "assistant", "content": "a"}]})"); }),
+            "t.jsonl:2: 'documents' is not a list (it is object); write it as a JSON list of "
+            "objects");
+}
+
 TEST(DatasetFormat, DetectionFollowsFirstRecordKeys) {
   auto detect = [](const std::string& line) {
     return detect_format(parse_dataset_text(line, "x.jsonl")[0]);
@@ -162,17 +258,18 @@ TEST(DatasetFormat, BadInputErrorsAreOneLineWithFileAndLine) {
   EXPECT_EQ(error_of([&] {
               convert(R"({"messages": [{"role": "user"}]})", DatasetFormat::messages);
             }),
-            "r.jsonl:2: messages[0] has no 'content'");
+            "r.jsonl:2: messages[0] has no 'content' (only a message with tool_calls may leave "
+            "it out)");
   EXPECT_EQ(error_of([&] {
-              convert(R"({"messages": [{"role": "tool", "content": "x"}]})",
-                      DatasetFormat::messages);
+              convert(R"({"messages": [{"role": "", "content": "x"}]})", DatasetFormat::messages);
             }),
-            "r.jsonl:2: messages[0] has unknown role 'tool' (expected system, user, assistant)");
+            "r.jsonl:2: messages[0] has an empty role");
   EXPECT_EQ(error_of([&] {
               convert(R"({"conversations": [{"from": "bing", "value": "x"}]})",
                       DatasetFormat::sharegpt);
             }),
-            "r.jsonl:2: conversations[0] has unknown from 'bing' (expected system, human, gpt)");
+            "r.jsonl:2: conversations[0] has unknown from 'bing' (expected system, human, gpt, "
+            "tool, ipython)");
   EXPECT_EQ(error_of([&] { convert("[1, 2]", DatasetFormat::text); }),
             "r.jsonl:2: record is not a JSON object");
 

@@ -81,11 +81,11 @@ def make_env():
 ENV = make_env()
 
 
-def render_jinja(source, messages, tokens, gen, variables):
+def render_jinja(source, messages, tokens, gen, variables, tools=None, documents=None):
     """(text, generation spans as byte offsets) or an exception instance."""
     try:
         tmpl = ENV.from_string(source)
-        raw = tmpl.render(messages=messages, tools=None, documents=None,
+        raw = tmpl.render(messages=messages, tools=tools, documents=documents,
                           add_generation_prompt=gen, **tokens, **variables)
     except Exception as e:  # jinja2 raises TemplateError, UndefinedError, TypeError, ...
         return e

@@ -3,7 +3,8 @@
 // Input (file named by argv[1]): {"cases": [{"template": <preset name or Jinja source>,
 //   "bos_token": ..., "eos_token": ..., "variables": {...}, "date": "YYYY-MM-DD",
 //   "add_generation_prompt": bool, "spans": bool (default true),
-//   "messages": [{"role", "content", ...other keys}, ...]}, ...]}.
+//   "messages": [{"role", "content", ...other keys}, ...] or "record": a dataset record
+//   (messages/sharegpt format, converted as the data pipeline converts it)}, ...]}.
 // A case with "tokenizer": <tokenizer.json path> is also tokenized with labels the way the
 // data pipeline does it (render_example + tokenize_rendered, response-only masking).
 // Output (stdout): a JSON array with, per case, {"name", "text", "segments": [[text,
@@ -18,6 +19,7 @@
 #include "core/error.h"
 #include "data/chat_template.h"
 #include "data/data_files.h"
+#include "data/dataset_format.h"
 #include "data/tokenize_example.h"
 #include "data/tokenizer_encoder.h"
 #include "io/tokenizer.h"
@@ -53,6 +55,20 @@ ftune::Conversation conversation_of(const ordered_json& c) {
   return conv;
 }
 
+// A case with "record" (a dataset record of the messages or sharegpt format) goes through
+// the data pipeline's conversion, so its tools and message keys reach the template as in
+// training; "messages" are taken as they are.
+ftune::SourceExample source_of(const ordered_json& c) {
+  ftune::SourceExample src;
+  src.is_conversation = true;
+  if (c.contains("record")) {
+    const ftune::DatasetRecord rec{c["record"], "record"};
+    return ftune::convert_record(rec, ftune::detect_format(rec));
+  }
+  src.conversation = conversation_of(c);
+  return src;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,15 +84,16 @@ int main(int argc, char** argv) {
       ordered_json r;
       try {
         const ftune::ChatTemplate t = template_for(c);
-        const ftune::Conversation conv = conversation_of(c);
+        const ftune::SourceExample src = source_of(c);
+        const ftune::Conversation& conv = src.conversation;
         const bool gen = c.value("add_generation_prompt", false);
         std::vector<std::pair<size_t, size_t>> spans;
         r["name"] = t.name;
-        r["text"] = ftune::render_chat_text(t, conv, gen, &spans);
+        r["text"] = ftune::render_chat_text(t, conv, gen, &spans, src.chat_args);
         r["generation"] = ordered_json::array();
         for (const auto& [b, e] : spans) r["generation"].push_back({b, e});
         if (!gen && c.value("spans", true)) {
-          const auto segs = ftune::render_chat(t, conv);
+          const auto segs = ftune::render_chat(t, conv, true, src.chat_args);
           r["segments"] = ordered_json::array();
           for (const auto& s : segs) r["segments"].push_back(ordered_json::array({s.text, s.trainable}));
         }
@@ -85,9 +102,6 @@ int main(int argc, char** argv) {
           auto& tok = tokenizers[path];
           if (!tok) tok = std::make_unique<ftune::Tokenizer>(ftune::Tokenizer::from_file(path));
           const ftune::TokenizerEncoder enc(*tok, "");
-          ftune::SourceExample src;
-          src.is_conversation = true;
-          src.conversation = conv;
           const auto ex = ftune::tokenize_rendered(enc, ftune::render_example(src, &t, true),
                                                    std::nullopt, std::nullopt);
           r["ids"] = ex.ids;
