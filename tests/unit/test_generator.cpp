@@ -95,7 +95,10 @@ TEST_P(CachedDecode, LogitsEqualFullForwardAtEveryPosition) {
   }
   EXPECT_EQ(g.cache().length(), static_cast<int64_t>(kSeq.size()));
   EXPECT_GE(g.cache().capacity(), static_cast<int64_t>(kSeq.size()));
-  EXPECT_EQ(test::compare(got, want, 1e-5f, 1e-5f), "");
+  // fp32 with another summation order (one query row against the cache vs the full causal
+  // attention; OpenBLAS picks its kernels by CPU): 1.6e-5 apart on AMD EPYC, while a wrong cache
+  // entry or position moves logits by 1e-2 and more.
+  EXPECT_EQ(test::compare(got, want, 3e-5f, 3e-5f), "");
   // Logits are not degenerate: positions differ.
   EXPECT_GT(std::abs(got[0] - got[static_cast<size_t>(V)]), 1e-4);
 }
