@@ -268,6 +268,18 @@ TEST(DistE2E, ShardedBaseTrainsTheSameOnOneTwoAndThreeProcesses) {
     EXPECT_NE(r.err.find("layers sharded over " + extra[1] + " ranks"), std::string::npos) << r.err;
     expect_same_run(dir + "/" + tag, dir + "/one", tag + " processes, sharded base");
   }
+  // QLoRA: NF4 layers sharded over 2 processes train what one 4-bit process trains.
+  auto one4 = job(dir + "/one4", 6);
+  one4.push_back("model.load_in_4bit=true");
+  Result r14 = run(one4, dir + "/one4");
+  ASSERT_EQ(r14.code, 0) << r14.err;
+  auto two4 = job(dir + "/two4", 3);
+  two4.insert(two4.end(), {"--nproc", "2", "model.load_in_4bit=true", "distributed.shard_base=true"});
+  Result r24 = run(two4, dir + "/two4");
+  ASSERT_EQ(r24.code, 0) << r24.err;
+  EXPECT_NE(r24.err.find("projections in NF4"), std::string::npos) << r24.err;
+  EXPECT_NE(r24.err.find("layers sharded over 2 ranks"), std::string::npos) << r24.err;
+  expect_same_run(dir + "/two4", dir + "/one4", "2 processes, NF4 base sharded");
   // One process: nothing to shard over, said once.
   auto single = job(dir + "/single", 6);
   single.push_back("distributed.shard_base=true");
