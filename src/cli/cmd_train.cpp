@@ -120,12 +120,6 @@ JobInputs prepare_inputs(const TrainConfig& cfg, bool print_summary, bool host_a
   return in;
 }
 
-void check_supported(const TrainConfig& cfg) {
-  FTUNE_CHECK(cfg.model.dtype != "float16",
-              "model.dtype=float16: float16 training needs dynamic loss scaling, which this "
-              "version does not have; use bfloat16 (GPUs of compute capability 8.0+) or float32");
-}
-
 uint64_t examples_hash(const std::vector<TokenizedExample>& ex) {
   Fnv1a64 h;
   for (const auto& e : ex) {
@@ -222,6 +216,7 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
     td.validation = make_batches(data.validation, vb);
   }
   TrainLoopOptions lopts = loop_options_from_config(cfg);
+  lopts.trainer.loss_scaling.enabled = mopts.dtype == DType::F16;  // float16: dynamic loss scale
   lopts.config_fingerprint = config_fingerprint(cfg, world);
   lopts.resume = resume;
   lopts.is_main_process = main;
@@ -446,7 +441,6 @@ TrainOutcome run_train_job(const TrainConfig& job, const TrainArgs& args) {
   // train.micro_batch_size: auto and train.effective_batch_size are resolved below, once the
   // processes and devices are known; `cfg` holds the resolved values from there on.
   TrainConfig cfg = job;
-  check_supported(cfg);
   const DistributedConfig& dc = cfg.distributed;
   FTUNE_CHECK(dc.auto_shard_steps == 0 || dc.aggregation == "token_mean",
               "distributed.auto_shard_steps needs aggregation token_mean (with {} the shares "

@@ -52,9 +52,13 @@ DType compute_dtype(const std::string& model_dtype, const Ops& ops) {
                 "8.0 or newer is needed); use model.dtype=float32", dev.str());
     return DType::BF16;
   }
-  FTUNE_CHECK(model_dtype != "float16",
-              "model.dtype=float16: float16 training needs dynamic loss scaling, which this "
-              "version does not have; use bfloat16 (GPUs of compute capability 8.0+) or float32");
+  if (model_dtype == "float16") {
+    // Weights and activations in fp16, trained with dynamic loss scaling (train/loss_scaler.h):
+    // for GPUs without bfloat16.
+    FTUNE_CHECK(!dev.is_cpu(), "model.dtype=float16: the CPU backend computes in float32 (use "
+                "model.dtype=auto or float32, or train.device=cuda)");
+    return DType::F16;
+  }
   fail("model.dtype={}: expected auto, float32, bfloat16 or float16", model_dtype);
 }
 

@@ -1,5 +1,7 @@
 #include "train/checkpoint.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -51,7 +53,7 @@ std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, co
   for (auto& [name, t] : opt.state())
     state.emplace_back(name, t.device().is_cpu() ? t : t.to(Device::cpu()));
   write_safetensors((tmp / "optimizer.safetensors").string(), state);
-  const json j = {{"global_step", st.global_step},
+  json j = {{"global_step", st.global_step},
                   {"epoch", st.epoch},
                   {"batch_in_epoch", st.batch_in_epoch},
                   {"world_size", st.world_size},
@@ -59,6 +61,11 @@ std::string save_checkpoint(const std::string& output_dir, LoraWeights& lora, co
                   {"elapsed_s", st.elapsed_s},
                   {"optimizer_steps", opt.steps_taken()},
                   {"config_fingerprint", st.config_fingerprint}};
+  if (st.loss_scaler.skipped_steps > 0) j["skipped_steps"] = st.loss_scaler.skipped_steps;
+  if (st.loss_scaler.scale > 0) {
+    j["loss_scale"] = st.loss_scaler.scale;
+    j["loss_scale_good_steps"] = st.loss_scaler.good_steps;
+  }
   {
     std::ofstream f(tmp / "trainer_state.json");
     f << j.dump(2) << "\n";
@@ -123,6 +130,15 @@ TrainerState load_checkpoint(const std::string& dir, LoraWeights& lora, AdamW& o
   FTUNE_CHECK(st.global_step >= 0 && st.epoch >= 0 && st.batch_in_epoch >= 0 && optimizer_steps >= 0,
               "{}: global_step, epoch, batch_in_epoch and optimizer_steps must be >= 0", sf);
   FTUNE_CHECK(st.world_size >= 1, "{}: world_size must be >= 1, got {}", sf, st.world_size);
+  st.loss_scaler.skipped_steps = json_int(j, "skipped_steps", sf, 0);
+  st.loss_scaler.scale = json_number(j, "loss_scale", sf, 0.0);
+  st.loss_scaler.good_steps = json_int(j, "loss_scale_good_steps", sf, 0);
+  FTUNE_CHECK(st.loss_scaler.skipped_steps >= 0 && st.loss_scaler.good_steps >= 0 &&
+                  std::isfinite(st.loss_scaler.scale) && st.loss_scaler.scale >= 0,
+              "{}: skipped_steps, loss_scale and loss_scale_good_steps must be >= 0", sf);
+  FTUNE_CHECK(st.global_step == optimizer_steps + st.loss_scaler.skipped_steps,
+              "{}: global_step {} is not optimizer_steps {} + skipped_steps {}", sf,
+              st.global_step, optimizer_steps, st.loss_scaler.skipped_steps);
   opt.load_state(state, optimizer_steps);
   return st;
 }

@@ -9,6 +9,7 @@
 
 #include "model/adapter_io.h"
 #include "model/llama_model.h"
+#include "train/loss_scaler.h"
 #include "train/optimizer.h"
 
 namespace ftune {
@@ -22,6 +23,7 @@ struct TrainerState {
   int64_t tokens_seen = 0;
   double elapsed_s = 0;
   std::string config_fingerprint;  // refuses to resume a different job
+  LossScalerState loss_scaler;     // float16 runs: the dynamic loss scale and skipped steps
 };
 
 // Writes checkpoints/step-N atomically and prunes to keep_last (0 = keep all). Returns its path.

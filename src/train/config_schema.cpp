@@ -25,7 +25,7 @@ constexpr std::array kSchema = {
               "built-in tiny random model",
               FTUNE_FIELD(model, path)},
     ConfigKey{"model.dtype", T::Choice, "auto", 0, 0, false, "auto|float32|bfloat16|float16",
-              "storage dtype of the frozen base weights and activations (math accumulates in float32; LoRA weights and optimizer state are float32): auto = bfloat16 on GPUs with compute capability 8.0+, float32 on the CPU and older GPUs; float16 is refused (needs loss scaling)",
+              "storage dtype of the frozen base weights and activations (math accumulates in float32; LoRA weights and optimizer state are float32): auto = bfloat16 on GPUs with compute capability 8.0+, float32 on the CPU and older GPUs; float16 (GPU) trains with dynamic loss scaling",
               FTUNE_FIELD(model, dtype)},
     ConfigKey{"model.tokenizer", T::Path, "\"\"", 0, 0, false, "",
               "tokenizer folder or tokenizer.json; empty = model.path",

@@ -81,6 +81,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
                 "count keep train.gradient_accumulation_steps x processes the same)",
                 *ck, checkpoint_world_size(*ck), world);
     state = load_checkpoint(*ck, model.lora(), trainer.optimizer());
+    trainer.loss_scaler().load_state(state.loss_scaler);
     if (state.epoch != 0) epoch_batches = epoch_of(data, state.epoch);
   }
 
@@ -138,6 +139,7 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     if (!main) return "";
     state.world_size = world;
     state.elapsed_s = elapsed();
+    state.loss_scaler = trainer.loss_scaler().state();
     const std::string dir = save_checkpoint(opts.output_dir, model.lora(), trainer.optimizer(),
                                             state, opts.adapter_meta, opts.save_total_limit);
     progress.message("saved checkpoint " + dir);
@@ -187,6 +189,10 @@ TrainSummary run_training(LlamaModel& model, const TrainLoopOptions& opts, const
     const StepStats st = trainer.step(window, [] { return interrupt_signal() != 0; },
                                       most_share(begin, end, shard_weights, world));
     stop_voted = st.stop_requested;
+    if (main && st.skipped)
+      progress.message(fmt::format("step {}: gradients overflowed in float16 at loss scale {:g}; "
+                                   "update skipped, scale now {:g}",
+                                   st.step, st.loss_scale, trainer.loss_scaler().scale()));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
     state.batch_in_epoch = end;
     state.global_step = st.step;

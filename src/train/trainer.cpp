@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -13,7 +14,8 @@ Trainer::Trainer(LlamaModel& model, TrainerOptions opts, GradientSync* sync)
       sync_(sync),
       params_(model.lora().params()),
       optimizer_(model.ops(), params_, opts_.adamw, model.lora().flat_params,
-                 model.lora().flat_grads) {
+                 model.lora().flat_grads),
+      scaler_(opts_.loss_scaling) {
   opts_.schedule.validate();
   FTUNE_CHECK(opts_.max_grad_norm >= 0, "trainer: max_grad_norm must be >= 0, got {}",
               opts_.max_grad_norm);
@@ -29,9 +31,12 @@ StepStats Trainer::step(const std::vector<Batch>& window,
   if (!sync_)
     FTUNE_CHECK(local.trained_tokens > 0, "trainer: the accumulation window has no trained "
                 "tokens (every label is -100)");
+  // float16: the loss gradient is scaled up so that small gradients survive in fp16, and the
+  // gradients scaled back before clipping (train/loss_scaler.h).
+  const double loss_scale = scaler_.scale();
   const float grad_scale = static_cast<float>(
-      sync_ ? sync_->backward_scale(local.trained_tokens)
-            : 1.0 / static_cast<double>(local.trained_tokens));
+      loss_scale * (sync_ ? sync_->backward_scale(local.trained_tokens)
+                          : 1.0 / static_cast<double>(local.trained_tokens)));
 
   model_.lora().zero_grad();
   const auto t0 = std::chrono::steady_clock::now();
@@ -65,11 +70,19 @@ StepStats Trainer::step(const std::vector<Batch>& window,
     FTUNE_CHECK(global.trained_tokens > 0, "trainer: the accumulation window has no trained "
                 "tokens on any rank (every label is -100)");
   }
+  if (scaler_.enabled()) {
+    FTUNE_CHECK(model_.lora().flat_grads.defined(), "trainer: loss scaling needs the flat "
+                "gradient buffer");
+    model_.ops().scale(model_.lora().flat_grads, static_cast<float>(1.0 / loss_scale));
+  }
   st.grad_norm =
       clip_grad_norm(model_.ops(), params_, opts_.max_grad_norm, model_.lora().flat_grads);
-  st.lr = opts_.schedule.lr(optimizer_.steps_taken());
-  optimizer_.step(st.lr);
-  st.step = optimizer_.steps_taken();
+  st.lr = opts_.schedule.lr(global_step());
+  st.loss_scale = scaler_.enabled() ? loss_scale : 0.0;
+  // Every rank holds the same gradients here, hence the same norm and the same decision.
+  st.skipped = !scaler_.update(std::isfinite(st.grad_norm));
+  if (!st.skipped) optimizer_.step(st.lr);
+  st.step = global_step();
   st.loss = global.loss_sum / static_cast<double>(global.trained_tokens);
   st.trained_tokens = global.trained_tokens;
   st.input_tokens = global.input_tokens;

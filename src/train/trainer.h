@@ -9,6 +9,7 @@
 
 #include "core/batch.h"
 #include "model/llama_model.h"
+#include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/optimizer.h"
 
@@ -63,6 +64,7 @@ struct TrainerOptions {
   LrSchedule schedule;
   AdamWOptions adamw;
   double max_grad_norm = 1.0;  // 0 = no clipping
+  LossScalerOptions loss_scaling;  // float16: dynamic loss scaling (train/loss_scaler.h)
 };
 
 struct StepStats {
@@ -75,6 +77,10 @@ struct StepStats {
   std::vector<double> memory_mib, peak_memory_mib;  // per rank (distributed runs only)
   std::vector<double> micro_batches, compute_s;     // per rank (distributed runs only)
   bool stop_requested = false;  // some rank asked to stop (decided alike on every rank)
+  // Dynamic loss scaling (float16): the gradients overflowed and the update was skipped; the
+  // scale used for this step.
+  bool skipped = false;
+  double loss_scale = 0.0;  // 0 = no scaling
 };
 
 class Trainer {
@@ -96,7 +102,10 @@ class Trainer {
   StepLoss evaluate(const std::vector<Batch>& batches, int64_t passes = 0);
 
   AdamW& optimizer() { return optimizer_; }
-  int64_t global_step() const { return optimizer_.steps_taken(); }
+  LossScaler& loss_scaler() { return scaler_; }
+  // Steps taken: optimizer updates plus updates skipped for overflow (float16), which advance
+  // the learning-rate schedule as in HF's Trainer.
+  int64_t global_step() const { return optimizer_.steps_taken() + scaler_.skipped_steps(); }
   const TrainerOptions& options() const { return opts_; }
 
  private:
@@ -105,6 +114,7 @@ class Trainer {
   GradientSync* sync_;
   std::vector<LoraWeights::Param> params_;
   AdamW optimizer_;
+  LossScaler scaler_;
 };
 
 }  // namespace ftune

@@ -175,7 +175,7 @@ TEST(Cli, BadInputsFailBeforeTraining) {
       {"train.learning_rat=1e-4", "did you mean 'train.learning_rate'?"},
       {"lora.r=-1", "lora.r: must be in"},
       {"model.dtype=bfloat16", "the CPU backend computes in float32"},
-      {"model.dtype=float16", "float16 training needs dynamic loss scaling"},
+      {"model.dtype=float16", "model.dtype=float16: the CPU backend computes in float32"},
       {"distributed.gpus=2 --nproc 2", "--nproc 2 (CPU workers) and --gpus 2 both given; choose one"},
       {"--nproc 2 distributed.shard_weights=[1,2,3]", "shard_weights has 3 entries for 2 ranks"},
       {"--nproc 2 distributed.aggregation=weighted", "needs distributed.rank_weights with one weight per rank"},
