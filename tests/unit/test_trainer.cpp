@@ -1,12 +1,17 @@
-// Trainer core: LR schedules against HF's formulas, clipping, and token-weighted gradient
-// accumulation (a window of micro-batches equals one batch holding them all).
+// Trainer core: LR schedules against HF's formulas, clipping, token-weighted gradient
+// accumulation (a window of micro-batches equals one batch holding them all), and float16's
+// dynamic loss scaling.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "backend/ops.h"
 #include "model/llama_model.h"
 #include "support/test_support.h"
+#include "train/checkpoint.h"
+#include "train/loss_scaler.h"
 #include "train/trainer.h"
 
 using namespace ftune;
@@ -52,6 +57,15 @@ std::unique_ptr<LlamaModel> model(Ops& ops) {
   m->attach_lora(std::move(w));
   return m;
 }
+
+std::vector<std::vector<float>> weights(LlamaModel& m) {
+  std::vector<std::vector<float>> v;
+  for (auto& p : m.lora().params()) v.push_back(p.value->to_vector());
+  return v;
+}
+
+Batch batch() { return batch_from_documents({{1, 2, 3, 4, 5, 6}}, {{1, 2, 3, 4, 5, 6}}, 6, 0); }
+
 }  // namespace
 
 TEST(Trainer, AccumulationIsTokenWeighted) {
@@ -103,4 +117,133 @@ TEST(Trainer, AllMaskedWindowIsAnError) {
   Trainer t(*m, o);
   Batch a = batch_from_documents({{1, 2, 3}}, {{-100, -100, -100}}, 3, 0);
   EXPECT_THROW(t.step({a}), Error);
+}
+
+// Dynamic loss scaling (train/loss_scaler.h, float16 training): the scale's growth and backoff
+// as torch's GradScaler, a scaled trainer step equal to an unscaled one, an overflowing step
+// skipped without touching the weights or the optimizer state while the schedule advances, and
+// the scaler's state through a checkpoint.
+TEST(LossScaler, GrowsAfterTheIntervalAndBacksOffOnOverflow) {
+  LossScalerOptions o;
+  o.enabled = true;
+  o.init_scale = 1024;
+  o.growth_interval = 3;
+  LossScaler s(o);
+  EXPECT_EQ(s.scale(), 1024);
+  EXPECT_TRUE(s.update(true));
+  EXPECT_TRUE(s.update(true));
+  EXPECT_EQ(s.scale(), 1024);
+  EXPECT_TRUE(s.update(true));  // the third good step in a row
+  EXPECT_EQ(s.scale(), 2048);
+  EXPECT_TRUE(s.update(true));
+  EXPECT_FALSE(s.update(false));  // overflow: skipped, halved, the count of good steps restarts
+  EXPECT_EQ(s.scale(), 1024);
+  EXPECT_EQ(s.skipped_steps(), 1);
+  EXPECT_TRUE(s.update(true));
+  EXPECT_TRUE(s.update(true));
+  EXPECT_EQ(s.scale(), 1024);
+  const LossScalerState st = s.state();
+  EXPECT_EQ(st.scale, 1024);
+  EXPECT_EQ(st.good_steps, 2);
+  EXPECT_EQ(st.skipped_steps, 1);
+  LossScaler r(o);
+  r.load_state(st);
+  EXPECT_TRUE(r.update(true));
+  EXPECT_EQ(r.scale(), 2048);  // continues where the other left off
+  EXPECT_EQ(r.skipped_steps(), 1);
+  // Off: scale 1, every step applies.
+  LossScaler off;
+  EXPECT_EQ(off.scale(), 1.0);
+  EXPECT_TRUE(off.update(false));
+  EXPECT_EQ(off.state().scale, 0.0);
+  // Overflowing at the smallest scale is an error, not an endless run of skipped steps.
+  o.init_scale = 2;
+  LossScaler low(o);
+  EXPECT_FALSE(low.update(false));
+  EXPECT_NE(test::error_of([&] { low.update(false); }).find("overflow even at loss scale 1"),
+            std::string::npos);
+  // Bad options and states.
+  LossScalerOptions bad = o;
+  bad.backoff_factor = 1.5;
+  EXPECT_THROW(LossScaler{bad}, Error);
+  EXPECT_NE(test::error_of([&] { r.load_state({std::nan(""), 0, 0}); }).find("must be finite"),
+            std::string::npos);
+}
+
+TEST(LossScaler, ScaledStepEqualsTheUnscaledStep) {
+  auto ops = make_cpu_ops();
+  TrainerOptions plain;
+  plain.schedule = {"constant", 1e-2, 0, 10};
+  plain.max_grad_norm = 0.5;  // clipping acts on the unscaled gradients
+  TrainerOptions scaled = plain;
+  scaled.loss_scaling.enabled = true;
+  auto m1 = model(*ops), m2 = model(*ops);
+  Trainer t1(*m1, plain), t2(*m2, scaled);
+  for (int i = 0; i < 3; ++i) {
+    const StepStats a = t1.step({batch()});
+    const StepStats b = t2.step({batch()});
+    EXPECT_FALSE(b.skipped);
+    EXPECT_EQ(b.loss_scale, 65536.0);
+    EXPECT_EQ(a.loss_scale, 0.0);
+    EXPECT_NEAR(b.loss, a.loss, 1e-7 * std::fabs(a.loss));
+    EXPECT_NEAR(b.grad_norm, a.grad_norm, 1e-5 * a.grad_norm);
+    EXPECT_EQ(b.step, a.step);
+  }
+  const auto w1 = weights(*m1), w2 = weights(*m2);
+  for (size_t i = 0; i < w1.size(); ++i) EXPECT_EQ(test::compare(w2[i], w1[i], 1e-5f, 1e-7f), "");
+}
+
+TEST(LossScaler, OverflowSkipsTheUpdateAndTheScheduleGoesOn) {
+  auto ops = make_cpu_ops();
+  TrainerOptions o;
+  o.schedule = {"linear", 1e-2, 0, 10};
+  o.loss_scaling.enabled = true;
+  o.loss_scaling.init_scale = 3e38;  // the scaled gradients overflow fp32 itself
+  auto m = model(*ops);
+  Trainer t(*m, o);
+  const auto before = weights(*m);
+  const StepStats s1 = t.step({batch()});
+  EXPECT_TRUE(s1.skipped);
+  EXPECT_FALSE(std::isfinite(s1.grad_norm));
+  EXPECT_TRUE(std::isfinite(s1.loss));
+  EXPECT_EQ(s1.step, 1);
+  EXPECT_EQ(t.optimizer().steps_taken(), 0);
+  EXPECT_EQ(t.loss_scaler().scale(), 1.5e38);
+  const auto after = weights(*m);
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after[i], before[i]) << i;
+  // Halving until the gradients fit; then updates resume. The schedule counts every step.
+  int skipped = 1;
+  StepStats s;
+  do {
+    s = t.step({batch()});
+    skipped += s.skipped ? 1 : 0;
+  } while (s.skipped && skipped < 100);
+  ASSERT_FALSE(s.skipped);
+  EXPECT_EQ(s.step, skipped + 1);
+  EXPECT_EQ(t.optimizer().steps_taken(), 1);
+  EXPECT_EQ(t.global_step(), skipped + 1);
+  EXPECT_NEAR(s.lr, 1e-2 * (10.0 - skipped) / 10.0, 1e-12);  // lr(global step), not lr(updates)
+  EXPECT_GT(test::rel_l2(weights(*m)[0], before[0]), 1e-6);
+
+  // The scaler's state travels with the checkpoint; a state that does not add up is refused.
+  const std::string dir = test::temp_dir("loss_scale_ckpt");
+  TrainerState st;
+  st.global_step = t.global_step();
+  st.loss_scaler = t.loss_scaler().state();
+  const std::string ck = save_checkpoint(dir, m->lora(), t.optimizer(), st, AdapterMeta{}, 0);
+  auto m2 = model(*ops);
+  Trainer t2(*m2, o);
+  const TrainerState back = load_checkpoint(ck, m2->lora(), t2.optimizer());
+  EXPECT_EQ(back.loss_scaler.scale, st.loss_scaler.scale);
+  EXPECT_EQ(back.loss_scaler.skipped_steps, skipped);
+  EXPECT_EQ(back.loss_scaler.good_steps, 1);
+  t2.loss_scaler().load_state(back.loss_scaler);
+  EXPECT_EQ(t2.global_step(), t.global_step());
+  nlohmann::json j;
+  std::ifstream(ck + "/trainer_state.json") >> j;
+  j["skipped_steps"] = skipped + 1;
+  std::ofstream(ck + "/trainer_state.json") << j.dump();
+  EXPECT_NE(test::error_of([&] { load_checkpoint(ck, m2->lora(), t2.optimizer()); })
+                .find("is not optimizer_steps 1 + skipped_steps"),
+            std::string::npos);
 }
