@@ -15,6 +15,7 @@
 #include "cli/memory_check.h"
 #include "core/error.h"
 #include "dist/rendezvous.h"
+#include "model/llama_model.h"
 #include "model/presets.h"
 #include "train/planner.h"
 
@@ -163,7 +164,9 @@ void print_memory(const MemoryEstimate& m, const Plan& plan) {
                    c.checkpointing ? 1 : r.spec.num_layers, m.layer_cache_per_token,
                    m.transient_per_token));
   if (m.attention_workspace > 0) line("attention workspace", m.attention_workspace, "flash backward");
-  if (m.lm_head_ce_workspace > 0) line("lm_head+CE workspace", m.lm_head_ce_workspace, "logits chunks of 1024 rows");
+  if (m.lm_head_ce_workspace > 0) line("lm_head+CE workspace", m.lm_head_ce_workspace,
+                                       fmt::format("logits chunks of {} rows",
+                                                   ce_chunk_rows(0, c.load_in_4bit)));
   if (m.gemm_workspace > 0) line("GEMM workspace", m.gemm_workspace, "cuBLASLt");
   line("= tensor peak", m.tensor_peak(), "what ftune reports as peak memory");
   if (m.host_workspaces > 0) line("host workspaces", m.host_workspaces, "CPU backend scratch (not tensors)");

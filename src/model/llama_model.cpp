@@ -390,7 +390,8 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
   Tensor dnf;
   if (backward) dnf = Tensor::empty({N, H}, dt, dev);
   ops_.lm_head_cross_entropy(nf, base_.lm_head, in.targets, grad_scale, loss_sum,
-                             backward ? &dnf : nullptr, logits, opts_.ce_chunk_tokens);
+                             backward ? &dnf : nullptr, logits,
+                             ce_chunk_rows(opts_.ce_chunk_tokens, base_is_nf4()));
   const int64_t count = count_trained_tokens(batch);
   if (!backward) return count;
 

@@ -23,9 +23,18 @@ struct StepLoss {
   double mean() const { return count > 0 ? loss_sum / static_cast<double>(count) : 0.0; }
 };
 
+constexpr int64_t kCeChunkTokens = 1024;
+constexpr int64_t kCeChunkTokensNf4 = 256;
+inline int64_t ce_chunk_rows(int64_t configured, bool nf4) {
+  return configured > 0 ? configured : nf4 ? kCeChunkTokensNf4 : kCeChunkTokens;
+}
+
 struct ModelOptions {
   bool gradient_checkpointing = false;
-  int64_t ce_chunk_tokens = 1024;  // rows of logits computed at once by lm_head + CE
+  // Rows of logits computed at once by lm_head + CE; 0 = kCeChunkTokens, or kCeChunkTokensNf4
+  // with an NF4 base (QLoRA is run for memory: the [chunk, vocab] F32 logits are 0.49 GiB at
+  // 1024 rows of Llama-3's vocabulary, 0.12 GiB at 256).
+  int64_t ce_chunk_tokens = 0;
   // Storage dtype of the frozen base weights and the activations (F32 on the CPU; BF16 or F16 on
   // GPUs). LoRA weights, their gradients and the optimizer state stay F32; every GEMM and
   // reduction accumulates in fp32.

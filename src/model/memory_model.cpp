@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/llama_model.h"
 
 namespace ftune {
 
@@ -248,7 +249,7 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   e.kept_per_token = (offload ? 3 : L + 1) * H * a + layers_kept * e.layer_cache_per_token + 3 * H * a + 4;
 
   // ---- workspaces ----
-  const int64_t chunk = std::min(in.ce_chunk_tokens, N);
+  const int64_t chunk = std::min(ce_chunk_rows(in.ce_chunk_tokens, in.load_in_4bit), N);
   if (cuda) {
     ws.push_back({"gemm workspace", "cuBLASLt workspace", int64_t{32} << 20, 1});
     ws.push_back({"lm_head+CE workspace", "logits chunk [chunk, V] (F32)", chunk * V * 4, 1});

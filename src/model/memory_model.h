@@ -34,7 +34,7 @@ struct MemoryModelInput {
   bool load_in_4bit = false;            // NF4 projections (embeddings, lm_head, norms stay dtype)
   DType dtype = DType::F32;             // base weights and activations (F32 on the CPU)
   BackendKind backend = BackendKind::Cpu;
-  int64_t ce_chunk_tokens = 1024;       // ModelOptions::ce_chunk_tokens
+  int64_t ce_chunk_tokens = 0;          // ModelOptions::ce_chunk_tokens (0 = its default)
   int world_size = 1;                   // > 1: NCCL buffers on each GPU
   bool shard_base = false;              // decoder layers sharded over world_size ranks
                                         // (model/sharded_layers.h): 1/N of each + 2 gathered
