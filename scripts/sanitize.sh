@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the whole test suite with AddressSanitizer + UndefinedBehaviorSanitizer and runs it
-# (ctest; CTEST_ARGS passes e.g. "-R 'Reliability|Safetensors|Tokenizer'", and SAN_TARGETS="ftune
+# (ctest; CTEST_ARGS passes e.g. "-R Reliability|Safetensors|Tokenizer" (no inner quotes: the
+# variable is split on spaces, not parsed by the shell again), and SAN_TARGETS="ftune
 # test_reliability test_safetensors" builds only those executables). Run it on every
 # change to the parsers (src/io, src/data, src/train/config*) and the trainer; CI runs the
 # fuzzers (scripts/fuzz.sh), which use the same sanitizers, on every submission.
