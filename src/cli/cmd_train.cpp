@@ -9,6 +9,7 @@
 //    joins the rendezvous, checks every rank runs the same job, trains its shard.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <new>
 #include <optional>
@@ -362,6 +363,10 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
       so.aggregation = parse_aggregation(cfg.distributed.aggregation);
       so.rank_weights = cfg.distributed.rank_weights;
       so.verify_every = cfg.distributed.verify_every;
+      // FTUNE_COMM_TRACE=PREFIX: each rank appends its steps' communication timeline to
+      // PREFIX.rank<r>.jsonl (dist/gradient_sync.h: what overlaps backward).
+      if (const char* t = std::getenv("FTUNE_COMM_TRACE"); t != nullptr && *t != '\0')
+        so.trace_path = fmt::format("{}.rank{}.jsonl", t, ri.rank);
       MemoryProbe probe = host_memory_mib;
       if (gpu) {  // tensor memory on this rank's GPU (the device allocator's live bytes and peak)
         probe = []() -> std::pair<double, double> {

@@ -24,6 +24,15 @@ class CommError : public Error {
   using Error::Error;
 };
 
+// One entry of a communication trace (Communicator::set_tracing): an async collective's run
+// on the communication side, or a point on the compute timeline (`compute`, start == end).
+// Milliseconds from the first traced event since tracing began or the last take_trace().
+struct CommSpan {
+  std::string what;
+  double start_ms = 0, end_ms = 0;
+  bool compute = false;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -62,6 +71,15 @@ class Communicator {
   // Waits until the gather of `ticket` is done (GPU: compute queued from now on waits for it,
   // the host does not). Rethrows a failure of an async collective.
   virtual void wait_gather(uint64_t ticket) { (void)ticket; }
+
+  // Tracing (off by default): what shows that the gradient buckets are reduced while backward
+  // goes on. With it on, every async collective records when it ran (Gloo: on the comm thread;
+  // NCCL: timing events around it on the comm stream) and trace_mark records a point of the
+  // compute timeline (Gloo: now; NCCL: an event on the compute stream). take_trace() waits for
+  // what was recorded and returns it in recording order, then starts afresh.
+  virtual void set_tracing(bool on) { (void)on; }
+  virtual void trace_mark(const std::string& what) { (void)what; }
+  virtual std::vector<CommSpan> take_trace() { return {}; }
 };
 
 struct CommOptions {

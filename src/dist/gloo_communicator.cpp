@@ -10,6 +10,7 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -118,6 +119,36 @@ class GlooCommunicator : public Communicator {
       if (on_wait_) on_wait_(false);
     }
     rethrow_locked();
+  }
+
+  void set_tracing(bool on) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    tracing_ = on;
+    trace_.clear();
+    trace_origin_ = std::chrono::steady_clock::now();
+  }
+
+  void trace_mark(const std::string& what) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!tracing_) return;
+    const double t = ms_since_origin();
+    trace_.push_back({what, t, t, true});
+  }
+
+  std::vector<CommSpan> take_trace() override {
+    drain();
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<CommSpan> out = std::move(trace_);
+    trace_.clear();
+    // Recording order; the comm thread's spans are pushed when they end, so sort by start.
+    std::stable_sort(out.begin(), out.end(),
+                     [](const CommSpan& a, const CommSpan& b) { return a.start_ms < b.start_ms; });
+    if (!out.empty()) {
+      const double t0 = out.front().start_ms;
+      for (auto& e : out) e.start_ms -= t0, e.end_ms -= t0;
+    }
+    trace_origin_ = std::chrono::steady_clock::now();
+    return out;
   }
 
   void all_reduce_sum(std::span<double> values) override {
@@ -246,8 +277,15 @@ class GlooCommunicator : public Communicator {
       queue_.pop_front();
       busy_ = true;
       const bool failed = error_ != nullptr || failed_;
+      const bool traced = tracing_;
+      const auto origin = trace_origin_;
       lock.unlock();
+      auto ms = [&] {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - origin)
+            .count();
+      };
       std::exception_ptr err;
+      const double started = traced ? ms() : 0.0;
       if (!failed) {
         try {
           job.fn();
@@ -260,6 +298,7 @@ class GlooCommunicator : public Communicator {
         }
       }
       lock.lock();
+      if (traced) trace_.push_back({job.what, started, ms(), false});
       busy_ = false;
       done_ticket_ = job.ticket;
       if (err) {
@@ -268,6 +307,12 @@ class GlooCommunicator : public Communicator {
       }
       done_cv_.notify_all();
     }
+  }
+
+  double ms_since_origin() const {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                     trace_origin_)
+        .count();
   }
 
   template <class F>
@@ -296,6 +341,10 @@ class GlooCommunicator : public Communicator {
   bool busy_ = false, quit_ = false;
   bool failed_ = false;  // a queued collective failed: the rest are dropped
   std::exception_ptr error_;
+  // Tracing (set_tracing): guarded by mu_; tracing_ is only changed between steps.
+  bool tracing_ = false;
+  std::vector<CommSpan> trace_;
+  std::chrono::steady_clock::time_point trace_origin_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace

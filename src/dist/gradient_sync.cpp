@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "dist/consistency.h"
@@ -49,6 +51,7 @@ DataParallelSync::DataParallelSync(Communicator& comm, Ops& ops, LoraWeights& lo
                                    SyncOptions opts, MemoryProbe memory)
     : comm_(comm), ops_(ops), lora_(lora), opts_(std::move(opts)), memory_(std::move(memory)),
       buckets_(layer_buckets(lora)) {
+  if (!opts_.trace_path.empty()) comm_.set_tracing(true);
   if (opts_.aggregation == Aggregation::weighted) {
     FTUNE_CHECK(static_cast<int>(opts_.rank_weights.size()) == comm.world_size(),
                 "distributed.aggregation=weighted needs distributed.rank_weights with one weight "
@@ -78,6 +81,7 @@ GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
     start_buckets_through(0);
     comm_.wait_async();
     started_ = 0;
+    if (!opts_.trace_path.empty()) trace_ = comm_.take_trace();
   } else if (opts_.aggregation != Aggregation::median) {
     for (GradBucket& b : buckets_) comm_.all_reduce_sum(b.grads);
   }
@@ -133,7 +137,10 @@ GlobalWindow DataParallelSync::finish_window(const LocalWindow& local) {
 
 std::function<void(int)> DataParallelSync::grads_ready_hook() {
   if (!overlaps()) return nullptr;
-  return [this](int layer) { start_buckets_through(layer); };
+  return [this](int layer) {
+    if (!opts_.trace_path.empty()) comm_.trace_mark(fmt::format("layer {} gradients ready", layer));
+    start_buckets_through(layer);
+  };
 }
 
 void DataParallelSync::start_buckets_through(int layer) {
@@ -169,7 +176,41 @@ StepLoss DataParallelSync::reduce_eval(const StepLoss& local) {
   return {v[0], static_cast<int64_t>(v[1])};
 }
 
+OverlapSummary summarize_overlap(const std::vector<CommSpan>& spans) {
+  OverlapSummary o;
+  for (const auto& s : spans)
+    if (s.compute) {
+      o.backward_end_ms = std::max(o.backward_end_ms, s.end_ms);
+      ++o.marks;
+    }
+  for (const auto& s : spans) {
+    if (s.compute) continue;
+    ++o.reduces;
+    o.reduce_ms += s.end_ms - s.start_ms;
+    o.overlapped_ms += std::max(0.0, std::min(s.end_ms, o.backward_end_ms) - s.start_ms);
+  }
+  return o;
+}
+
 void DataParallelSync::after_step(int64_t step, const AdamW& optimizer) {
+  if (!opts_.trace_path.empty() && !trace_.empty()) {
+    const OverlapSummary o = summarize_overlap(trace_);
+    nlohmann::json spans = nlohmann::json::array();
+    for (const auto& e : trace_)
+      spans.push_back({{"what", e.what}, {"start_ms", e.start_ms}, {"end_ms", e.end_ms},
+                       {"compute", e.compute}});
+    const nlohmann::json j = {{"step", step},
+                              {"rank", rank()},
+                              {"backend", comm_.backend()},
+                              {"reduce_ms", o.reduce_ms},
+                              {"overlapped_ms", o.overlapped_ms},
+                              {"backward_end_ms", o.backward_end_ms},
+                              {"spans", spans}};
+    std::ofstream f(opts_.trace_path, std::ios::app);
+    f << j.dump() << "\n";
+    FTUNE_CHECK(f.good(), "FTUNE_COMM_TRACE: cannot write {}", opts_.trace_path);
+    trace_.clear();
+  }
   if (opts_.verify_every <= 0 || step % opts_.verify_every != 0) return;
   std::vector<std::pair<std::string, const Tensor*>> named;
   for (auto& p : lora_.params()) named.emplace_back(p.name, p.value);

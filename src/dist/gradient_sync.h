@@ -50,7 +50,19 @@ struct SyncOptions {
   std::vector<double> rank_weights;  // weighted: one per rank
   int64_t verify_every = 0;          // consistency checksum every this many steps (0 = never)
   bool overlap_reduce = true;        // reduce buckets during backward (not for median)
+  // Non-empty: trace the communication of every step (Communicator::set_tracing) and append it
+  // to this file as one JSON line per step: the spans, and how much of the reduce time fell
+  // before the backward ended (FTUNE_COMM_TRACE in ftune train).
+  std::string trace_path;
 };
+
+// The overlap of one traced step: `reduce_ms` of async collectives in total, of which
+// `overlapped_ms` ran before the last compute mark (the end of backward).
+struct OverlapSummary {
+  double reduce_ms = 0, overlapped_ms = 0, backward_end_ms = 0;
+  int reduces = 0, marks = 0;
+};
+OverlapSummary summarize_overlap(const std::vector<CommSpan>& spans);
 
 // Memory of this process in MiB: (in use, peak). Host RSS by default.
 using MemoryProbe = std::function<std::pair<double, double>()>;
@@ -84,6 +96,7 @@ class DataParallelSync : public GradientSync {
   MemoryProbe memory_;
   std::vector<GradBucket> buckets_;
   size_t started_ = 0;  // buckets whose reduction started in this window
+  std::vector<CommSpan> trace_;  // the last window's (trace_path set)
 };
 
 }  // namespace ftune

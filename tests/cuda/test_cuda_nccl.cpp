@@ -1,6 +1,7 @@
 // The NCCL communicator at world size 1 on the GPU machine: its collectives on device tensors
 // and host values, and training through DataParallelSync + NCCL gives the same losses and
-// weights as training with no communicator. Skips without a usable GPU.
+// weights as training with no communicator, also with the base sharded (all_gather_async) and
+// the communication traced (FTUNE_COMM_TRACE's timeline). Skips without a usable GPU.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -8,6 +9,10 @@
 #include <unistd.h>
 
 #include "backend/cuda_ops.h"
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "dist/base_gather.h"
 #include "dist/communicator.h"
 #include "dist/gradient_sync.h"
 #include "dist/kv_store.h"
@@ -101,4 +106,61 @@ TEST(CudaNccl, WorldOfOneMatchesNoCommunicator) {
                            pb[i].value->to(Device::cpu()).to_vector()),
               1e-5)
         << pa[i].name;
+}
+
+TEST(CudaNccl, ShardedBaseAndTracedReducesMatchNoCommunicator) {
+  if (!have_gpu()) GTEST_SKIP() << "no usable CUDA device";
+  cuda_register_allocator();
+  int port = 0;
+  const int fd = bind_listen_socket("127.0.0.1", 0, &port);
+  KeyValueStore store("127.0.0.1", port, 0, 1, 30, fd);
+  CommOptions o;
+  o.cuda_device = 0;
+  auto comm = make_nccl_communicator(store, o);
+  // Async gathers of any dtype, waited for by ticket.
+  Tensor h = Tensor::empty({4}, DType::BF16);
+  for (int i = 0; i < 4; ++i) h.data<uint16_t>()[i] = static_cast<uint16_t>(0x3f80 + i);
+  Tensor in = h.to(Device::cuda(0)), out = Tensor::zeros({4}, DType::BF16, Device::cuda(0));
+  const uint64_t ticket = comm->all_gather_async(in, out);
+  comm->wait_gather(ticket);
+  const Tensor back = out.to(Device::cpu());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(back.data<uint16_t>()[i], 0x3f80 + i);
+
+  auto ops = make_cuda_ops(0);
+  auto with = tiny_model(*ops);
+  auto without = tiny_model(*ops);
+  CommShardGatherer gatherer(*comm);
+  with->shard_base(gatherer);
+  const std::string trace = test::temp_dir("nccl_trace") + "/trace.jsonl";
+  SyncOptions so;
+  so.trace_path = trace;
+  DataParallelSync sync(*comm, *ops, with->lora(), so);
+  TrainerOptions topts;
+  topts.schedule.kind = "constant";
+  topts.schedule.base_lr = 1e-2;
+  topts.schedule.total_steps = 3;
+  Trainer a(*with, topts, &sync), b(*without, topts);
+  for (int s = 0; s < 3; ++s) {
+    const StepStats sa = a.step(window(s)), sb = b.step(window(s));
+    EXPECT_NEAR(sa.loss, sb.loss, 1e-6 * std::abs(sb.loss)) << "step " << s;
+  }
+  EXPECT_GT(with->sharded_layers()->gathers(), 0);
+  std::ifstream f(trace);
+  int lines = 0;
+  for (std::string line; std::getline(f, line); ++lines) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["backend"], "nccl");
+    int reduces = 0, marks = 0;
+    for (const auto& sp : j["spans"]) {
+      if (sp["compute"].get<bool>()) ++marks;
+      else if (sp["what"] == "all_reduce (during backward)") ++reduces;
+      EXPECT_GE(sp["end_ms"].get<double>(), sp["start_ms"].get<double>());
+    }
+    EXPECT_EQ(marks, 2);
+    EXPECT_EQ(reduces, 2);
+    std::printf("step %d: reduce %.3f ms, %.3f ms of it before backward ended at %.3f ms\n",
+                j["step"].get<int>(), j["reduce_ms"].get<double>(),
+                j["overlapped_ms"].get<double>(), j["backward_end_ms"].get<double>());
+  }
+  EXPECT_EQ(lines, 3);
 }

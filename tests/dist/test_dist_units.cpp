@@ -10,6 +10,8 @@
 #include <optional>
 
 #include <cmath>
+#include <algorithm>
+#include <fstream>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -17,6 +19,8 @@
 #include <set>
 #include <span>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "backend/ops.h"
 #include "data/shard.h"
@@ -530,6 +534,62 @@ TEST(Aggregation, BucketsAreReducedWhileBackwardGoesOn) {
   for (int r = 0; r < W; ++r)
     EXPECT_EQ(ev[static_cast<size_t>(r)],
               (std::vector<std::string>{"layer 1", "layer 0", "finish"})) << "rank " << r;
+}
+
+TEST(Aggregation, TraceRecordsEveryBucketReduceAgainstTheBackward) {
+  // FTUNE_COMM_TRACE's file: one line per step and rank, with a compute mark per layer as its
+  // gradients become final and one span per bucket reduce, each issued after its layer's mark.
+  const std::string dir = test::temp_dir("comm_trace");
+  auto errors = run_ranks(2, [&](int r, Communicator& comm) {
+    auto ops = make_cpu_ops();
+    auto m = tiny_model(*ops);
+    SyncOptions so;
+    so.trace_path = dir + "/trace.rank" + std::to_string(r) + ".jsonl";
+    DataParallelSync sync(comm, *ops, m->lora(), so);
+    TrainerOptions to;
+    to.schedule = {"constant", 1e-3, 0, 10};
+    Trainer t(*m, to, &sync);
+    for (int step = 0; step < 2; ++step) t.step(rank_batches(r, 2));
+  });
+  ASSERT_EQ(errors[0], "");
+  ASSERT_EQ(errors[1], "");
+  for (int r = 0; r < 2; ++r) {
+    std::ifstream f(dir + "/trace.rank" + std::to_string(r) + ".jsonl");
+    std::vector<nlohmann::json> lines;
+    for (std::string line; std::getline(f, line);) lines.push_back(nlohmann::json::parse(line));
+    ASSERT_EQ(lines.size(), 2u) << r;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      const auto& j = lines[i];
+      EXPECT_EQ(j["step"], static_cast<int>(i) + 1);
+      EXPECT_EQ(j["rank"], r);
+      EXPECT_EQ(j["backend"], "gloo");
+      std::vector<std::string> order;
+      double mark1 = -1;
+      for (const auto& sp : j["spans"]) {
+        order.push_back(sp["what"].get<std::string>());
+        EXPECT_GE(sp["end_ms"].get<double>(), sp["start_ms"].get<double>());
+        if (sp["what"] == "layer 1 gradients ready") mark1 = sp["start_ms"].get<double>();
+        if (!sp["compute"].get<bool>()) {
+          EXPECT_GE(sp["start_ms"].get<double>(), mark1);
+        }
+      }
+      ASSERT_EQ(order.size(), 4u);
+      EXPECT_EQ(order[0], "layer 1 gradients ready");
+      EXPECT_EQ(std::count(order.begin(), order.end(), "all_reduce (during backward)"), 2);
+      EXPECT_EQ(std::count(order.begin(), order.end(), "layer 0 gradients ready"), 1);
+      EXPECT_LE(j["overlapped_ms"].get<double>(), j["reduce_ms"].get<double>() + 1e-9);
+    }
+  }
+  // The summary on a timeline made by hand: 2 of the 5 reduce milliseconds before backward ends.
+  const OverlapSummary o = summarize_overlap({{"layer 1", 1, 1, true},
+                                              {"reduce", 2, 5, false},
+                                              {"layer 0", 4, 4, true},
+                                              {"reduce", 4.5, 6.5, false}});
+  EXPECT_EQ(o.marks, 2);
+  EXPECT_EQ(o.reduces, 2);
+  EXPECT_DOUBLE_EQ(o.reduce_ms, 5.0);
+  EXPECT_DOUBLE_EQ(o.overlapped_ms, 2.0);
+  EXPECT_DOUBLE_EQ(o.backward_end_ms, 4.0);
 }
 
 TEST(Gloo, AsyncReductionsRunInOrder) {

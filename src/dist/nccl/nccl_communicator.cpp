@@ -7,8 +7,10 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -60,6 +62,7 @@ class NcclCommunicator : public Communicator {
     if (scratch_) cudaFree(scratch_);
     if (ready_) cudaEventDestroy(ready_);
     if (done_) cudaEventDestroy(done_);
+    clear_trace();
     for (const auto& g : gathers_) cudaEventDestroy(g.second);
     for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
     if (stream_) cudaStreamDestroy(stream_);
@@ -83,9 +86,42 @@ class NcclCommunicator : public Communicator {
     FTUNE_CHECK(!t.device().is_cpu() && t.dtype() == DType::F32,
                 "nccl all_reduce: expects an F32 tensor on the GPU");
     begin();
+    Traced tr = trace_begin("all_reduce (during backward)");
     FTUNE_NCCL_CHECK(ncclAllReduce(t.f32(), t.f32(), static_cast<size_t>(t.numel()), ncclFloat,
                                    ncclSum, comm_, stream_));
+    trace_end(tr);
     pending_ = true;
+  }
+
+  void set_tracing(bool on) override {
+    clear_trace();
+    tracing_ = on;
+  }
+
+  void trace_mark(const std::string& what) override {
+    if (!tracing_) return;
+    cudaEvent_t ev = nullptr;
+    FTUNE_CUDART_CHECK(cudaEventCreate(&ev));
+    FTUNE_CUDART_CHECK(cudaEventRecord(ev, cudaStreamLegacy));
+    trace_.push_back({what, ev, ev, true});
+  }
+
+  std::vector<CommSpan> take_trace() override {
+    std::vector<CommSpan> out;
+    if (trace_.empty()) return out;
+    for (const auto& e : trace_) FTUNE_CUDART_CHECK(cudaEventSynchronize(e.end));
+    const cudaEvent_t origin = trace_.front().start;
+    double first = 0;
+    for (const auto& e : trace_) {
+      float s = 0, t = 0;
+      FTUNE_CUDART_CHECK(cudaEventElapsedTime(&s, origin, e.start));
+      FTUNE_CUDART_CHECK(cudaEventElapsedTime(&t, origin, e.end));
+      out.push_back({e.what, s, t, e.compute});
+      first = std::min(first, static_cast<double>(s));
+    }
+    for (auto& c : out) c.start_ms -= first, c.end_ms -= first;
+    clear_trace();
+    return out;
   }
 
   void wait_async() override {
@@ -115,7 +151,9 @@ class NcclCommunicator : public Communicator {
   uint64_t all_gather_async(const Tensor& in, Tensor& out) override {
     check_gather(in, out);
     begin();
+    Traced tr = trace_begin("all_gather (sharded base)");
     FTUNE_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), in.nbytes(), ncclUint8, comm_, stream_));
+    trace_end(tr);
     cudaEvent_t ev = nullptr;
     if (free_events_.empty()) {
       FTUNE_CUDART_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
@@ -161,6 +199,39 @@ class NcclCommunicator : public Communicator {
  private:
   static constexpr size_t kScratchBytes = 1 << 20;
 
+  // Tracing: timing events around an async collective on the NCCL stream.
+  struct TraceEntry {
+    std::string what;
+    cudaEvent_t start, end;
+    bool compute;
+  };
+  struct Traced {
+    const char* what = nullptr;
+    cudaEvent_t start = nullptr;
+  };
+  Traced trace_begin(const char* what) {
+    Traced t;
+    if (!tracing_) return t;
+    t.what = what;
+    FTUNE_CUDART_CHECK(cudaEventCreate(&t.start));
+    FTUNE_CUDART_CHECK(cudaEventRecord(t.start, stream_));
+    return t;
+  }
+  void trace_end(const Traced& t) {
+    if (t.start == nullptr) return;
+    cudaEvent_t end = nullptr;
+    FTUNE_CUDART_CHECK(cudaEventCreate(&end));
+    FTUNE_CUDART_CHECK(cudaEventRecord(end, stream_));
+    trace_.push_back({t.what, t.start, end, false});
+  }
+  void clear_trace() {
+    for (const auto& e : trace_) {
+      cudaEventDestroy(e.start);
+      if (e.end != e.start) cudaEventDestroy(e.end);
+    }
+    trace_.clear();
+  }
+
   void check_gather(const Tensor& in, const Tensor& out) const {
     FTUNE_CHECK(in.defined() && out.defined() && !in.device().is_cpu() && !out.device().is_cpu() &&
                     in.dtype() == out.dtype() && in.is_contiguous() && out.is_contiguous() &&
@@ -196,6 +267,8 @@ class NcclCommunicator : public Communicator {
   std::deque<std::pair<uint64_t, cudaEvent_t>> gathers_;
   std::vector<cudaEvent_t> free_events_;
   uint64_t next_ticket_ = 0;
+  bool tracing_ = false;
+  std::vector<TraceEntry> trace_;
 };
 
 }  // namespace
