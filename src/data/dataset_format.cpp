@@ -297,6 +297,25 @@ Conversation convert_turns(const DatasetRecord& r, const char* list_key, const c
     auto text = item.find(text_key);
     if (text != item.end() && text->is_string()) {
       m.content = text->get<std::string>();
+    } else if (text != item.end() && text->is_array()) {
+      // OpenAI-style content parts: text parts are joined as the multimodal templates write
+      // them (one after another); a text model has nothing to do with the others.
+      std::string joined;
+      for (size_t k = 0; k < text->size(); ++k) {
+        const json& part = (*text)[k];
+        const std::string pw = fmt::format("{}.{}[{}]", where, text_key, k);
+        FTUNE_CHECK(part.is_object(), "{}: {} is not an object (it is {}); content parts look "
+                    "like {{\"type\": \"text\", \"text\": \"...\"}}", r.origin, pw, part.type_name());
+        auto type = part.find("type");
+        FTUNE_CHECK(type != part.end() && type->is_string(), "{}: {} has no string 'type'",
+                    r.origin, pw);
+        FTUNE_CHECK(*type == "text", "{}: {} is a '{}' part; ftune trains text models, only "
+                    "'text' parts can be used", r.origin, pw, type->get<std::string>());
+        auto t = part.find("text");
+        FTUNE_CHECK(t != part.end() && t->is_string(), "{}: {} has no string 'text'", r.origin, pw);
+        joined += t->get<std::string>();
+      }
+      m.content = joined;
     } else if (has_tool_calls(item) && (text == item.end() || text->is_null())) {
       // A turn that only calls tools: the template decides how (or whether) to write it.
       m.content_kind = text == item.end() ? ContentKind::absent : ContentKind::null;

@@ -90,6 +90,30 @@ TEST(DatasetFormat, MessagesTextAndPromptCompletion) {
   EXPECT_EQ(pc.response, "4");
 }
 
+TEST(DatasetFormat, ContentPartsJoinTheirTextAndRefuseOtherKinds) {
+  const auto m = first_example(
+      R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "Describe "},)"
+      R"( {"type": "text", "text": "this."}]}, {"role": "assistant", "content": "A cat."}]})");
+  EXPECT_EQ(m.conversation[0].content, "Describe this.");
+  EXPECT_EQ(m.conversation[1].content, "A cat.");
+  EXPECT_EQ(m.conversation[0].extra.size(), 0u);  // the parts do not reach the template again
+  EXPECT_EQ(error_of([] {
+              first_example(R"({"messages": [{"role": "user", "content": [{"type": "image_url",)"
+                            R"( "image_url": {"url": "x.png"}}]}]})");
+            }),
+            "d.jsonl:1: messages[0].content[0] is a 'image_url' part; ftune trains text models, "
+            "only 'text' parts can be used");
+  EXPECT_EQ(error_of([] {
+              first_example(R"({"messages": [{"role": "user", "content": ["hi"]}]})");
+            }),
+            "d.jsonl:1: messages[0].content[0] is not an object (it is string); content parts "
+            "look like {\"type\": \"text\", \"text\": \"...\"}");
+  EXPECT_EQ(error_of([] {
+              first_example(R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})");
+            }),
+            "d.jsonl:1: messages[0].content[0] has no string 'text'");
+}
+
 TEST(DatasetFormat, MessagesCarryToolCallsReasoningAndTools) {
   const auto ex = first_example(
       R"({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],)"
