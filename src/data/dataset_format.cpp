@@ -191,10 +191,14 @@ std::string require_string(const DatasetRecord& r, const json& obj, const char* 
   return v.get<std::string>();
 }
 
-// sharegpt "from" values: system, human/user, gpt/assistant, and tool results (tool, ipython)
+// sharegpt "from" values: system, human/user, gpt/assistant, tool results (tool, ipython,
+// observation) and function_call (LLaMA-Factory: the call as JSON in "value")
 // as written. A fixed vocabulary, so a typo is caught here; the messages format passes any role.
 std::optional<std::string> sharegpt_role(const std::string& from) {
   if (from == "system" || from == "tool" || from == "ipython") return from;
+  // LLaMA-Factory's sharegpt: a tool call the assistant makes, and the tool's answer.
+  if (from == "function_call") return "assistant";
+  if (from == "observation") return "tool";
   if (from == "human" || from == "user") return "user";
   if (from == "gpt" || from == "assistant") return "assistant";
   return std::nullopt;
@@ -251,11 +255,29 @@ bool has_tool_calls(const json& msg) {
 }
 
 // Record keys passed to the template beside the messages (apply_chat_template's arguments).
-ChatArgs convert_chat_args(const DatasetRecord& r) {
+// `json_text_tools`: sharegpt records as LLaMA-Factory writes them, whose `tools` is a string
+// holding the JSON list.
+ChatArgs convert_chat_args(const DatasetRecord& r, bool json_text_tools) {
   ChatArgs args;
   for (const char* key : {"tools", "documents"}) {
     auto it = r.value.find(key);
     if (it == r.value.end() || it->is_null()) continue;
+    json parsed;
+    if (json_text_tools && it->is_string() && std::string_view(key) == "tools") {
+      if (it->get<std::string>().empty()) continue;
+      try {
+        parsed = json::parse(it->get<std::string>());
+      } catch (const json::exception&) {
+        fail("{}: 'tools' is a string that is not JSON; write the list of tools as JSON",
+             r.origin);
+      }
+      if (!parsed.is_array())
+        fail("{}: 'tools' holds JSON that is not a list (it is {})", r.origin, parsed.type_name());
+      for (size_t k = 0; k < parsed.size(); ++k)
+        if (!parsed[k].is_object()) wrong_type(r, fmt::format("tools[{}]", k), "an object", parsed[k]);
+      args.tools = parsed;
+      continue;
+    }
     if (!it->is_array()) {
       fail("{}: '{}' is not a list (it is {}); write it as a JSON list of objects", r.origin, key,
            it->type_name());
@@ -284,7 +306,7 @@ Conversation convert_turns(const DatasetRecord& r, const char* list_key, const c
     if (sharegpt) {
       mapped = sharegpt_role(role);
       if (!mapped) {
-        fail("{}: {} has unknown {} '{}' (expected system, human, gpt, tool, ipython)", r.origin,
+        fail("{}: {} has unknown {} '{}' (expected system, human, gpt, tool, ipython, function_call, observation)", r.origin,
              where, role_key, role);
       }
     } else {
@@ -295,6 +317,30 @@ Conversation convert_turns(const DatasetRecord& r, const char* list_key, const c
     ChatMessage m;
     m.role = *mapped;
     auto text = item.find(text_key);
+    if (sharegpt && role == "function_call") {
+      // The value is the call as JSON, {"name", "arguments"} or a list of them: it becomes the
+      // assistant turn's tool_calls, the content left out.
+      FTUNE_CHECK(text != item.end() && text->is_string(), "{}: {} ('function_call') needs a "
+                  "string '{}' holding the call as JSON", r.origin, where, text_key);
+      json call;
+      try {
+        call = json::parse(text->get<std::string>());
+      } catch (const json::exception&) {
+        fail("{}: {} ('function_call') '{}' is not JSON: {{\"name\": ..., \"arguments\": {{...}}}} "
+             "expected", r.origin, where, text_key);
+      }
+      json calls = json::array();
+      for (const json& c : call.is_array() ? call : json::array({call}))
+        calls.push_back(json{{"type", "function"}, {"function", c}});
+      for (size_t k = 0; k < calls.size(); ++k)
+        check_tool_call(r, calls[k], fmt::format("{}.{}[{}]", where, text_key, k));
+      m.content_kind = ContentKind::absent;
+      m.extra["tool_calls"] = calls;
+      for (auto it = item.begin(); it != item.end(); ++it)
+        if (it.key() != role_key && it.key() != text_key) m.extra[it.key()] = it.value();
+      conv.push_back(std::move(m));
+      continue;
+    }
     if (text != item.end() && text->is_string()) {
       m.content = text->get<std::string>();
     } else if (text != item.end() && text->is_array()) {
@@ -422,12 +468,12 @@ SourceExample convert_record(const DatasetRecord& r, DatasetFormat format) {
     case DatasetFormat::sharegpt:
       ex.is_conversation = true;
       ex.conversation = convert_turns(r, "conversations", "from", "value", true);
-      ex.chat_args = convert_chat_args(r);
+      ex.chat_args = convert_chat_args(r, /*json_text_tools=*/true);
       break;
     case DatasetFormat::messages:
       ex.is_conversation = true;
       ex.conversation = convert_turns(r, "messages", "role", "content", false);
-      ex.chat_args = convert_chat_args(r);
+      ex.chat_args = convert_chat_args(r, /*json_text_tools=*/false);
       break;
     case DatasetFormat::text:
       ex.response = require_string(r, r.value, "text");

@@ -60,8 +60,9 @@ struct SourceExample {
 // string (...)", unknown sharegpt roles, an empty conversation.
 //
 // Conversation messages (HF / OpenAI style): "role" any non-empty string (sharegpt "from":
-// system, human/user, gpt/assistant, tool, ipython); "content" a string, or null / left out
-// when the message has a non-empty "tool_calls"; every other key (tool_calls, tool_call_id,
+// system, human/user, gpt/assistant, tool, ipython, and LLaMA-Factory's function_call and
+// observation); "content" a string, text parts joined, or null / left out when the message has
+// a non-empty "tool_calls"; every other key (tool_calls, tool_call_id,
 // name, reasoning_content, thinking, ...) goes to the template unchanged. Types the templates
 // rely on are checked, the error naming the key: tool_calls a list of objects (function an
 // object, function.name a string, function.arguments an object or a string), tool_call_id /

@@ -73,6 +73,42 @@ TEST(DatasetFormat, SharegptMapsRoles) {
   EXPECT_EQ(ex.conversation[2].content, "A");
 }
 
+TEST(DatasetFormat, SharegptFunctionCallsAndObservationsBecomeToolTurns) {
+  // LLaMA-Factory's sharegpt: `tools` a JSON string, function_call / observation turns.
+  const auto ex = first_example(
+      R"({"conversations": [{"from": "human", "value": "Weather in Paris?"},)"
+      R"( {"from": "function_call", "value": "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"},)"
+      R"( {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "Sunny."}],)"
+      R"( "tools": "[{\"name\": \"get_weather\", \"parameters\": {}}]"})");
+  ASSERT_EQ(ex.conversation.size(), 4u);
+  EXPECT_EQ(ex.conversation[1].role, "assistant");
+  EXPECT_EQ(ex.conversation[1].content_kind, ContentKind::absent);
+  EXPECT_EQ(ex.conversation[1].extra["tool_calls"].dump(),
+            R"([{"type":"function","function":{"name":"get_weather","arguments":{"city":"Paris"}}}])");
+  EXPECT_EQ(ex.conversation[2].role, "tool");
+  EXPECT_EQ(ex.conversation[2].content, "sunny");
+  EXPECT_EQ(ex.chat_args.tools.dump(), R"([{"name":"get_weather","parameters":{}}])");
+  // A list of calls in one turn.
+  const auto two = first_example(
+      R"({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value":)"
+      R"( "[{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\", \"arguments\": \"{}\"}]"}]})");
+  EXPECT_EQ(two.conversation[1].extra["tool_calls"].size(), 2u);
+  // Bad input: one line naming file, line and turn.
+  EXPECT_EQ(error_of([] {
+              first_example(R"j({"conversations": [{"from": "function_call", "value": "get_weather(Paris)"}]})j");
+            }),
+            "d.jsonl:1: conversations[0] ('function_call') 'value' is not JSON: {\"name\": ..., "
+            "\"arguments\": {...}} expected");
+  EXPECT_EQ(error_of([] {
+              first_example(R"({"conversations": [{"from": "function_call", "value": "{\"name\": 3}"}]})");
+            }),
+            "d.jsonl:1: 'conversations[0].value[0].function.name' is not a string (it is number)");
+  EXPECT_EQ(error_of([] {
+              first_example(R"({"conversations": [{"from": "human", "value": "q"}], "tools": "{}"})");
+            }),
+            "d.jsonl:1: 'tools' holds JSON that is not a list (it is object)");
+}
+
 TEST(DatasetFormat, MessagesTextAndPromptCompletion) {
   const auto m = first_example(
       R"({"messages": [{"role": "user", "content": "héllo"}, {"role": "assistant", "content": "wörld"}]})");
@@ -199,7 +235,7 @@ TEST(DatasetFormat, ToolKeysWithWrongTypesNameFileLineAndKey) {
   EXPECT_EQ(error_of([&] {
               convert(R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})");
             }),
-            "t.jsonl:2: messages[0] 'content' is not a string (it is array)");
+            "t.jsonl:2: messages[0].content[0] has no string 'text'");
   // Record-level tools and documents.
   EXPECT_EQ(error_of([&] { convert(R"({"tools": "[{}]", "messages": [)" + user + R"({"role": "assistant", "content": "a"}]})"); }),
             "t.jsonl:2: 'tools' is not a list (it is string); write it as a JSON list of objects");
@@ -293,7 +329,7 @@ TEST(DatasetFormat, BadInputErrorsAreOneLineWithFileAndLine) {
                       DatasetFormat::sharegpt);
             }),
             "r.jsonl:2: conversations[0] has unknown from 'bing' (expected system, human, gpt, "
-            "tool, ipython)");
+            "tool, ipython, function_call, observation)");
   EXPECT_EQ(error_of([&] { convert("[1, 2]", DatasetFormat::text); }),
             "r.jsonl:2: record is not a JSON object");
 
