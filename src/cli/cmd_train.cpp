@@ -13,6 +13,7 @@
 #include <functional>
 #include <new>
 #include <optional>
+#include <span>
 #include <unistd.h>
 #include <filesystem>
 #include <fmt/format.h>
@@ -339,7 +340,18 @@ int run_worker(const TrainConfig& cfg, const TrainArgs& args, const RankInfo& ri
     if (gpu)
       for (const auto& d : query_gpus().devices)
         if (d.index == ri.cuda_device) device_memory = d.total_bytes;
-    const ShardDecision shard = decide_shard_base(cfg, ri.world_size, ri.rank, gpu, device_memory);
+    ShardDecision shard = decide_shard_base(cfg, ri.world_size, ri.rank, gpu, device_memory);
+    if (cfg.distributed.shard_base == "auto" && ri.world_size > 1) {
+      // Every rank must shard alike: one rank whose device is too small decides for all.
+      double votes = shard.shard ? 1.0 : 0.0;
+      comm->all_reduce_sum(std::span<double>(&votes, 1));
+      if (votes > 0 && !shard.shard) {
+        check_sharded_base_config(cfg);
+        shard.shard = true;
+        shard.note = fmt::format("distributed.shard_base: auto -> true ({:.0f} of {} ranks would "
+                                 "not fit the whole model)", votes, ri.world_size);
+      }
+    }
     if (main && !shard.note.empty()) std::fprintf(stderr, "%s\n", shard.note.c_str());
     std::optional<CommShardGatherer> gatherer;
     if (shard.shard) gatherer.emplace(*comm);

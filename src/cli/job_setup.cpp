@@ -276,6 +276,13 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
   return out;
 }
 
+void check_sharded_base_config(const TrainConfig& cfg) {
+  FTUNE_CHECK(cfg.train.sample_prompts.empty(),
+              "train.sample_prompts generate on rank 0 alone, which needs the whole model there; "
+              "with distributed.shard_base the layers are spread over the ranks (set "
+              "distributed.shard_base: false or drop the sample prompts)");
+}
+
 ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, bool gpu,
                                 int64_t device_memory) {
   const DistributedConfig& dc = cfg.distributed;
@@ -317,12 +324,7 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
                            "GiB per rank, more than the {:.2f} GiB available)",
                            static_cast<double>(whole) / gib, static_cast<double>(cap) / gib);
   }
-  if (d.shard) {
-    FTUNE_CHECK(cfg.train.sample_prompts.empty(),
-                "train.sample_prompts generate on rank 0 alone, which needs the whole model there; "
-                "with distributed.shard_base the layers are spread over the ranks (set "
-                "distributed.shard_base: false or drop the sample prompts)");
-  }
+  if (d.shard) check_sharded_base_config(cfg);
   if (!caps.empty()) {
     const int64_t n = d.shard ? need(true) : whole;
     FTUNE_CHECK(n <= cap,

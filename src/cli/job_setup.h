@@ -59,6 +59,8 @@ struct ShardDecision {
 };
 ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, bool gpu,
                                 int64_t device_memory);
+// Refuses what a sharded base cannot do (train.sample_prompts).
+void check_sharded_base_config(const TrainConfig& cfg);
 
 // A fingerprint of what must not change between a run and its resume (world_size: processes
 // of the run; the global window accumulation x world_size is what counts).
