@@ -314,11 +314,13 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
   };
   ShardDecision d;
   const int64_t whole = need(false);
+  // Sharding holds 1/N of the layers plus two whole ones: it helps only with enough layers.
+  const int64_t sharded = world > 1 ? need(true) : whole;
   if (dc.shard_base == "true") {
     d.shard = world > 1;
     if (world == 1) d.note = "distributed.shard_base: true has no effect with one process";
   } else if (dc.shard_base == "auto") {
-    d.shard = world > 1 && cap > 0 && whole > cap;
+    d.shard = world > 1 && cap > 0 && whole > cap && sharded < whole;
     if (d.shard)
       d.note = fmt::format("distributed.shard_base: auto -> true (the whole model needs {:.2f} "
                            "GiB per rank, more than the {:.2f} GiB available)",
@@ -326,7 +328,7 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
   }
   if (d.shard) check_sharded_base_config(cfg);
   if (!caps.empty()) {
-    const int64_t n = d.shard ? need(true) : whole;
+    const int64_t n = d.shard ? sharded : whole;
     FTUNE_CHECK(n <= cap,
                 "rank {}: the job needs {:.2f} GiB on its device{}, more than its "
                 "distributed.max_memory_gib {:.2f}; {}lower train.micro_batch_size or "
@@ -334,7 +336,8 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
                 rank, static_cast<double>(n) / gib,
                 d.shard ? fmt::format(" with the base sharded over {} ranks", world) : "",
                 static_cast<double>(cap) / gib,
-                !d.shard && world > 1 ? "set distributed.shard_base: true, " : "");
+                !d.shard && world > 1 && sharded < whole ? "set distributed.shard_base: true, "
+                                                         : "");
   }
   return d;
 }

@@ -297,12 +297,14 @@ TEST(DistE2E, MemoryCapsAndShardedBaseMisuseAreRefusedBeforeAnythingIsWritten) {
     std::string error;
   };
   const std::vector<Case> cases = {
-      // auto shards (the whole model exceeds the cap), and even a shard does not fit.
+      // The built-in model has 2 layers: a shard of each plus two gathered layers is more than
+      // the whole, so auto does not shard and sharding is not suggested.
       {{"--nproc", "2", "distributed.max_memory_gib=[0.001]"},
+       "rank 0: the job needs 0.01 GiB on its device, more than its distributed.max_memory_gib "
+       "0.00; lower train.micro_batch_size"},
+      {{"--nproc", "2", "distributed.max_memory_gib=[0.001]", "distributed.shard_base=true"},
        "rank 0: the job needs 0.01 GiB on its device with the base sharded over 2 ranks, more "
        "than its distributed.max_memory_gib 0.00"},
-      {{"--nproc", "2", "distributed.max_memory_gib=[0.001]", "distributed.shard_base=false"},
-       "more than its distributed.max_memory_gib 0.00; set distributed.shard_base: true"},
       {{"--nproc", "2", "distributed.max_memory_gib=[1, 2, 3]"},
        "distributed.max_memory_gib has 3 entries for 2 processes"},
       {{"--nproc", "2", "distributed.shard_base=true", "train.sample_prompts=[\"hi\"]"},
