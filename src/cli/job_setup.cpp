@@ -212,6 +212,13 @@ ModelSpec model_spec_of(const TrainConfig& cfg) {
   return model_spec_from_hf(load_hf_config(path), path);
 }
 
+namespace {
+// The storage dtype the planner and the memory model assume for a config (16-bit on a GPU).
+DType planned_dtype(const TrainConfig& cfg, bool gpu) {
+  return gpu && cfg.model.dtype != "float32" ? DType::BF16 : DType::F32;
+}
+}  // namespace
+
 TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int64_t device_memory,
                                bool log) {
   const bool auto_micro = cfg.train.micro_batch_size == kAutoMicroBatch;
@@ -237,7 +244,7 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
     req.lora = lora_spec_from_config(cfg);
     req.seq_len = cfg.data.max_seq_length;
     req.backend = gpu ? BackendKind::Cuda : BackendKind::Cpu;
-    req.dtype = gpu && cfg.model.dtype != "float32" ? DType::BF16 : DType::F32;
+    req.dtype = planned_dtype(cfg, gpu);
     req.gpus = static_cast<int>(w);
     req.device_memory = static_cast<int64_t>(budget);
     req.effective_batch = eff;
@@ -305,7 +312,7 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
   mi.offload = gpu && checkpointing_offload(cfg);
   mi.load_in_4bit = cfg.model.load_in_4bit;
   mi.backend = gpu ? BackendKind::Cuda : BackendKind::Cpu;
-  mi.dtype = gpu && cfg.model.dtype != "float32" ? DType::BF16 : DType::F32;
+  mi.dtype = planned_dtype(cfg, gpu);
   mi.world_size = world;
   auto need = [&](bool shard) {
     MemoryModelInput m = mi;

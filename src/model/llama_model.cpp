@@ -97,7 +97,7 @@ int64_t LlamaModel::base_bytes_held() const {
 void LlamaModel::idle_pass(bool backward) {
   if (!sharded_) return;
   const int L = spec_.num_layers;
-  for (int l = 0; l < L; ++l) (void)layer_weights(l, l + 1 < L ? l + 1 : -1);
+  for (int l = 0; l < L; ++l) (void)layer_weights(l, next_in_forward(l));
   if (!backward) return;
   for (int l = L - 1; l >= 0; --l) {
     (void)layer_weights(l, l - 1);
@@ -376,7 +376,7 @@ int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Ten
   for (int l = 0; l < spec_.num_layers; ++l) {
     Tensor out;
     LayerCache& c = caches[static_cast<size_t>(l)];
-    const LayerWeights& W = layer_weights(l, l + 1 < spec_.num_layers ? l + 1 : -1);
+    const LayerWeights& W = layer_weights(l, next_in_forward(l));
     layer_forward(l, W, x, in, c, out, backward && !ckpt);
     if (!backward) c = LayerCache();
     if (offload) {  // the saved input leaves the device while the next layers compute

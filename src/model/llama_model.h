@@ -71,6 +71,9 @@ class LlamaModel {
   void idle_pass(bool backward);
   // Layer l's weights (a sharded base gathers it, prefetching `next`; -1 = none).
   const LayerWeights& layer_weights(int l, int next = -1);
+  // The layer a forward pass prefetches after l (-1 after the last). run() and idle_pass()
+  // acquire layers through this one order, so every rank starts the same gathers.
+  int next_in_forward(int l) const { return l + 1 < spec_.num_layers ? l + 1 : -1; }
   // Bytes of the base weights this process holds on its device (a sharded base: its shards and
   // gather buffers).
   int64_t base_bytes_held() const;

@@ -168,11 +168,9 @@ void ShardedLayers::finish(Slot& s) {
 void ShardedLayers::start(Slot& s, int l) {
   finish(s);  // a gather still writing into this buffer must land first
   const Layer& L = layers_[static_cast<size_t>(l)];
-  if (!s.buffer.defined()) {
-    size_t most = 0;
-    for (const Layer& x : layers_) most = std::max(most, x.shard_bytes);
-    s.buffer = Tensor::empty({static_cast<int64_t>(most) * g_.world_size()}, DType::U8, device_);
-  }
+  if (!s.buffer.defined())
+    s.buffer = Tensor::empty({static_cast<int64_t>(largest_shard()) * g_.world_size()}, DType::U8,
+                             device_);
   Tensor full = s.buffer.slice_flat(0, {static_cast<int64_t>(L.shard_bytes) * g_.world_size()});
   s.layer = l;
   s.view = unpack_layer(L.layout, full);
@@ -201,10 +199,14 @@ int64_t ShardedLayers::shard_bytes() const {
   return n;
 }
 
-int64_t ShardedLayers::buffer_bytes() const {
+size_t ShardedLayers::largest_shard() const {
   size_t most = 0;
   for (const Layer& x : layers_) most = std::max(most, x.shard_bytes);
-  return 2 * static_cast<int64_t>(most) * g_.world_size();
+  return most;
+}
+
+int64_t ShardedLayers::buffer_bytes() const {
+  return 2 * static_cast<int64_t>(largest_shard()) * g_.world_size();
 }
 
 }  // namespace ftune

@@ -79,7 +79,6 @@ class ShardedLayers {
 
   int64_t shard_bytes() const;   // what this rank keeps of all layers
   int64_t buffer_bytes() const;  // the two gather buffers (allocated on first acquire)
-  int world_size() const { return g_.world_size(); }
   int64_t gathers() const { return gathers_; }  // gathers started so far (tests)
 
  private:
@@ -97,6 +96,7 @@ class ShardedLayers {
     LayerWeights view;
   };
   Slot* find(int l);
+  size_t largest_shard() const;  // bytes of the largest layer's shard (a buffer holds N of them)
   void start(Slot& s, int l);
   void finish(Slot& s);
 

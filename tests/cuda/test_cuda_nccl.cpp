@@ -62,17 +62,34 @@ std::vector<Batch> window(int step) {
   return v;
 }
 
+// An NCCL communicator of one rank on GPU 0, with its rendezvous store (which must outlive it).
+struct WorldOfOne {
+  int port = 0;  // members are initialized in this order
+  int fd = bind_listen_socket("127.0.0.1", 0, &port);
+  KeyValueStore store{"127.0.0.1", port, 0, 1, 30, fd};
+  std::unique_ptr<Communicator> comm = make_nccl_communicator(store, options());
+  static CommOptions options() {
+    CommOptions o;
+    o.cuda_device = 0;
+    return o;
+  }
+};
+
+TrainerOptions constant_lr(int64_t steps) {
+  TrainerOptions t;
+  t.schedule.kind = "constant";
+  t.schedule.base_lr = 1e-2;
+  t.schedule.total_steps = steps;
+  return t;
+}
+
 }  // namespace
 
 TEST(CudaNccl, WorldOfOneMatchesNoCommunicator) {
   if (!have_gpu()) GTEST_SKIP() << "no usable CUDA device";
   cuda_register_allocator();  // device tensors are made before any CudaOps
-  int port = 0;
-  const int fd = bind_listen_socket("127.0.0.1", 0, &port);
-  KeyValueStore store("127.0.0.1", port, 0, 1, 30, fd);
-  CommOptions o;
-  o.cuda_device = 0;
-  auto comm = make_nccl_communicator(store, o);
+  WorldOfOne w;
+  Communicator* comm = w.comm.get();
   EXPECT_EQ(comm->backend(), "nccl");
 
   Tensor t = Tensor::from_vector({1, -2, 3}, {3}).to(Device::cuda(0));
@@ -89,10 +106,7 @@ TEST(CudaNccl, WorldOfOneMatchesNoCommunicator) {
   auto with = tiny_model(*ops);
   auto without = tiny_model(*ops);
   DataParallelSync sync(*comm, *ops, with->lora(), SyncOptions{});
-  TrainerOptions topts;
-  topts.schedule.kind = "constant";
-  topts.schedule.base_lr = 1e-2;
-  topts.schedule.total_steps = 4;
+  const TrainerOptions topts = constant_lr(4);
   Trainer a(*with, topts, &sync), b(*without, topts);
   for (int s = 0; s < 4; ++s) {
     const StepStats sa = a.step(window(s)), sb = b.step(window(s));
@@ -111,12 +125,8 @@ TEST(CudaNccl, WorldOfOneMatchesNoCommunicator) {
 TEST(CudaNccl, ShardedBaseAndTracedReducesMatchNoCommunicator) {
   if (!have_gpu()) GTEST_SKIP() << "no usable CUDA device";
   cuda_register_allocator();
-  int port = 0;
-  const int fd = bind_listen_socket("127.0.0.1", 0, &port);
-  KeyValueStore store("127.0.0.1", port, 0, 1, 30, fd);
-  CommOptions o;
-  o.cuda_device = 0;
-  auto comm = make_nccl_communicator(store, o);
+  WorldOfOne w;
+  Communicator* comm = w.comm.get();
   // Async gathers of any dtype, waited for by ticket.
   Tensor h = Tensor::empty({4}, DType::BF16);
   for (int i = 0; i < 4; ++i) h.data<uint16_t>()[i] = static_cast<uint16_t>(0x3f80 + i);
@@ -135,10 +145,7 @@ TEST(CudaNccl, ShardedBaseAndTracedReducesMatchNoCommunicator) {
   SyncOptions so;
   so.trace_path = trace;
   DataParallelSync sync(*comm, *ops, with->lora(), so);
-  TrainerOptions topts;
-  topts.schedule.kind = "constant";
-  topts.schedule.base_lr = 1e-2;
-  topts.schedule.total_steps = 3;
+  const TrainerOptions topts = constant_lr(3);
   Trainer a(*with, topts, &sync), b(*without, topts);
   for (int s = 0; s < 3; ++s) {
     const StepStats sa = a.step(window(s)), sb = b.step(window(s));
