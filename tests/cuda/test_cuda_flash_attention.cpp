@@ -9,7 +9,7 @@
 //
 // The GPU tests skip when no CUDA device is usable. FlashAttention.DISABLED_Bench prints TFLOP/s
 // of the forward and backward for n = 8192 as 4 documents of 2048 tokens, nh 32, nkv 8, hd 128
-// (bf16 and f16; then hd 64, and 16 documents of 512):
+// (bf16 and f16; then hd 64, 16 documents of 512, 2 of 2048, one of 16384 and one of 32768):
 //   test_cuda_flash_attention --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -327,8 +327,8 @@ TEST_F(FlashAttention, PeakedSoftmaxMatchesCpuReference) {
 //   backward 10 P hd nh  (S recomputed, dP = dO V^T, dV, dK, dQ)
 
 template <typename T>
-void bench(const char* label, int hd, int doc_len = 2048) {
-  const std::vector<int> docs = repeat(doc_len, 8192 / doc_len);
+void bench(const char* label, int hd, int doc_len = 2048, int n_total = 8192) {
+  const std::vector<int> docs = repeat(doc_len, n_total / doc_len);
   const int nh = 32, nkv = 8;
   const std::vector<int32_t> ds = doc_starts(docs);
   const int64_t n = static_cast<int64_t>(ds.size());
@@ -385,4 +385,7 @@ TEST_F(FlashAttention, DISABLED_Bench) {
   bench<__half>("f16", 128);
   bench<__nv_bfloat16>("bf16", 64);        // Llama-3.2-1B's attention shape
   bench<__nv_bfloat16>("bf16", 128, 512);  // many shorter documents
+  bench<__nv_bfloat16>("bf16", 128, 2048, 4096);    // llama-3-8b, 2 x 2048
+  bench<__nv_bfloat16>("bf16", 128, 16384, 16384);  // long context
+  bench<__nv_bfloat16>("bf16", 128, 32768, 32768);
 }
