@@ -35,4 +35,29 @@ if [ "${#need_pip[@]}" -gt 0 ]; then
   echo "setup: pip installing ${need_pip[*]}"
   "$PY" -m pip install -q "${need_pip[@]}" || "$PY" -m pip install -q --break-system-packages "${need_pip[@]}"
 fi
+
+# cuDNN's fused attention needs the header-only cudnn-frontend (MIT), published on PyPI only as a
+# wheel: when the CUDA toolkit is here, its include/ folder is unpacked into .deps/cudnn_frontend
+# (CMake looks there). Without it the CUDA build still works, with ftune's own attention kernels.
+CUDNN_FE_VERSION=1.32.0
+FE_DIR="$(cd "$(dirname "$0")/.." && pwd)/.deps/cudnn_frontend"
+if { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; } &&
+   [ ! -f "$FE_DIR/include/cudnn_frontend.h" ]; then
+  tmp=$(mktemp -d)
+  if "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+       --implementation cp --platform manylinux_2_28_x86_64 -d "$tmp" \
+       "nvidia-cudnn-frontend==$CUDNN_FE_VERSION" &&
+     mkdir -p "$FE_DIR" &&
+     "$PY" - "$tmp"/nvidia_cudnn_frontend-*.whl "$FE_DIR" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("include/")])
+PY
+  then
+    echo "setup: cudnn-frontend $CUDNN_FE_VERSION headers in $FE_DIR"
+  else
+    echo "setup: WARNING: could not fetch cudnn-frontend; the CUDA build will use ftune's own attention kernels"
+  fi
+  rm -rf "$tmp"
+fi
 echo "setup: dependencies present"

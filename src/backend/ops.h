@@ -52,6 +52,14 @@ class Ops {
   // check their values (CUDA: a synchronisation each) skip that when told the caller has
   // validated them already. The CPU checks in place at no cost and ignores this.
   virtual void set_check_index_values(bool on) { (void)on; }
+  // Tells the backend, once per batch, the host copy of a doc_start tensor it will be given
+  // (validated by the caller). Backends whose attention needs the documents on the host (CUDA's
+  // cuDNN path: counts and lengths) keep them for the attention calls with this tensor; an
+  // undescribed doc_start still works (CUDA then takes its own flash kernels). CPU: a no-op.
+  virtual void describe_documents(const Tensor& doc_start, const std::vector<int32_t>& host) {
+    (void)doc_start;
+    (void)host;
+  }
   // Where checkpointing mode `offload` parks saved activations (activation_stash.h).
   virtual std::unique_ptr<ActivationStash> make_activation_stash() { return make_host_copy_stash(); }
 

@@ -114,6 +114,9 @@ class ProfilingOps final : public Ops {
           [&] { inner_.lm_head_cross_entropy(x, w, t, gs, loss_sum, dx, logits, chunk); });
   }
   void set_check_index_values(bool on) override { inner_.set_check_index_values(on); }
+  void describe_documents(const Tensor& doc_start, const std::vector<int32_t>& host) override {
+    inner_.describe_documents(doc_start, host);
+  }
   std::unique_ptr<ActivationStash> make_activation_stash() override {
     return inner_.make_activation_stash();
   }

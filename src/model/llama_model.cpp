@@ -215,6 +215,7 @@ LlamaModel::BatchInputs LlamaModel::prepare(const Batch& batch) {
   in.ids = upload(batch.input_ids);
   in.positions = upload(batch.position_ids);
   in.doc_start = upload(batch.doc_start);
+  ops_.describe_documents(in.doc_start, batch.doc_start);
   in.targets = upload(targets);
   return in;
 }

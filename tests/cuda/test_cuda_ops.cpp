@@ -843,6 +843,71 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
   }
 }
 
+// With the documents described (Ops::describe_documents, as LlamaModel does for every batch)
+// bf16/f16 attention runs through cuDNN's fused SDPA as a ragged batch: document counts that are
+// not powers of two (the graph's extra sequences are empty), one long document, documents of
+// length 1, many short ones; two described batches alternating.
+TEST_F(CudaVsCpu, AttentionThroughCudnnMatchesCpu) {
+  if (!cuda::cudnn_attention_enabled()) GTEST_SKIP() << "built without cuDNN attention";
+  std::vector<int> many;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 40; ++i) many.push_back(1 + static_cast<int>(rng() % 64));
+  const std::vector<AttnCase> cases = {
+      {{256, 256}, 8, 2, 64},          // two rows of one document each
+      {{100, 1, 923, 37}, 4, 4, 128},  // MHA, a length-1 document, lengths off the buckets
+      {{5, 300, 7}, 8, 2, 128},        // 3 documents: one empty sequence in the graph
+      {{1000}, 4, 1, 64},              // MQA, one long document
+      {many, 8, 2, 128},               // 40 short documents (64 sequences in the graph)
+  };
+  for (DType dt : {DType::BF16, DType::F16}) {
+    uint64_t seed = 300;
+    for (const AttnCase& c : cases) {
+      const std::vector<int32_t> ds = doc_starts(c.docs);
+      const int64_t N = static_cast<int64_t>(ds.size());
+      const Tensor doc_start = Tensor::from_ints(ds, {N});
+      const Tensor q = rounded(test::random_tensor({N, c.nh, c.hd}, ++seed), dt);
+      const Tensor k = rounded(test::random_tensor({N, c.nkv, c.hd}, ++seed), dt);
+      const Tensor v = rounded(test::random_tensor({N, c.nkv, c.hd}, ++seed), dt);
+      const Tensor d_o = rounded(test::random_tensor(q.shape(), ++seed), dt);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.hd));
+      const std::string what = std::string(dtype_name(dt)) + " " + std::to_string(c.docs.size()) +
+                               " docs, hd " + std::to_string(c.hd) + " nh " +
+                               std::to_string(c.nh) + " nkv " + std::to_string(c.nkv);
+      // Another batch described after this one: lookups go by tensor, not by recency.
+      const Tensor ds_dev = up(doc_start);
+      gpu().describe_documents(ds_dev, ds);
+      const Tensor other = up(Tensor::from_ints(doc_starts({7, 9}), {16}));
+      gpu().describe_documents(other, doc_starts({7, 9}));
+
+      const int64_t calls = cuda::cudnn_attention_calls();
+      Tensor o_want = Tensor::empty(q.shape()), lse_want = Tensor::empty({N, c.nh});
+      Tensor o_got = poisoned(q.shape(), dt), lse_got = poisoned({N, c.nh}, DType::F32);
+      cpu().attention_forward(q, k, v, doc_start, scale, o_want, lse_want);
+      gpu().attention_forward(up_as(q, dt), up_as(k, dt), up_as(v, dt), ds_dev, scale, o_got,
+                              lse_got);
+      const int64_t longest = *std::max_element(c.docs.begin(), c.docs.end());
+      EXPECT_CLOSE(o_got, o_want, act_tol(dt, c.hd * longest)) << what;
+      EXPECT_CLOSE(lse_got, lse_want, (Tol{1e-4f, 1e-4f})) << what;
+
+      const Tensor o_used = Tensor::from_vector(host_values(o_got), q.shape());
+      const Tensor lse_used = Tensor::from_vector(host_values(lse_got), {N, c.nh});
+      Tensor dq_want = Tensor::empty(q.shape()), dk_want = Tensor::empty(k.shape());
+      Tensor dv_want = Tensor::empty(v.shape());
+      cpu().attention_backward(q, k, v, o_used, lse_used, d_o, doc_start, scale, dq_want,
+                               dk_want, dv_want);
+      Tensor dq_got = poisoned(q.shape(), dt), dk_got = poisoned(k.shape(), dt);
+      Tensor dv_got = poisoned(v.shape(), dt);
+      gpu().attention_backward(up_as(q, dt), up_as(k, dt), up_as(v, dt), o_got, lse_got,
+                               up_as(d_o, dt), ds_dev, scale, dq_got, dk_got, dv_got);
+      EXPECT_EQ(cuda::cudnn_attention_calls(), calls + 2) << what << ": cuDNN did not take both";
+      const Tol bwd = dt == DType::BF16 ? Tol{3e-2f, 1.5e-2f} : Tol{1e-2f, 5e-3f};
+      EXPECT_CLOSE(dq_got, dq_want, bwd) << what;
+      EXPECT_CLOSE(dk_got, dk_want, bwd) << what;
+      EXPECT_CLOSE(dv_got, dv_want, bwd) << what;
+    }
+  }
+}
+
 TEST_F(CudaVsCpu, AttentionRejectsBrokenDocuments) {
   const int64_t N = 4;
   const Tensor q = Tensor::zeros({N, 2, 8}, DType::F32, dev());

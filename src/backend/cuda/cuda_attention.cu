@@ -197,6 +197,32 @@ AttnDims check_cuda_attention(const CudaContext& ctx, const char* op, const Atte
                   static_cast<int>(a.group)};
 }
 
+constexpr size_t kDescribedDocuments = 8;
+
+// The described documents of doc_start (describe_documents), or null.
+Workspaces::DescribedDocuments* find_documents(const CudaContext& ctx, const Tensor& doc_start) {
+  if (ctx.ws == nullptr) return nullptr;
+  for (auto& d : ctx.ws->documents)
+    if (d.doc_start.raw() == doc_start.raw() && d.doc_start.numel() == doc_start.numel()) return &d;
+  return nullptr;
+}
+
+// The device arrays cuDNN reads for heads (nh, nkv) of head dim hd: the lengths and the ragged
+// offsets of q/o, k/v and lse (made on first use for these dims, on ctx.stream).
+CudnnRagged ragged_for(const CudaContext& ctx, Workspaces::DescribedDocuments& d, int nh,
+                       int nkv, int hd) {
+  const int64_t batch = d.docs.batch;
+  const int32_t* lengths = d.index.i32();
+  const int32_t* cu = lengths + batch;
+  auto [it, fresh] = d.offsets.try_emplace(std::make_tuple(nh, nkv, hd));
+  if (fresh) {
+    it->second = Tensor::empty({3 * (batch + 1)}, DType::I32, Device::cuda(ctx.device));
+    cudnn_scale_offsets(cu, batch, nh, nkv, hd, it->second.i32(), ctx.stream);
+  }
+  const int32_t* off = it->second.i32();
+  return CudnnRagged{lengths, off, off + (batch + 1), off + 2 * (batch + 1)};
+}
+
 // Whether the FlashAttention kernels take this call (see the header).
 bool use_flash(const AttentionDims& a, std::initializer_list<const void*> ptrs) {
   return (a.act == DType::BF16 || a.act == DType::F16) && a.nh <= (1 << 16) &&
@@ -223,12 +249,38 @@ void dispatch_head_dim(int hd, F&& f) {
 
 }  // namespace
 
+void describe_documents(const CudaContext& ctx, const Tensor& doc_start,
+                        const std::vector<int32_t>& host) {
+  if (ctx.ws == nullptr || !cudnn_attention_enabled()) return;
+  FTUNE_CHECK(static_cast<int64_t>(host.size()) == doc_start.numel(),
+              "describe_documents: {} host values for a doc_start of {}", host.size(),
+              doc_start.numel());
+  auto& list = ctx.ws->documents;
+  for (auto it = list.begin(); it != list.end();)
+    it = it->doc_start.raw() == doc_start.raw() ? list.erase(it) : it + 1;
+  if (list.size() >= kDescribedDocuments) list.erase(list.begin());
+  Workspaces::DescribedDocuments d;
+  d.doc_start = doc_start;
+  d.docs = cudnn_documents(host);
+  std::vector<int32_t> index(d.docs.lengths);
+  index.insert(index.end(), d.docs.cu_tokens.begin(), d.docs.cu_tokens.end());
+  d.index = Tensor::from_ints(index, {static_cast<int64_t>(index.size())}).to(ctx.dev());
+  list.push_back(std::move(d));
+}
+
 void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& doc_start, float scale, Tensor& o, Tensor& lse) {
   constexpr const char* op = "attention_forward";
   const AttentionDims a = check_attention_forward(q, k, v, doc_start, o, lse, ctx.dev());
   if (use_flash(a, {q.raw(), k.raw(), v.raw(), o.raw()})) {
     if (a.n == 0) return;
+    const int nh = static_cast<int>(a.nh), nkv = static_cast<int>(a.nkv);
+    const int hd = static_cast<int>(a.hd);
+    if (auto* d = find_documents(ctx, doc_start)) {
+      if (cudnn_attention_forward(ctx, d->docs, ragged_for(ctx, *d, nh, nkv, hd), a.act, q.raw(),
+                                  k.raw(), v.raw(), nh, nkv, hd, scale, o.raw(), lse.f32()))
+        return;
+    }
     dispatch_float(a.act, op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       if constexpr (!std::is_same_v<T, float>)
@@ -267,6 +319,12 @@ void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k
     FTUNE_CHECK(ctx.ws != nullptr, "{}: no workspaces", op);
     const int nh = static_cast<int>(a.nh), nkv = static_cast<int>(a.nkv);
     const int hd = static_cast<int>(a.hd);
+    if (auto* d = find_documents(ctx, doc_start)) {
+      if (cudnn_attention_backward(ctx, d->docs, ragged_for(ctx, *d, nh, nkv, hd), a.act, q.raw(),
+                                   k.raw(), v.raw(), o.raw(), lse.f32(), d_o.raw(), nh, nkv, hd,
+                                   scale, dq.raw(), dk.raw(), dv.raw()))
+        return;
+    }
     const size_t bytes = flash_attention_workspace_bytes(a.n, nh, nkv, hd);
     Tensor ws = workspace_view(ctx.ws->attn_workspace, {static_cast<int64_t>(bytes)}, DType::U8,
                                ctx.device);

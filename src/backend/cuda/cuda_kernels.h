@@ -13,8 +13,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <tuple>
 #include <vector>
 
+#include "backend/cuda/cudnn/cudnn_attention.h"
 #include "backend/op_checks.h"
 #include "backend/ops.h"
 #include "core/tensor.h"
@@ -34,6 +36,17 @@ struct Workspaces {
   Tensor ce_dlogits;   // act [rows, V] dlogits of one chunk (BF16/F16 only)
   Tensor ce_row_loss;  // F64 [rows]
   Tensor attn_workspace;  // U8: flash_attention_backward's workspace
+  Tensor cudnn_workspace;  // U8: the cuDNN attention graphs' workspace
+  // Documents described by Ops::describe_documents, most recent last (at most
+  // kDescribedDocuments): each holds its doc_start tensor, so the address it is looked up by
+  // cannot be reused by another tensor while the entry lives.
+  struct DescribedDocuments {
+    Tensor doc_start;
+    CudnnDocuments docs;
+    Tensor index;  // I32 on the device: lengths [batch], token offsets [batch + 1]
+    std::map<std::tuple<int, int, int>, Tensor> offsets;  // (nh, nkv, hd) -> cudnn_scale_offsets
+  };
+  std::vector<DescribedDocuments> documents;
   Workspaces();
   ~Workspaces();
   Workspaces(const Workspaces&) = delete;
@@ -126,6 +139,10 @@ void qkv_rope_merge_backward(const CudaContext& ctx, const Tensor& dq, const Ten
                              const Tensor& sin, Tensor& dqkv);
 
 // ---- cuda_attention.cu ----
+// Ops::describe_documents: keeps the documents of doc_start (host copy `host`) for the cuDNN
+// attention path (Workspaces::documents); a no-op when that path is off.
+void describe_documents(const CudaContext& ctx, const Tensor& doc_start,
+                        const std::vector<int32_t>& host);
 void attention_forward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& doc_start, float scale, Tensor& o, Tensor& lse);
 void attention_backward(const CudaContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -50,6 +50,10 @@ class CudaOps final : public Ops {
   }
   ~CudaOps() override { release(); }
   void set_check_index_values(bool on) override { ctx_.check_values = on; }
+  void describe_documents(const Tensor& doc_start, const std::vector<int32_t>& host) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::describe_documents(ctx_, doc_start, host);
+  }
   std::unique_ptr<ActivationStash> make_activation_stash() override {
     return cuda::make_activation_stash(ctx_.device, ctx_.stream);
   }
