@@ -26,4 +26,8 @@ struct GpuRuntimeInfo {
 
 GpuRuntimeInfo query_gpus();
 
+// Whether this build's bf16/fp16 attention runs through cuDNN (backend/cuda/cudnn): the memory
+// model counts cuDNN's workspace then. False in CPU-only builds and with FTUNE_ATTENTION=flash.
+bool gpu_attention_uses_cudnn();
+
 }  // namespace ftune

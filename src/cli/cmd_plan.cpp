@@ -205,6 +205,7 @@ int cmd_plan(const PlanArgs& a) {
   const Target t = find_target(a);
   req.backend = t.backend;
   req.dtype = t.backend == BackendKind::Cpu ? DType::F32 : DType::BF16;
+  req.cudnn_attention = t.backend == BackendKind::Cuda && gpu_attention_uses_cudnn();
   req.gpus = t.backend == BackendKind::Cpu ? 1 : t.count;
   req.device_memory = t.memory;
   req.micro_batch = a.batch;

@@ -245,6 +245,7 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
     req.seq_len = cfg.data.max_seq_length;
     req.backend = gpu ? BackendKind::Cuda : BackendKind::Cpu;
     req.dtype = planned_dtype(cfg, gpu);
+    req.cudnn_attention = gpu && gpu_attention_uses_cudnn();
     req.gpus = static_cast<int>(w);
     req.device_memory = static_cast<int64_t>(budget);
     req.effective_batch = eff;
@@ -314,6 +315,7 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
   mi.backend = gpu ? BackendKind::Cuda : BackendKind::Cpu;
   mi.dtype = planned_dtype(cfg, gpu);
   mi.world_size = world;
+  mi.cudnn_attention = gpu && gpu_attention_uses_cudnn();
   auto need = [&](bool shard) {
     MemoryModelInput m = mi;
     m.shard_base = shard;

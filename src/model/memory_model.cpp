@@ -255,9 +255,17 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
     ws.push_back({"lm_head+CE workspace", "logits chunk [chunk, V] (F32)", chunk * V * 4, 1});
     if (a != 4) ws.push_back({"lm_head+CE workspace", "dlogits chunk [chunk, V]", chunk * V * a, 1});
     ws.push_back({"lm_head+CE workspace", "row losses [chunk] (F64)", chunk * 8, 1});
-    if (flash_attention_used(in))
+    if (in.cudnn_attention && in.dtype != DType::F32) {
+      // cuDNN's SDPA backward workspace, measured on an H200 (cuDNN 9.14, llama-3.2-1b and
+      // llama-3-8b): the flash kernels' dq accumulator and D plus, with grouped-query heads,
+      // two fp32 [N, nh, hd] full-head dK/dV buffers (+0.125 GiB at both points).
+      const int64_t full_head = in.spec.num_kv_heads < nh ? 2 * N * nh * hd * 4 : 0;
+      ws.push_back({"attention workspace", "cuDNN SDPA backward: dq accumulator, stats, full-head dK/dV",
+                    flash_workspace_bytes(N, nh, hd) + full_head, 1});
+    } else if (flash_attention_used(in)) {
       ws.push_back({"attention workspace", "flash backward dq accumulator, D, block order",
                     flash_workspace_bytes(N, nh, hd), 1});
+    }
   } else {
     host.push_back({"host workspace", "lm_head+CE logits chunk (F32)", chunk * V * 4, 1});
     host.push_back({"host workspace", "lm_head+CE row losses (F64)", N * 8, 1});

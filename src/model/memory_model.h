@@ -38,6 +38,8 @@ struct MemoryModelInput {
   int world_size = 1;                   // > 1: NCCL buffers on each GPU
   bool shard_base = false;              // decoder layers sharded over world_size ranks
                                         // (model/sharded_layers.h): 1/N of each + 2 gathered
+  bool cudnn_attention = false;         // bf16/fp16 attention through cuDNN (its workspace
+                                        // instead of the flash kernels'): gpu_attention_uses_cudnn()
 };
 
 // What a part of the memory is made of: `count` tensors (or buffers) of `bytes` each.

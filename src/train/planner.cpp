@@ -69,7 +69,8 @@ double predict_step_seconds(const PlanRequest& req, const PlanCandidate& c,
                                             req.dtype);
   const double n = static_cast<double>(c.micro_batch * req.seq_len);
   double micro = n * (cost.gemm_flops() / cal.gemm_flops_per_s +
-                      cost.attn_flops() / cal.attention_flops_per_s +
+                      cost.attn_flops() / (req.cudnn_attention ? cal.attention_flops_per_s
+                                                               : cal.flash_attention_flops_per_s) +
                       cost.elementwise_bytes / cal.elementwise_bytes_per_s) +
                  static_cast<double>(kernels_per_micro_batch(req.spec, c.checkpointing)) * cal.launch_s;
   // Trainable parameters, for the optimizer and the all-reduce.
@@ -137,6 +138,7 @@ Plan make_plan(const PlanRequest& req) {
           mi.backend = req.backend;
           mi.world_size = req.gpus;
           mi.shard_base = shard;
+          mi.cudnn_attention = req.cudnn_attention && req.backend == BackendKind::Cuda;
           c.memory = estimate_memory(mi);
           c.fits = c.memory.device_total() <= req.device_memory;
           c.step_s = predict_step_seconds(req, c);

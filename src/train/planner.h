@@ -7,11 +7,12 @@
 //   t = N * (gemm_flops / R_gemm + attention_flops / R_attn + elementwise_bytes / B)
 //       + kernels * t_launch  (+ NF4 dequantization when the base is 4-bit)
 // and of one optimizer step: accumulation * t + AdamW traffic / B + the gradient all-reduce.
-// R_attn is measured (the llama-3.2-1b profile in docs/BENCHMARKS.md: 3.85 TFLOP of causal
-// attention in 26.5 ms); R_gemm and B are fitted by least squares to the three H200
-// measurements in docs/BENCHMARKS.md (llama-3.2-1b 4x2048 no checkpointing 75,486 tokens/s,
-// llama-3-8b 2x2048 checkpointing 11,465 and no checkpointing 15,466), which the model then
-// reproduces within 1% (tests/unit/test_planner.cpp). t_launch, the NF4 dequantization and the
+// R_attn is measured: cuDNN's SDPA in the llama-3-8b 2x2048 profile (7.70 TFLOP of causal
+// attention in 25.6 ms), ftune's flash kernels in the llama-3.2-1b one (3.85 TFLOP in 26.5 ms),
+// docs/BENCHMARKS.md; R_gemm and B are fitted by least squares to the three H200 measurements
+// with cuDNN attention (llama-3.2-1b 4x2048 no checkpointing 82,390 tokens/s, llama-3-8b 2x2048
+// checkpointing 12,280 and no checkpointing 16,504), which the model then reproduces within
+// 0.5% (tests/unit/test_planner.cpp). t_launch, the NF4 dequantization and the
 // all-reduce bandwidth are assumptions, not measured yet.
 #pragma once
 #include <cstdint>
@@ -25,9 +26,10 @@
 namespace ftune {
 
 struct ThroughputCalibration {
-  double gemm_flops_per_s = 695e12;       // fitted (H200, bf16, cuBLASLt)
-  double attention_flops_per_s = 145e12;  // measured (H200, flash-attention kernels, hd 64)
-  double elementwise_bytes_per_s = 2.18e12;  // fitted: effective, includes small-kernel losses
+  double gemm_flops_per_s = 674e12;       // fitted (H200, bf16, cuBLASLt)
+  double attention_flops_per_s = 300e12;  // measured (H200, cuDNN SDPA, hd 128)
+  double flash_attention_flops_per_s = 145e12;  // measured (H200, ftune's flash kernels, hd 64)
+  double elementwise_bytes_per_s = 1.915e12;  // fitted: effective, includes small-kernel losses
   double launch_s = 4e-6;                 // assumed minimum time per kernel
   double allreduce_bytes_per_s = 200e9;   // assumed NCCL bus bandwidth between GPUs
   const char* device = "H200";
@@ -52,6 +54,9 @@ struct PlanRequest {
   PlanChoice load_in_4bit = PlanChoice::Auto;
   // The base's decoder layers sharded over the GPUs (distributed.shard_base); only with gpus > 1.
   PlanChoice shard_base = PlanChoice::Off;
+  // bf16/fp16 attention through cuDNN (its speed and workspace) rather than ftune's flash
+  // kernels: gpu_attention_uses_cudnn() for this build.
+  bool cudnn_attention = false;
   int64_t max_micro_batch = 1024;  // largest micro-batch searched
 };
 

@@ -1,9 +1,12 @@
 // Device discovery through the CUDA runtime; never throws (doctor reports what failed).
 #include <cuda_runtime.h>
 
+#include "backend/cuda/cudnn/cudnn_attention.h"
 #include "backend/gpu.h"
 
 namespace ftune {
+
+bool gpu_attention_uses_cudnn() { return cuda::cudnn_attention_enabled(); }
 
 GpuRuntimeInfo query_gpus() {
   GpuRuntimeInfo info;

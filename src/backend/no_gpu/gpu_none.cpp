@@ -3,6 +3,8 @@
 
 namespace ftune {
 
+bool gpu_attention_uses_cudnn() { return false; }
+
 GpuRuntimeInfo query_gpus() {
   GpuRuntimeInfo info;
   info.built_with_cuda = false;
