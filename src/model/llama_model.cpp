@@ -29,6 +29,8 @@ struct LlamaModel::LayerCache {
   Tensor n2, rstd2;      // post_attention_layernorm(h)
   Tensor gu, m;          // [gate_proj | up_proj] [N, 2F], silu(gate)*up [N, F]
   std::array<LoraGroupCache, kNumGroups> lin;
+  // The checkpointed recompute stopped at n2: layer_backward runs the MLP in token chunks.
+  bool mlp_in_chunks = false;
   void release_all_but_input() {
     Tensor keep = x;
     *this = LayerCache();
@@ -300,6 +302,31 @@ void LlamaModel::layer_forward(int l, const LayerWeights& W, const Tensor& x,
     c.rstd2 = Tensor::empty({N}, DType::F32, dev);
     ops_.add_rms_norm_forward(x, o, W.mlp_norm, eps, c.h, c.n2, c.rstd2);
   }
+  // Nothing of the MLP kept (checkpointing's first forward, inference) or only what backward
+  // reads (the recompute): row chunks bound its [N, 2F] and [N, F] transients.
+  const int64_t chunk = mlp_chunk_rows(opts_.mlp_chunk_tokens);
+  if (drop == 0.0f && N > chunk && (recompute || !keep)) {
+    if (recompute) {
+      c.mlp_in_chunks = true;  // layer_backward recomputes the MLP chunk by chunk
+      return;
+    }
+    out = Tensor::empty({N, H}, dt, dev);
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+      const int64_t r1 = std::min(N, r0 + chunk);
+      Tensor gu = Tensor::empty({r1 - r0, 2 * F}, dt, dev);
+      lora_group_forward(ops_, c.n2.slice_rows(r0, r1), group_weight(W, l, kGateUp), none,
+                         lora_.get(), l, group_members(l, kGateUp), scaling, 0.0f, gu, nullptr);
+      Tensor m = Tensor::empty({r1 - r0, F}, dt, dev);
+      ops_.swiglu_fused_forward(gu, m);
+      gu = Tensor();
+      Tensor rows = out.slice_rows(r0, r1);
+      lora_group_forward(ops_, m, group_weight(W, l, kDown), W.bias[static_cast<size_t>(Proj::Down)],
+                         lora_.get(), l, group_members(l, kDown), scaling, 0.0f, rows, nullptr);
+    }
+    ops_.axpy(1.0f, c.h, out);  // out = h + down(m)
+    c.release_all_but_input();
+    return;
+  }
   c.gu = Tensor::empty({N, 2 * F}, dt, dev);
   lin(kGateUp, group_weight(W, l, kGateUp), none, c.n2, c.gu);
   c.m = Tensor::empty({N, F}, dt, dev);
@@ -330,14 +357,19 @@ void LlamaModel::layer_backward(int l, const LayerWeights& W, const BatchInputs&
   };
 
   // out = h + down(m): dx is d/d(out) on entry.
-  Tensor dm = Tensor::empty({N, F}, dt, dev);
-  lin_bwd(kDown, group_weight(W, l, kDown), dx, c.m, dm);
-  Tensor dgu = Tensor::empty({N, 2 * F}, dt, dev);
-  ops_.swiglu_fused_backward(dm, c.gu, dgu);
-  dm = Tensor();
-  Tensor dn2 = Tensor::empty({N, H}, dt, dev);
-  lin_bwd(kGateUp, group_weight(W, l, kGateUp), dgu, c.n2, dn2);
-  dgu = Tensor();
+  Tensor dn2;
+  if (c.mlp_in_chunks) {
+    dn2 = Tensor::empty({N, H}, dt, dev);
+    mlp_backward_in_chunks(l, W, c, dx, dn2);
+  } else {
+    Tensor dm = Tensor::empty({N, F}, dt, dev);
+    lin_bwd(kDown, group_weight(W, l, kDown), dx, c.m, dm);
+    Tensor dgu = Tensor::empty({N, 2 * F}, dt, dev);
+    ops_.swiglu_fused_backward(dm, c.gu, dgu);
+    dm = Tensor();
+    dn2 = Tensor::empty({N, H}, dt, dev);
+    lin_bwd(kGateUp, group_weight(W, l, kGateUp), dgu, c.n2, dn2);
+  }
   ops_.rms_norm_backward(dn2, c.h, W.mlp_norm, c.rstd2, dx, nullptr, true);  // dx: d/dh
   // h = x + o_proj(attn)
   Tensor dattn = Tensor::empty({N, nh, hd}, dt, dev);
@@ -355,6 +387,42 @@ void LlamaModel::layer_backward(int l, const LayerWeights& W, const BatchInputs&
   Tensor dn1 = Tensor::empty({N, H}, dt, dev);
   lin_bwd(kQkv, group_weight(W, l, kQkv), dqkv, c.n1, dn1);
   ops_.rms_norm_backward(dn1, c.x, W.attn_norm, c.rstd1, dx, nullptr, true);  // d/d(input)
+}
+
+void LlamaModel::mlp_backward_in_chunks(int l, const LayerWeights& W, LayerCache& c,
+                                        const Tensor& dout, Tensor& dn2) {
+  const Device dev = ops_.device();
+  const DType dt = opts_.dtype;
+  const int64_t N = c.n2.dim(0), F = spec_.intermediate_size;
+  const int64_t chunk = mlp_chunk_rows(opts_.mlp_chunk_tokens);
+  const float scaling = lora_ ? lora_->spec.scaling() : 0.0f;
+  const std::vector<LoraGroupMember> gate_up = group_members(l, kGateUp);
+  const std::vector<LoraGroupMember> down = group_members(l, kDown);
+  const Tensor none;
+  // Per chunk of rows: gu = gate_up(n2), m = swiglu(gu), then the backward of down and of
+  // gate_up for those rows. Every op is row-wise, so the result is the unchunked one (the LoRA
+  // gradients are sums over the chunks). Dropout is 0 here (layer_forward decides).
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t r1 = std::min(N, r0 + chunk), n = r1 - r0;
+    const Tensor n2 = c.n2.slice_rows(r0, r1);
+    LoraGroupCache gu_cache, down_cache;
+    Tensor gu = Tensor::empty({n, 2 * F}, dt, dev);
+    lora_group_forward(ops_, n2, group_weight(W, l, kGateUp), none, lora_.get(), l, gate_up,
+                       scaling, 0.0f, gu, &gu_cache);
+    Tensor m = Tensor::empty({n, F}, dt, dev);
+    ops_.swiglu_fused_forward(gu, m);
+    lora_group_cache_only(ops_, m, lora_.get(), l, down, 0.0f, &down_cache);
+    Tensor dm = Tensor::empty({n, F}, dt, dev);
+    lora_group_backward(ops_, dout.slice_rows(r0, r1), m, group_weight(W, l, kDown), lora_.get(),
+                        l, down, scaling, 0.0f, down_cache, dm, false);
+    m = Tensor();
+    Tensor dgu = Tensor::empty({n, 2 * F}, dt, dev);
+    ops_.swiglu_fused_backward(dm, gu, dgu);
+    dm = gu = Tensor();
+    Tensor dn2_rows = dn2.slice_rows(r0, r1);
+    lora_group_backward(ops_, dgu, n2, group_weight(W, l, kGateUp), lora_.get(), l, gate_up,
+                        scaling, 0.0f, gu_cache, dn2_rows, false);
+  }
 }
 
 int64_t LlamaModel::run(const Batch& batch, float grad_scale, bool backward, Tensor* logits,

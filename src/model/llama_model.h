@@ -29,6 +29,15 @@ inline int64_t ce_chunk_rows(int64_t configured, bool nf4) {
   return configured > 0 ? configured : nf4 ? kCeChunkTokensNf4 : kCeChunkTokens;
 }
 
+// With checkpointing, the MLP of a layer is recomputed and differentiated in chunks of this many
+// tokens when a micro-batch has more (and LoRA dropout is 0: the dropout masks are drawn over the
+// whole [N, in] input): its [N, 2F] and [N, F] transients, the largest part of a long context's
+// peak, then exist for one chunk at a time.
+constexpr int64_t kMlpChunkTokens = 8192;
+inline int64_t mlp_chunk_rows(int64_t configured) {
+  return configured > 0 ? configured : kMlpChunkTokens;
+}
+
 struct ModelOptions {
   bool gradient_checkpointing = false;
   // Rows of logits computed at once by lm_head + CE; 0 = kCeChunkTokens, or kCeChunkTokensNf4
@@ -47,6 +56,8 @@ struct ModelOptions {
   // checkpoint loads as NF4 whatever these say.
   bool load_in_4bit = false;
   bool double_quant = true;
+  // Tokens per MLP chunk in the checkpointed backward (kMlpChunkTokens above); 0 = that default.
+  int64_t mlp_chunk_tokens = 0;
 };
 
 class LlamaModel {
@@ -115,6 +126,10 @@ class LlamaModel {
                      LayerCache& c, Tensor& out, bool keep, bool recompute = false);
   void layer_backward(int l, const LayerWeights& W, const BatchInputs& in, LayerCache& c,
                       Tensor& dx);
+  // The MLP's backward (with its recompute) over chunks of mlp_chunk_rows() tokens: dn2 =
+  // d/d(n2) from dout = d/d(layer output); LoRA gradients accumulated.
+  void mlp_backward_in_chunks(int l, const LayerWeights& W, LayerCache& c, const Tensor& dout,
+                              Tensor& dn2);
   // The NF4 dequantization workspace (NF4 bases) once the weights are in place.
   void setup_nf4_workspace();
   std::vector<LoraGroupMember> group_members(int l, int group) const;

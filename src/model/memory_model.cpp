@@ -93,6 +93,11 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   const int64_t r = in.lora.r;
   const bool dropout = in.lora.dropout > 0.0;
   const bool cuda = in.backend == BackendKind::Cuda;
+  // Checkpointing without LoRA dropout runs the MLP in row chunks (llama_model.cpp): its
+  // transients and LoRA caches take Nm rows at a time.
+  const int64_t mlp_chunk = mlp_chunk_rows(in.mlp_chunk_tokens);
+  const bool mlp_chunked = in.checkpointing && !dropout && N > mlp_chunk;
+  const int64_t Nm = mlp_chunked ? mlp_chunk : N;
 
   MemoryEstimate e;
   std::vector<MemoryItem> base, lora, act, ws, host;
@@ -178,22 +183,25 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
       {"activations", "layer cache: q, attn [N, nh hd]", N * qd * a, 2},
       {"activations", "layer cache: k, v [N, nkv hd]", N * kvd * a, 2},
       {"activations", "layer cache: lse [N, nh] (F32)", N * nh * 4, 1},
-      {"activations", "layer cache: gu [N, 2F]", N * 2 * F * a, 1},
-      {"activations", "layer cache: m [N, F]", N * F * a, 1},
+      {"activations", mlp_chunked ? "MLP chunk: gu [Nm, 2F]" : "layer cache: gu [N, 2F]", Nm * 2 * F * a, 1},
+      {"activations", mlp_chunked ? "MLP chunk: m [Nm, F]" : "layer cache: m [N, F]", Nm * F * a, 1},
   };
-  for (const GroupShape& g : groups_of(s)) {
+  const auto groups = groups_of(s);
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const GroupShape& g = groups[gi];
     const int64_t k = targeted(in.lora, g);
     if (k == 0) continue;
+    const int64_t rows = gi >= 2 ? Nm : N;  // gate/up and down: the MLP's rows
     const std::string gn = std::string("layer cache: LoRA ") + g.name;
     if (!dropout) {
       if (k == static_cast<int64_t>(g.members.size()))
-        cache.push_back({"activations", gn + " x A^T [N, k r]", N * k * r * a, 1});
+        cache.push_back({"activations", gn + " x A^T [N, k r]", rows * k * r * a, 1});
       else
-        cache.push_back({"activations", gn + " x A^T [N, r]", N * r * a, k});
+        cache.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
     } else {
-      cache.push_back({"activations", gn + " dropout(x)", N * g.in * a, k});
-      cache.push_back({"activations", gn + " dropout mask (U8)", N * g.in, k});
-      cache.push_back({"activations", gn + " x A^T [N, r]", N * r * a, k});
+      cache.push_back({"activations", gn + " dropout(x)", rows * g.in * a, k});
+      cache.push_back({"activations", gn + " dropout mask (U8)", rows * g.in, k});
+      cache.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
     }
   }
   int64_t cache_bytes = 0;
@@ -203,14 +211,14 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
     act.push_back(c);
   }
   // The largest set of layer_backward temporaries, step by step (llama_model.cpp).
-  auto lora_bwd = [&](const GroupShape& g) -> std::vector<MemoryItem> {
+  auto lora_bwd = [&](const GroupShape& g, int64_t rows) -> std::vector<MemoryItem> {
     const int64_t k = targeted(in.lora, g);
     if (k == 0) return {};
     const std::string gn = std::string("backward: LoRA ") + g.name;
     if (!dropout && k == static_cast<int64_t>(g.members.size()))
-      return {{"activations", gn + " dt [N, k r]", N * k * r * a, 1}};
-    std::vector<MemoryItem> v = {{"activations", gn + " dt [N, r]", N * r * a, 1}};
-    if (dropout) v.push_back({"activations", gn + " dropout input grad", N * g.in * a, 1});
+      return {{"activations", gn + " dt [N, k r]", rows * k * r * a, 1}};
+    std::vector<MemoryItem> v = {{"activations", gn + " dt [N, r]", rows * r * a, 1}};
+    if (dropout) v.push_back({"activations", gn + " dropout input grad", rows * g.in * a, 1});
     return v;
   };
   const auto G = groups_of(s);
@@ -218,8 +226,8 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
     v.insert(v.end(), more.begin(), more.end());
     return v;
   };
-  const MemoryItem dm{"activations", "backward: dm [N, F]", N * F * a, 1};
-  const MemoryItem dgu{"activations", "backward: dgu [N, 2F]", N * 2 * F * a, 1};
+  const MemoryItem dm{"activations", "backward: dm [Nm, F]", Nm * F * a, 1};
+  const MemoryItem dgu{"activations", "backward: dgu [Nm, 2F]", Nm * 2 * F * a, 1};
   const MemoryItem dn2{"activations", "backward: dn2 [N, H]", N * H * a, 1};
   const MemoryItem dattn{"activations", "backward: dattn [N, nh hd]", N * qd * a, 1};
   const MemoryItem dq{"activations", "backward: dq [N, nh hd]", N * qd * a, 1};
@@ -229,14 +237,17 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   std::vector<MemoryItem> attn_step = {dn2, dattn, dq, dkv};
   if (cuda && !flash_attention_used(in))
     attn_step.push_back({"activations", "backward: attention delta [N, nh] (F32)", N * nh * 4, 1});
+  // Chunked, dn2 [N, H] is made before the MLP's chunks.
+  const std::vector<MemoryItem> mlp_extra =
+      mlp_chunked ? std::vector<MemoryItem>{dn2} : std::vector<MemoryItem>{};
   const std::vector<std::vector<MemoryItem>> steps = {
-      with({dm}, lora_bwd(G[3])),          // down projection
-      {dm, dgu},                           // SwiGLU
-      with({dgu, dn2}, lora_bwd(G[2])),    // gate/up
-      with({dn2, dattn}, lora_bwd(G[1])),  // o_proj
-      attn_step,                           // attention
-      {dn2, dq, dkv, dqkv},                // RoPE merge
-      with({dn2, dqkv, dn1}, lora_bwd(G[0])),  // q/k/v
+      with(with({dm}, lora_bwd(G[3], Nm)), mlp_extra),  // down projection
+      with({dm, dgu}, mlp_extra),                       // SwiGLU
+      with({dgu, dn2}, lora_bwd(G[2], Nm)),             // gate/up
+      with({dn2, dattn}, lora_bwd(G[1], N)),            // o_proj
+      attn_step,                                        // attention
+      {dn2, dq, dkv, dqkv},                             // RoPE merge
+      with({dn2, dqkv, dn1}, lora_bwd(G[0], N)),        // q/k/v
   };
   size_t worst = 0;
   for (size_t i = 1; i < steps.size(); ++i)

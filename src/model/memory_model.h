@@ -38,6 +38,7 @@ struct MemoryModelInput {
   int world_size = 1;                   // > 1: NCCL buffers on each GPU
   bool shard_base = false;              // decoder layers sharded over world_size ranks
                                         // (model/sharded_layers.h): 1/N of each + 2 gathered
+  int64_t mlp_chunk_tokens = 0;         // ModelOptions::mlp_chunk_tokens (0 = its default)
   bool cudnn_attention = false;         // bf16/fp16 attention through cuDNN (its workspace
                                         // instead of the flash kernels'): gpu_attention_uses_cudnn()
 };
