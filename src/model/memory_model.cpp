@@ -183,25 +183,35 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
       {"activations", "layer cache: q, attn [N, nh hd]", N * qd * a, 2},
       {"activations", "layer cache: k, v [N, nkv hd]", N * kvd * a, 2},
       {"activations", "layer cache: lse [N, nh] (F32)", N * nh * 4, 1},
-      {"activations", mlp_chunked ? "MLP chunk: gu [Nm, 2F]" : "layer cache: gu [N, 2F]", Nm * 2 * F * a, 1},
-      {"activations", mlp_chunked ? "MLP chunk: m [Nm, F]" : "layer cache: m [N, F]", Nm * F * a, 1},
+      {"activations", "layer cache: gu [N, 2F]", N * 2 * F * a, 1},
+      {"activations", "layer cache: m [N, F]", N * F * a, 1},
   };
+  // Chunked, the MLP's tensors and LoRA caches exist only inside its backward, one chunk at a
+  // time: they join the MLP's backward steps below instead of the layer cache.
+  std::vector<MemoryItem> mlp_chunk_items;
+  if (mlp_chunked) {
+    cache.resize(cache.size() - 2);
+    mlp_chunk_items = {{"activations", "MLP chunk: gu [Nm, 2F]", Nm * 2 * F * a, 1},
+                       {"activations", "MLP chunk: m [Nm, F]", Nm * F * a, 1}};
+  }
   const auto groups = groups_of(s);
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     const GroupShape& g = groups[gi];
     const int64_t k = targeted(in.lora, g);
     if (k == 0) continue;
-    const int64_t rows = gi >= 2 ? Nm : N;  // gate/up and down: the MLP's rows
-    const std::string gn = std::string("layer cache: LoRA ") + g.name;
+    const bool in_chunk = mlp_chunked && gi >= 2;  // gate/up and down: the MLP's rows
+    std::vector<MemoryItem>& to = in_chunk ? mlp_chunk_items : cache;
+    const int64_t rows = in_chunk ? Nm : N;
+    const std::string gn = std::string(in_chunk ? "MLP chunk: LoRA " : "layer cache: LoRA ") + g.name;
     if (!dropout) {
       if (k == static_cast<int64_t>(g.members.size()))
-        cache.push_back({"activations", gn + " x A^T [N, k r]", rows * k * r * a, 1});
+        to.push_back({"activations", gn + " x A^T [N, k r]", rows * k * r * a, 1});
       else
-        cache.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
+        to.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
     } else {
-      cache.push_back({"activations", gn + " dropout(x)", rows * g.in * a, k});
-      cache.push_back({"activations", gn + " dropout mask (U8)", rows * g.in, k});
-      cache.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
+      to.push_back({"activations", gn + " dropout(x)", rows * g.in * a, k});
+      to.push_back({"activations", gn + " dropout mask (U8)", rows * g.in, k});
+      to.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
     }
   }
   int64_t cache_bytes = 0;
@@ -237,12 +247,18 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   std::vector<MemoryItem> attn_step = {dn2, dattn, dq, dkv};
   if (cuda && !flash_attention_used(in))
     attn_step.push_back({"activations", "backward: attention delta [N, nh] (F32)", N * nh * 4, 1});
-  // Chunked, dn2 [N, H] is made before the MLP's chunks.
-  const std::vector<MemoryItem> mlp_extra =
-      mlp_chunked ? std::vector<MemoryItem>{dn2} : std::vector<MemoryItem>{};
+  // Chunked, dn2 [N, H] is made before the MLP's chunks, and the chunk's own tensors (gu, m and
+  // the LoRA caches) are live.
+  std::vector<MemoryItem> mlp_extra, mlp_extra_without_m;
+  if (mlp_chunked) {
+    mlp_extra = mlp_chunk_items;
+    mlp_extra.push_back(dn2);
+    for (const MemoryItem& i : mlp_extra)  // m is freed before dgu is made
+      if (i.name.find(": m [") == std::string::npos) mlp_extra_without_m.push_back(i);
+  }
   const std::vector<std::vector<MemoryItem>> steps = {
       with(with({dm}, lora_bwd(G[3], Nm)), mlp_extra),  // down projection
-      with({dm, dgu}, mlp_extra),                       // SwiGLU
+      with({dm, dgu}, mlp_extra_without_m),             // SwiGLU
       with({dgu, dn2}, lora_bwd(G[2], Nm)),             // gate/up
       with({dn2, dattn}, lora_bwd(G[1], N)),            // o_proj
       attn_step,                                        // attention
