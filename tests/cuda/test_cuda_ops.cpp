@@ -843,6 +843,29 @@ TEST_F(CudaVsCpu, AttentionPackedDocumentsGqaForwardBackward) {
   }
 }
 
+// The ragged batch cuDNN is given (host side, no GPU needed): one sequence per document, the
+// count rounded up to a power of two with empty sequences starting at n, the longest document
+// rounded up to a power of two (at least 64).
+TEST(CudnnDocuments, OneSequencePerDocumentInPowerOfTwoBuckets) {
+  const std::vector<int32_t> ds = doc_starts({5, 300, 7});
+  const cuda::CudnnDocuments d = cuda::cudnn_documents(ds);
+  EXPECT_EQ(d.n, 312);
+  EXPECT_EQ(d.count, 3);
+  EXPECT_EQ(d.batch, 4);
+  EXPECT_EQ(d.max_len, 512);
+  EXPECT_EQ(d.cu_tokens, (std::vector<int32_t>{0, 5, 305, 312, 312}));
+  EXPECT_EQ(d.lengths, (std::vector<int32_t>{5, 300, 7, 0}));
+  const cuda::CudnnDocuments one = cuda::cudnn_documents(doc_starts({2048}));
+  EXPECT_EQ(one.batch, 1);
+  EXPECT_EQ(one.max_len, 2048);
+  EXPECT_EQ(one.cu_tokens, (std::vector<int32_t>{0, 2048}));
+  const cuda::CudnnDocuments tiny = cuda::cudnn_documents(doc_starts({1, 1, 1, 1, 1}));
+  EXPECT_EQ(tiny.batch, 8);
+  EXPECT_EQ(tiny.max_len, 64);
+  EXPECT_EQ(tiny.lengths, (std::vector<int32_t>{1, 1, 1, 1, 1, 0, 0, 0}));
+  EXPECT_EQ(cuda::cudnn_documents({}).count, 0);
+}
+
 // With the documents described (Ops::describe_documents, as LlamaModel does for every batch)
 // bf16/f16 attention runs through cuDNN's fused SDPA as a ragged batch: document counts that are
 // not powers of two (the graph's extra sequences are empty), one long document, documents of
