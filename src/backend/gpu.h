@@ -29,5 +29,9 @@ GpuRuntimeInfo query_gpus();
 // Whether this build's bf16/fp16 attention runs through cuDNN (backend/cuda/cudnn): the memory
 // model counts cuDNN's workspace then. False in CPU-only builds and with FTUNE_ATTENTION=flash.
 bool gpu_attention_uses_cudnn();
+// What bf16/fp16 attention runs on (`ftune doctor`), and how many attention calls cuDNN has run
+// in this process (`ftune bench` reports which path a run took).
+std::string gpu_attention_describe();
+int64_t gpu_cudnn_attention_calls();
 
 }  // namespace ftune

@@ -110,24 +110,30 @@ int cmd_bench(const BenchArgs& a) {
   std::vector<Batch> batches;
   for (int64_t i = 0; i < a.steps; ++i)
     batches.push_back(random_batch(a.batch, a.seq, spec.vocab_size, rng));
+  const int64_t cudnn_calls = gpu_cudnn_attention_calls();
   const auto t0 = std::chrono::steady_clock::now();
   StepStats last;
   for (const Batch& b : batches) last = trainer.step({b});
   ops->synchronize();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const MemoryStats mem = memory_stats(ops->device().type);
+  // Which attention the timed steps ran: cuDNN counts its calls; the rest is ftune's own.
+  const char* attention = !gpu                                     ? "cpu"
+                          : gpu_cudnn_attention_calls() > cudnn_calls ? "cudnn"
+                          : dt == DType::F32                       ? "cuda-fp32"
+                                                                   : "flash";
 
   const double tokens = static_cast<double>(a.batch * a.seq * a.steps);
   const double tok_s = tokens / secs;
   const double tflops = flops_per_token(spec, model.lora().num_params(), a.seq) * tok_s / 1e12;
   const double mfu = gpu ? tflops / a.peak_tflops : 0.0;
   std::printf("bench: %s%s %s batch %lld x %lld, %s, %lld steps: %.0f tokens/s, %.1f TFLOP/s "
-              "(MFU %.1f%% of %.0f), peak %.2f GiB, loss %.4f, init %.1f s\n",
+              "(MFU %.1f%% of %.0f), peak %.2f GiB, loss %.4f, init %.1f s, attention %s\n",
               a.preset.c_str(), a.nf4 ? " (NF4)" : "", dtype_name(dt).data(),
               static_cast<long long>(a.batch), static_cast<long long>(a.seq),
               a.offload ? "offloaded checkpointing" : a.checkpointing ? "checkpointing" : "no checkpointing",
               static_cast<long long>(a.steps), tok_s, tflops, 100 * mfu, a.peak_tflops,
-              gib(mem.peak_bytes), last.loss, init_s);
+              gib(mem.peak_bytes), last.loss, init_s, attention);
 
   std::string profile_json;
   if (a.profile) {
@@ -163,13 +169,13 @@ int cmd_bench(const BenchArgs& a) {
   }
   std::printf("RESULT {\"engine\": \"ftune\", \"shape\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, "
               "\"seq\": %lld, \"gc\": %s, \"offload\": %s, \"nf4\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
-              "\"mfu\": %.4f, \"peak_gib\": %.2f, \"peak_reserved_gib\": %.2f, \"loss\": %.4f, \"step_s\": %.4f, \"init_s\": %.1f%s}\n",
+              "\"mfu\": %.4f, \"peak_gib\": %.2f, \"peak_reserved_gib\": %.2f, \"loss\": %.4f, \"step_s\": %.4f, \"init_s\": %.1f, \"attention\": \"%s\"%s}\n",
               a.preset.c_str(), dtype_name(dt).data(), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), a.checkpointing || a.offload ? "true" : "false",
               a.offload ? "true" : "false", a.nf4 ? "true" : "false",
               static_cast<long long>(a.steps), tok_s, tflops, mfu, gib(mem.peak_bytes),
               gib(mem.peak_reserved_bytes), last.loss,
-              secs / static_cast<double>(a.steps), init_s, profile_json.c_str());
+              secs / static_cast<double>(a.steps), init_s, attention, profile_json.c_str());
   return 0;
 }
 

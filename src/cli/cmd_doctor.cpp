@@ -94,6 +94,7 @@ int cmd_doctor() {
   if (g.built_with_cuda) {
     std::printf("cuda: runtime %d.%d, driver %d.%d\n", g.runtime_version / 1000,
                 (g.runtime_version % 1000) / 10, g.driver_version / 1000, (g.driver_version % 1000) / 10);
+    std::printf("attention (bf16/fp16): %s\n", gpu_attention_describe().c_str());
     if (g.devices.empty()) std::printf("gpus: none usable (%s)\n", g.error.c_str());
     for (const auto& d : g.devices)
       std::printf("gpu %d: %s, %.1f GiB (%.1f free), compute %d.%d, %d SMs\n", d.index, d.name.c_str(),

@@ -204,4 +204,8 @@ TEST(Cli, DoctorReportsChecks) {
   EXPECT_NE(r.out.find("[ok]   cpu backend"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("[ok]   tokenizer"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("all checks passed"), std::string::npos) << r.out;
+  // A CUDA build says what bf16/fp16 attention runs on (cuDNN or ftune's flash kernels).
+  if (r.out.find("build: CUDA backend on") != std::string::npos) {
+    EXPECT_NE(r.out.find("attention (bf16/fp16): "), std::string::npos) << r.out;
+  }
 }

@@ -7,6 +7,8 @@
 namespace ftune {
 
 bool gpu_attention_uses_cudnn() { return cuda::cudnn_attention_enabled(); }
+std::string gpu_attention_describe() { return cuda::cudnn_attention_describe(); }
+int64_t gpu_cudnn_attention_calls() { return cuda::cudnn_attention_calls(); }
 
 GpuRuntimeInfo query_gpus() {
   GpuRuntimeInfo info;

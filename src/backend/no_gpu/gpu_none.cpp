@@ -4,6 +4,8 @@
 namespace ftune {
 
 bool gpu_attention_uses_cudnn() { return false; }
+std::string gpu_attention_describe() { return "none (CPU-only build)"; }
+int64_t gpu_cudnn_attention_calls() { return 0; }
 
 GpuRuntimeInfo query_gpus() {
   GpuRuntimeInfo info;

@@ -3,6 +3,7 @@
 #include "backend/cuda/cudnn/cudnn_attention.h"
 
 #include <cudnn.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #define CUDNN_FRONTEND_SKIP_JSON_LIB 1
@@ -260,6 +261,15 @@ bool cudnn_attention_enabled() {
 }
 
 int64_t cudnn_attention_calls() { return g_calls.load(std::memory_order_relaxed); }
+
+std::string cudnn_attention_describe() {
+  const size_t v = cudnnGetVersion();
+  const std::string lib = fmt::format("cuDNN {}.{}.{}, cudnn-frontend {}.{}.{}", v / 10000,
+                                      v / 100 % 100, v % 100, CUDNN_FRONTEND_MAJOR_VERSION,
+                                      CUDNN_FRONTEND_MINOR_VERSION, CUDNN_FRONTEND_PATCH_VERSION);
+  if (!cudnn_attention_enabled()) return "ftune's flash kernels (FTUNE_ATTENTION=flash; " + lib + " built in)";
+  return "cuDNN fused SDPA (" + lib + "); ftune's flash kernels where cuDNN refuses a shape";
+}
 
 bool cudnn_attention_forward(const CudaContext& ctx, const CudnnDocuments& docs,
                              const CudnnRagged& ragged, DType act, const void* q, const void* k,

@@ -17,6 +17,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
@@ -41,6 +42,8 @@ CudnnDocuments cudnn_documents(const std::vector<int32_t>& doc_start);
 bool cudnn_attention_enabled();
 // How many forward and backward calls cuDNN ran in this process (tests check the path is taken).
 int64_t cudnn_attention_calls();
+// One line for `ftune doctor`: which attention bf16/fp16 training uses and why.
+std::string cudnn_attention_describe();
 
 // Device arrays for one call: lengths [batch] and the ragged offsets [batch + 1] of q/o/dq/do
 // (tokens * nh * hd), of k/v/dk/dv (tokens * nkv * hd) and of lse (tokens * nh), int32.

@@ -19,6 +19,10 @@ bool cudnn_attention_enabled() {
 
 int64_t cudnn_attention_calls() { return 0; }
 
+std::string cudnn_attention_describe() {
+  return "ftune's flash kernels (built without cuDNN or the cudnn-frontend headers)";
+}
+
 bool cudnn_attention_forward(const CudaContext&, const CudnnDocuments&, const CudnnRagged&, DType,
                              const void*, const void*, const void*, int, int, int, float, void*,
                              float*) {
