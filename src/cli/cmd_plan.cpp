@@ -251,7 +251,7 @@ int cmd_plan(const PlanArgs& a) {
     j["calibration"] = fmt::format("{}: GEMM {:.0f} TFLOP/s, attention {:.0f} TFLOP/s, "
                                    "elementwise {:.2f} TB/s", h200_calibration().device,
                                    h200_calibration().gemm_flops_per_s / 1e12,
-                                   h200_calibration().attention_flops_per_s / 1e12,
+                                   attention_rate(req, h200_calibration()) / 1e12,
                                    h200_calibration().elementwise_bytes_per_s / 1e12);
     if (best != nullptr) {
       j["best"] = candidate_json(*best, gpu);

@@ -63,14 +63,20 @@ const ThroughputCalibration& h200_calibration() {
   return c;
 }
 
+// Attention FLOP/s for rows of req.seq_len tokens (one document each).
+double attention_rate(const PlanRequest& req, const ThroughputCalibration& cal) {
+  if (!req.cudnn_attention) return cal.flash_attention_flops_per_s;
+  const double s = static_cast<double>(req.seq_len);
+  return cal.attention_flops_per_s * s / (s + cal.attention_half_rate_tokens);
+}
+
 double predict_step_seconds(const PlanRequest& req, const PlanCandidate& c,
                             const ThroughputCalibration& cal) {
   const StepCost cost = step_cost_per_token(req.spec, req.lora, req.seq_len, c.checkpointing,
                                             req.dtype);
   const double n = static_cast<double>(c.micro_batch * req.seq_len);
   double micro = n * (cost.gemm_flops() / cal.gemm_flops_per_s +
-                      cost.attn_flops() / (req.cudnn_attention ? cal.attention_flops_per_s
-                                                               : cal.flash_attention_flops_per_s) +
+                      cost.attn_flops() / attention_rate(req, cal) +
                       cost.elementwise_bytes / cal.elementwise_bytes_per_s) +
                  static_cast<double>(kernels_per_micro_batch(req.spec, c.checkpointing)) * cal.launch_s;
   // Trainable parameters, for the optimizer and the all-reduce.

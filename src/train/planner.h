@@ -7,8 +7,10 @@
 //   t = N * (gemm_flops / R_gemm + attention_flops / R_attn + elementwise_bytes / B)
 //       + kernels * t_launch  (+ NF4 dequantization when the base is 4-bit)
 // and of one optimizer step: accumulation * t + AdamW traffic / B + the gradient all-reduce.
-// R_attn is measured: cuDNN's SDPA in the llama-3-8b 2x2048 profile (7.70 TFLOP of causal
-// attention in 25.6 ms), ftune's flash kernels in the llama-3.2-1b one (3.85 TFLOP in 26.5 ms),
+// R_attn is measured: ftune's flash kernels in the llama-3.2-1b profile (3.85 TFLOP in 26.5 ms);
+// cuDNN's SDPA grows with the document length S as R_inf S / (S + S_half): 300 TFLOP/s at 2k
+// (the llama-3-8b 2x2048 profile: 7.70 TFLOP of causal attention in 25.6 ms) and about 520 at
+// 64k (what the llama-3-8b offload runs at 16k, 32k and 64k imply: 475, 504, 521), all in
 // docs/BENCHMARKS.md; R_gemm and B are fitted by least squares to the three H200 measurements
 // with cuDNN attention (llama-3.2-1b 4x2048 no checkpointing 82,390 tokens/s, llama-3-8b 2x2048
 // checkpointing 12,280 and no checkpointing 16,504), which the model then reproduces within
@@ -27,7 +29,8 @@ namespace ftune {
 
 struct ThroughputCalibration {
   double gemm_flops_per_s = 674e12;       // fitted (H200, bf16, cuBLASLt)
-  double attention_flops_per_s = 300e12;  // measured (H200, cuDNN SDPA, hd 128)
+  double attention_flops_per_s = 534e12;  // cuDNN SDPA's rate for long documents (H200, hd 128)
+  double attention_half_rate_tokens = 1600;  // document length at half that rate (fitted)
   double flash_attention_flops_per_s = 145e12;  // measured (H200, ftune's flash kernels, hd 64)
   double elementwise_bytes_per_s = 1.915e12;  // fitted: effective, includes small-kernel losses
   double launch_s = 4e-6;                 // assumed minimum time per kernel
@@ -87,6 +90,8 @@ struct Plan {
 Plan make_plan(const PlanRequest& req);
 
 // Predicted seconds of one optimizer step of candidate c (memory not needed).
+// The attention FLOP/s the time model uses for req (its seq_len, cuDNN or the flash kernels).
+double attention_rate(const PlanRequest& req, const ThroughputCalibration& cal);
 double predict_step_seconds(const PlanRequest& req, const PlanCandidate& c,
                             const ThroughputCalibration& cal = h200_calibration());
 

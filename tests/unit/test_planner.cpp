@@ -215,6 +215,31 @@ TEST(Planner, ReproducesTheH200Measurements) {
   }
 }
 
+// Long contexts with offload (llama-3-8b, bf16, one row, docs/BENCHMARKS.md): the cuDNN
+// attention rate grows with the document length; the model was fitted with the 64k point.
+TEST(Planner, PredictsLongContextsWithinTenPercent) {
+  const std::pair<int64_t, double> measured[] = {{16384, 8935}, {32768, 6771}, {65536, 4562}};
+  for (const auto& [seq, tok_s] : measured) {
+    PlanRequest req;
+    req.spec = preset_spec("llama-3-8b");
+    req.lora.r = 16;
+    req.lora.alpha = 16;
+    req.seq_len = seq;
+    req.device_memory = int64_t{140} << 30;
+    req.micro_batch = 1;
+    req.checkpointing = PlanChoice::On;
+    req.offload = true;
+    req.load_in_4bit = PlanChoice::Off;
+    req.cudnn_attention = true;
+    const Plan plan = make_plan(req);
+    ASSERT_EQ(plan.candidates.size(), 1u);
+    EXPECT_NEAR(plan.candidates[0].tokens_per_s, tok_s, 0.1 * tok_s) << seq;
+  }
+  PlanRequest flash;
+  flash.seq_len = 65536;
+  EXPECT_EQ(attention_rate(flash, h200_calibration()), h200_calibration().flash_attention_flops_per_s);
+}
+
 PlanRequest small_request() {
   PlanRequest req;
   req.spec = small_spec();
