@@ -21,7 +21,8 @@ for s in $SEQS; do
   out=$(timeout "$LIMIT_S" "$FTUNE" bench --preset "$SHAPE" --batch 1 --seq "$s" --steps 1 \
         --warmup 0 --offload "$@" 2>&1)
   rc=$?
-  echo "$out" | grep -E '^(bench|RESULT|error)' | sed 's/^RESULT //' | tee -a "${LOG:-/dev/null}"
+  echo "$out" | grep -E '^(bench|RESULT|error)'
+  [ -n "${LOG:-}" ] && echo "$out" | grep '^RESULT ' | sed 's/^RESULT //' >>"$LOG"
   if [ "$rc" -ne 0 ]; then
     [ "$rc" -eq 124 ] && echo "$s: stopped after ${LIMIT_S} s" || echo "$s: failed (exit $rc)"
     break
