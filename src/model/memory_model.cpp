@@ -286,9 +286,12 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
       // cuDNN's SDPA backward workspace, measured on an H200 (cuDNN 9.14, llama-3.2-1b and
       // llama-3-8b): the flash kernels' dq accumulator and D plus, with grouped-query heads,
       // two fp32 [N, nh, hd] full-head dK/dV buffers (+0.125 GiB at both points).
-      const int64_t full_head = in.spec.num_kv_heads < nh ? 2 * N * nh * hd * 4 : 0;
+      // Sized for the graph's token bound: N rounded up to a power of two (at least 64).
+      int64_t Nb = 64;
+      while (Nb < N) Nb *= 2;
+      const int64_t full_head = in.spec.num_kv_heads < nh ? 2 * Nb * nh * hd * 4 : 0;
       ws.push_back({"attention workspace", "cuDNN SDPA backward: dq accumulator, stats, full-head dK/dV",
-                    flash_workspace_bytes(N, nh, hd) + full_head, 1});
+                    flash_workspace_bytes(Nb, nh, hd) + full_head, 1});
     } else if (flash_attention_used(in)) {
       ws.push_back({"attention workspace", "flash backward dq accumulator, D, block order",
                     flash_workspace_bytes(N, nh, hd), 1});
