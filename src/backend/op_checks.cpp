@@ -447,6 +447,15 @@ void check_dropout_backward(const Tensor& dy, const Tensor& mask, float p, const
   check_dropout("dropout_backward", p, "dy", dy, "dx", dx, mask, dev);
 }
 
+void check_dropout_apply(const Tensor& x, float p, int64_t index_offset, const Tensor& out,
+                         Device dev) {
+  constexpr const char* op = "dropout_apply";
+  FTUNE_CHECK(p >= 0.0f && p < 1.0f, "{}: p = {} must be in [0, 1)", op, p);
+  FTUNE_CHECK(index_offset >= 0, "{}: index offset {} is negative", op, index_offset);
+  const DType act = require_act(op, "x", x, dev);
+  require_shape(op, "out", out, act, x.shape(), dev);
+}
+
 // ---- lm_head + cross-entropy ----
 
 CrossEntropyDims check_lm_head_cross_entropy(const Tensor& x, const Tensor& w,

@@ -136,6 +136,8 @@ MatrixDims check_swiglu_fused_backward(const Tensor& dout, const Tensor& gu, con
                                        Device dev);
 void check_dropout_forward(const Tensor& x, float p, const Tensor& out, const Tensor& mask,
                            Device dev);
+void check_dropout_apply(const Tensor& x, float p, int64_t index_offset, const Tensor& out,
+                         Device dev);
 void check_dropout_backward(const Tensor& dy, const Tensor& mask, float p, const Tensor& dx,
                             Device dev);
 

@@ -167,6 +167,12 @@ class Ops {
                                Tensor& mask) = 0;
   // dx = dy * mask / (1-p).
   virtual void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) = 0;
+  // The same mask without storing it: out[i] = keep(seed, index_offset + i) ? x[i] / (1-p) : 0,
+  // i.e. dropout_forward's `out` for the rows of a larger tensor starting at flat index
+  // index_offset. It is its own backward (dx = dropout_apply(dy) with the same seed and offset),
+  // so the LoRA path regenerates masks instead of keeping them. out may be x.
+  virtual void dropout_apply(const Tensor& x, float p, uint64_t seed, int64_t index_offset,
+                             Tensor& out) = 0;
 
   // lm_head + cross-entropy, fused and computed in chunks of `chunk_tokens` rows so the full
   // [N, V] logits never exist. x [N,H], w [V,H] act, targets I32 [N] (-100 = ignored).

@@ -104,6 +104,10 @@ class ProfilingOps final : public Ops {
                        Tensor& mask) override {
     timed(OpCategory::Elementwise, [&] { inner_.dropout_forward(x, p, seed, out, mask); });
   }
+  void dropout_apply(const Tensor& x, float p, uint64_t seed, int64_t index_offset,
+                     Tensor& out) override {
+    timed(OpCategory::Elementwise, [&] { inner_.dropout_apply(x, p, seed, index_offset, out); });
+  }
   void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) override {
     timed(OpCategory::Elementwise, [&] { inner_.dropout_backward(dy, mask, p, dx); });
   }

@@ -203,19 +203,17 @@ void lora_linear_forward_adapter(Ops& ops, const Tensor& x, const LoraPair* lora
   if (lora == nullptr || !lora->defined()) return;
   const int64_t n = x.dim(0), r = lora->A.dim(0);
   Tensor xd = x;
-  Tensor mask;
   if (dropout > 0.0f) {
     xd = Tensor::empty(x.shape(), x.dtype(), x.device());
-    mask = Tensor::empty(x.shape(), DType::U8, x.device());
-    ops.dropout_forward(x, dropout, dropout_seed, xd, mask);
+    ops.dropout_apply(x, dropout, dropout_seed, 0, xd);
   }
   Tensor t = Tensor::empty({n, r}, x.dtype(), x.device());
   ops.gemm(xd, false, lora->A_compute(), true, t, 1.0f, 0.0f);
+  xd = Tensor();
   ops.gemm(t, false, lora->B_compute(), true, y, scaling, 1.0f);
   if (cache != nullptr) {
-    cache->xd = dropout > 0.0f ? xd : Tensor();
-    cache->mask = mask;
     cache->t = t;
+    cache->dropout_seed = dropout_seed;
   }
 }
 
@@ -232,18 +230,21 @@ void lora_linear_backward_adapter(Ops& ops, const Tensor& dy, const Tensor& x, L
   if (lora == nullptr || !lora->defined()) return;
   FTUNE_CHECK(cache.t.defined(), "lora_linear_backward: forward cache is missing");
   const int64_t n = dy.dim(0), r = lora->A.dim(0);
-  const Tensor& xd = dropout > 0.0f ? cache.xd : x;
   // dB += s · dyᵀ t ;  dt = s · dy B ;  dA += dtᵀ xd ;  dx += dropout_bwd(dt A)
   ops.gemm(dy, true, cache.t, false, lora->dB, scaling, 1.0f);
   Tensor dt = Tensor::empty({n, r}, dy.dtype(), dy.device());
   ops.gemm(dy, false, lora->B_compute(), false, dt, scaling, 0.0f);
-  ops.gemm(dt, true, xd, false, lora->dA, 1.0f, 1.0f);
   if (dropout > 0.0f) {
-    Tensor dxd = Tensor::empty(x.shape(), dy.dtype(), dy.device());
+    // dropout(x) again from the seed (the forward kept only t), then reused for dxd.
+    Tensor xd = Tensor::empty(x.shape(), x.dtype(), x.device());
+    ops.dropout_apply(x, dropout, cache.dropout_seed, 0, xd);
+    ops.gemm(dt, true, xd, false, lora->dA, 1.0f, 1.0f);
+    Tensor& dxd = xd;
     ops.gemm(dt, false, lora->A_compute(), false, dxd, 1.0f, 0.0f);
-    ops.dropout_backward(dxd, cache.mask, dropout, dxd);
+    ops.dropout_apply(dxd, dropout, cache.dropout_seed, 0, dxd);
     ops.axpy(1.0f, dxd, dx);
   } else {
+    ops.gemm(dt, true, x, false, lora->dA, 1.0f, 1.0f);
     ops.gemm(dt, false, lora->A_compute(), false, dx, 1.0f, 1.0f);
   }
 }
@@ -325,11 +326,10 @@ void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, i
     Tensor xd = x;
     if (dropout > 0.0f) {
       xd = Tensor::empty(x.shape(), x.dtype(), x.device());
-      c.mask = Tensor::empty(x.shape(), DType::U8, x.device());
-      ops.dropout_forward(x, dropout, members[i].dropout_seed, xd, c.mask);
-      c.xd = xd;
+      ops.dropout_apply(x, dropout, members[i].dropout_seed, 0, xd);
     }
     c.t = Tensor::empty({n, lp.A.dim(0)}, x.dtype(), x.device());
+    c.dropout_seed = members[i].dropout_seed;
     ops.gemm(xd, false, lp.A_compute(), true, c.t, 1.0f, 0.0f);
   }
 }

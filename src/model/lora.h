@@ -80,9 +80,9 @@ struct LoraWeights {
 
 // What the forward of one LoRA linear keeps for its backward.
 struct LoraLinearCache {
-  Tensor xd;    // dropout(x) when dropout > 0 (else undefined: x is used)
-  Tensor mask;  // dropout mask
-  Tensor t;     // dropout(x) Aᵀ  [N, r]
+  Tensor t;                    // dropout(x) Aᵀ  [N, r]
+  uint64_t dropout_seed = 0;  // with dropout > 0: the backward regenerates dropout(x) and the
+                              // mask from it (Ops::dropout_apply) instead of keeping them
 };
 
 // ---- projections that share one input, computed as one fused linear ----

@@ -208,10 +208,8 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
         to.push_back({"activations", gn + " x A^T [N, k r]", rows * k * r * a, 1});
       else
         to.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
-    } else {
-      to.push_back({"activations", gn + " dropout(x)", rows * g.in * a, k});
-      to.push_back({"activations", gn + " dropout mask (U8)", rows * g.in, k});
-      to.push_back({"activations", gn + " x A^T [N, r]", rows * r * a, k});
+    } else {  // dropout(x) and its mask are regenerated in backward, not kept
+      to.push_back({"activations", gn + " dropout(x) A^T [N, r]", rows * r * a, k});
     }
   }
   int64_t cache_bytes = 0;
@@ -228,7 +226,7 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
     if (!dropout && k == static_cast<int64_t>(g.members.size()))
       return {{"activations", gn + " dt [N, k r]", rows * k * r * a, 1}};
     std::vector<MemoryItem> v = {{"activations", gn + " dt [N, r]", rows * r * a, 1}};
-    if (dropout) v.push_back({"activations", gn + " dropout input grad", rows * g.in * a, 1});
+    if (dropout) v.push_back({"activations", gn + " dropout(x) regenerated, then its grad", rows * g.in * a, 1});
     return v;
   };
   const auto G = groups_of(s);

@@ -743,6 +743,27 @@ TEST_F(CudaVsCpu, SwigluForwardBackward) {
 // ---------------------------------------------------------------------------------------------
 // Dropout: masks equal bit for bit
 
+// dropout_apply (the mask regenerated, nothing stored; the LoRA path's forward and backward)
+// equals the CPU's bit for bit, in fp32 and, on the same rounded inputs, in bf16/f16; with an
+// index offset (rows of a larger tensor) and in place.
+TEST_F(CudaVsCpu, DropoutApplyMatchesCpuBitForBit) {
+  const Tensor x = test::random_tensor({513, 37}, 3);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    const Tensor xr = dt == DType::F32 ? x : rounded(x, dt);
+    for (int64_t offset : {int64_t{0}, int64_t{37 * 1000}}) {
+      Tensor want = Tensor::empty(x.shape());
+      cpu().dropout_apply(xr, 0.25f, 9, offset, want);
+      Tensor got = up_as(xr, dt);
+      gpu().dropout_apply(got, 0.25f, 9, offset, got);  // in place
+      if (dt == DType::F32) {
+        EXPECT_EQ(host_values(got), want.to_vector()) << "offset " << offset;
+      } else {
+        EXPECT_CLOSE(got, want, act_tol(dt)) << dtype_name(dt) << " offset " << offset;
+      }
+    }
+  }
+}
+
 TEST_F(CudaVsCpu, DropoutMasksMatchCpuBitForBit) {
   const Tensor x = test::random_tensor({513, 37}, 1);
   for (float p : {0.0f, 0.1f, 0.5f}) {

@@ -134,6 +134,40 @@ TEST(CpuOpsDropout, BackwardMatchesFiniteDifferences) {
   EXPECT_LT(zeros, 60);
 }
 
+TEST(CpuOpsDropout, ApplyRegeneratesTheMaskAnywhereInTheTensor) {
+  // dropout_apply keeps nothing: with offset 0 it is dropout_forward's output; on rows [2, 5) of
+  // a [5, 7] tensor with offset 2 * 7 it is those rows of it; in place it is the same; applied to
+  // a gradient it is dropout_backward with the stored mask.
+  auto ops = make_cpu_ops();
+  const float p = 0.3f;
+  Tensor x = random_tensor({5, 7}, 3);
+  Tensor out = Tensor::empty({5, 7}), mask = Tensor::empty({5, 7}, DType::U8);
+  ops->dropout_forward(x, p, 77, out, mask);
+  Tensor got = Tensor::empty({5, 7});
+  ops->dropout_apply(x, p, 77, 0, got);
+  EXPECT_EQ(got.to_vector(), out.to_vector());
+  Tensor rows = Tensor::empty({3, 7});
+  ops->dropout_apply(x.slice_rows(2, 5), p, 77, 2 * 7, rows);
+  const std::vector<float> all = out.to_vector();
+  EXPECT_EQ(rows.to_vector(), std::vector<float>(all.begin() + 14, all.end()));
+  Tensor in_place = Tensor::from_vector(x.to_vector(), {5, 7});
+  ops->dropout_apply(in_place, p, 77, 0, in_place);
+  EXPECT_EQ(in_place.to_vector(), out.to_vector());
+  Tensor dy = random_tensor({5, 7}, 4), dx_mask = Tensor::empty({5, 7}), dx = Tensor::empty({5, 7});
+  ops->dropout_backward(dy, mask, p, dx_mask);
+  ops->dropout_apply(dy, p, 77, 0, dx);
+  EXPECT_EQ(dx.to_vector(), dx_mask.to_vector());
+  int kept = 0;
+  for (uint8_t m : std::vector<uint8_t>(mask.data<uint8_t>(), mask.data<uint8_t>() + 35)) kept += m;
+  EXPECT_GT(kept, 0);
+  EXPECT_LT(kept, 35);
+  EXPECT_THAT(error_of([&] { ops->dropout_apply(x, 0.1f, 1, -1, got); }),
+              HasSubstr("dropout_apply: index offset -1 is negative"));
+  Tensor small = Tensor::empty({5, 6});
+  EXPECT_THAT(error_of([&] { ops->dropout_apply(x, 0.1f, 1, 0, small); }),
+              HasSubstr("dropout_apply"));
+}
+
 TEST(CpuOpsDropout, BadArgumentsThrow) {
   auto ops = make_cpu_ops();
   Tensor x = Tensor::zeros({4}), out = Tensor::zeros({4});

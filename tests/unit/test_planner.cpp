@@ -97,13 +97,13 @@ TEST(MemoryModel, DropoutAndPartialTargets) {
     return p;
   }();
   const MemoryEstimate no_drop = estimate_memory(plain);
-  // With dropout each adapted projection keeps dropout(x) and its U8 mask: q and v take the
-  // [N, 16] layer-norm output, down the [N, 24] SwiGLU output; 2 layers.
-  const int64_t N = 16;
-  const int64_t extra_per_layer = N * (2 * 16 * 5 + 24 * 5);
-  // Backward temporaries grow by the dropout input gradient only where that step is the peak;
-  // the kept part is checked exactly.
-  EXPECT_EQ(e.layer_cache_per_token * N, no_drop.layer_cache_per_token * N + extra_per_layer);
+  // Dropout keeps nothing more per layer: dropout(x) and its mask are regenerated from the seed
+  // in backward (Ops::dropout_apply), one [N, in] buffer for the projection being
+  // differentiated: a backward temporary, which can only grow.
+  EXPECT_EQ(e.layer_cache_per_token, no_drop.layer_cache_per_token);
+  EXPECT_GE(e.transient_per_token, no_drop.transient_per_token);
+  EXPECT_EQ(e.activations - no_drop.activations,
+            (e.transient_per_token - no_drop.transient_per_token) * 16);
   // LoRA params: q 2(16+16), v 2(16+8), down 2(24+16) per layer.
   EXPECT_EQ(e.lora_params, 4 * 2 * (64 + 48 + 80));
 }

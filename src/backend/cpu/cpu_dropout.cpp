@@ -31,4 +31,16 @@ void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx)
   for (int64_t i = 0; i < n; ++i) d[i] = mk[i] ? g[i] * keep_scale : 0.0f;
 }
 
+void dropout_apply(const Tensor& x, float p, uint64_t seed, int64_t index_offset, Tensor& out) {
+  check_dropout_apply(x, p, index_offset, out, Device::cpu());
+  const int64_t n = x.numel();
+  const float keep_scale = 1.0f / (1.0f - p);
+  const float* xp = x.f32();
+  float* o = out.f32();
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i)
+    o[i] = dropout_keep(seed, static_cast<uint64_t>(index_offset + i), p) ? xp[i] * keep_scale
+                                                                          : 0.0f;
+}
+
 }  // namespace ftune::cpu

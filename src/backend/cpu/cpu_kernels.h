@@ -69,6 +69,7 @@ void swiglu_fused_backward(const Tensor& dout, const Tensor& gu, Tensor& dgu);
 // ---- cpu_dropout.cpp ----
 void dropout_forward(const Tensor& x, float p, uint64_t seed, Tensor& out, Tensor& mask);
 void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx);
+void dropout_apply(const Tensor& x, float p, uint64_t seed, int64_t index_offset, Tensor& out);
 
 // ---- cpu_cross_entropy.cpp ----
 void lm_head_cross_entropy(const Tensor& x, const Tensor& w, const Tensor& targets,

@@ -101,6 +101,10 @@ class CpuOps final : public Ops {
                        Tensor& mask) override {
     cpu::dropout_forward(x, p, seed, out, mask);
   }
+  void dropout_apply(const Tensor& x, float p, uint64_t seed, int64_t index_offset,
+                     Tensor& out) override {
+    cpu::dropout_apply(x, p, seed, index_offset, out);
+  }
   void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) override {
     cpu::dropout_backward(dy, mask, p, dx);
   }

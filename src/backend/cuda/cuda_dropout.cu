@@ -35,7 +35,33 @@ __global__ void dropout_backward_kernel(int64_t n, float keep_scale, const T* dy
        i += int64_t(gridDim.x) * blockDim.x)
     dx[i] = from_f32<T>(mask[i] ? to_f32(dy[i]) * keep_scale : 0.0f);
 }
+// x and out may be the same tensor.
+template <typename T>
+__global__ void dropout_apply_kernel(int64_t n, uint64_t key, uint64_t offset, float p,
+                                     float keep_scale, const T* x, T* out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const bool keep = device::dropout_keep_from_key(key, offset + static_cast<uint64_t>(i), p);
+    out[i] = from_f32<T>(keep ? to_f32(x[i]) * keep_scale : 0.0f);
+  }
+}
 }  // namespace
+
+void dropout_apply(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed,
+                   int64_t index_offset, Tensor& out) {
+  constexpr const char* op = "dropout_apply";
+  check_dropout_apply(x, p, index_offset, out, ctx.dev());
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  const float keep_scale = 1.0f / (1.0f - p);
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    dropout_apply_kernel<T><<<grid_for(n, kBlock), kBlock, 0, ctx.stream>>>(
+        n, device::dropout_key(seed), static_cast<uint64_t>(index_offset), p, keep_scale,
+        x.data<T>(), out.data<T>());
+  });
+  check_launch(ctx, op);
+}
 
 void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out,
                      Tensor& mask) {

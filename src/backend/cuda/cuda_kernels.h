@@ -164,6 +164,8 @@ void swiglu_fused_backward(const CudaContext& ctx, const Tensor& dout, const Ten
 // ---- cuda_dropout.cu ----
 void dropout_forward(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed, Tensor& out,
                      Tensor& mask);
+void dropout_apply(const CudaContext& ctx, const Tensor& x, float p, uint64_t seed,
+                   int64_t index_offset, Tensor& out);
 void dropout_backward(const CudaContext& ctx, const Tensor& dy, const Tensor& mask, float p,
                       Tensor& dx);
 

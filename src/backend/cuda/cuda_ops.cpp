@@ -188,6 +188,11 @@ class CudaOps final : public Ops {
     cuda::DeviceGuard g(ctx_.device);
     cuda::dropout_forward(ctx_, x, p, seed, out, mask);
   }
+  void dropout_apply(const Tensor& x, float p, uint64_t seed, int64_t index_offset,
+                     Tensor& out) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::dropout_apply(ctx_, x, p, seed, index_offset, out);
+  }
   void dropout_backward(const Tensor& dy, const Tensor& mask, float p, Tensor& dx) override {
     cuda::DeviceGuard g(ctx_.device);
     cuda::dropout_backward(ctx_, dy, mask, p, dx);
