@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/fp8.h"
 
 namespace ftune {
 
@@ -37,8 +38,9 @@ void require_on(const char* op, const char* name, const Tensor& t, Device dev) {
                 "{}: {} is on {}, the CUDA backend of {} needs tensors on that device", op, name,
                 t.device().str(), dev.str());
   }
-  FTUNE_CHECK(t.is_contiguous() || std::string_view(op) == "gemm",
-              "{}: {} is a strided view; only gemm accepts those", op, name);
+  FTUNE_CHECK(t.is_contiguous() || std::string_view(op) == "gemm" ||
+                  (std::string_view(op) == "gemm_fp8" && std::string_view(name) == "c"),
+              "{}: {} is a strided view; only gemm (and gemm_fp8's c) accepts those", op, name);
 }
 }  // namespace
 
@@ -175,6 +177,61 @@ void check_dequantize_nf4(const Nf4Weight& w, const Tensor& out, Device dev) {
   FTUNE_CHECK(out.is_contiguous(), "dequantize_nf4: out must be contiguous");
   FTUNE_CHECK(out.numel() == w.numel(), "dequantize_nf4: out is {} but the weight is {}",
               shape_str(out.shape()), shape_str(w.shape));
+}
+
+int64_t check_quantize_fp8(const Tensor& x, const Tensor& q, const Tensor& scale, Device dev) {
+  constexpr const char* op = "quantize_fp8";
+  require_act(op, "x", x, dev);
+  require_on(op, "q", q, dev);
+  FTUNE_CHECK(is_fp8(q.dtype()), "quantize_fp8: q has dtype {}, expected F8_E4M3 or F8_E5M2",
+              dtype_name(q.dtype()));
+  FTUNE_CHECK(x.is_contiguous() && q.is_contiguous(), "quantize_fp8: x and q must be contiguous");
+  FTUNE_CHECK(q.numel() == x.numel(), "quantize_fp8: q is {} but x is {}", shape_str(q.shape()),
+              shape_str(x.shape()));
+  require_tensor(op, "scale", scale, DType::F32, dev);
+  FTUNE_CHECK(scale.numel() == 1, "quantize_fp8: scale is {}, expected one element",
+              shape_str(scale.shape()));
+  return x.numel();
+}
+
+GemmDims check_gemm_fp8(const Tensor& a, const Tensor& a_scale, const Tensor& b,
+                        const Tensor& b_scale, const Tensor& c, Device dev) {
+  constexpr const char* op = "gemm_fp8";
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"a", &a}, {"b", &b}}) {
+    require_on(op, name, *t, dev);
+    FTUNE_CHECK(is_fp8(t->dtype()), "gemm_fp8: {} has dtype {}, expected F8_E4M3 or F8_E5M2", name,
+                dtype_name(t->dtype()));
+    FTUNE_CHECK(t->ndim() == 2 && t->is_contiguous(), "gemm_fp8: {} is {}, expected a contiguous "
+                "2-D matrix", name, shape_str(t->shape()));
+  }
+  FTUNE_CHECK(!(a.dtype() == DType::F8_E5M2 && b.dtype() == DType::F8_E5M2),
+              "gemm_fp8: a and b are both F8_E5M2 (one must be F8_E4M3)");
+  for (const auto& [name, t] :
+       {std::pair<const char*, const Tensor*>{"a_scale", &a_scale}, {"b_scale", &b_scale}}) {
+    require_tensor(op, name, *t, DType::F32, dev);
+    FTUNE_CHECK(t->numel() == 1, "gemm_fp8: {} is {}, expected one element", name,
+                shape_str(t->shape()));
+  }
+  const DType ct = require_act_rank(op, "c", c, 2, dev);
+  FTUNE_CHECK(a.dim(1) == b.dim(1), "gemm_fp8: a is {} but b is {} (both [rows, K])",
+              shape_str(a.shape()), shape_str(b.shape()));
+  FTUNE_CHECK(c.dim(0) == a.dim(0) && c.dim(1) == b.dim(0),
+              "gemm_fp8: c is {} but a b^T is [{}, {}]", shape_str(c.shape()), a.dim(0), b.dim(0));
+  return GemmDims{a.dim(0), b.dim(0), a.dim(1), a.dtype(), ct};
+}
+
+void check_transpose(const Tensor& src, const Tensor& dst, Device dev) {
+  constexpr const char* op = "transpose";
+  require_on(op, "src", src, dev);
+  require_tensor(op, "dst", dst, src.dtype(), dev);
+  const size_t es = dtype_size(src.dtype());
+  FTUNE_CHECK(es == 1 || es == 2 || es == 4, "transpose: dtype {} is not 1, 2 or 4 bytes wide",
+              dtype_name(src.dtype()));
+  FTUNE_CHECK(src.ndim() == 2 && dst.ndim() == 2 && src.is_contiguous() && dst.is_contiguous(),
+              "transpose: src {} and dst {} must be contiguous 2-D matrices",
+              shape_str(src.shape()), shape_str(dst.shape()));
+  FTUNE_CHECK(dst.dim(0) == src.dim(1) && dst.dim(1) == src.dim(0),
+              "transpose: dst is {} but src is {}", shape_str(dst.shape()), shape_str(src.shape()));
 }
 
 // ---- embedding ----

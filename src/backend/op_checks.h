@@ -67,6 +67,15 @@ void check_cast(const Tensor& src, const Tensor& dst, Device dev);
 // dequantize_nf4: w valid (core/nf4.h) with every tensor on dev; out on dev, contiguous, an
 // activation dtype, numel == w.numel().
 void check_dequantize_nf4(const Nf4Weight& w, const Tensor& out, Device dev);
+// quantize_fp8: x an activation dtype, contiguous; q F8_E4M3/F8_E5M2 contiguous with x's numel;
+// scale F32 with one element. Returns the element count.
+int64_t check_quantize_fp8(const Tensor& x, const Tensor& q, const Tensor& scale, Device dev);
+// gemm_fp8: a [M,K], b [N,K] 8-bit floats, not both E5M2, rows contiguous; scales F32 [1];
+// c [M,N] F32 or an activation dtype. Returns {M, N, K, a's dtype, c's dtype}.
+GemmDims check_gemm_fp8(const Tensor& a, const Tensor& a_scale, const Tensor& b,
+                        const Tensor& b_scale, const Tensor& c, Device dev);
+// transpose: src [R, C], dst [C, R], one dtype of 1, 2 or 4 bytes, both contiguous.
+void check_transpose(const Tensor& src, const Tensor& dst, Device dev);
 
 // ---- embedding (ids values: check_indices(op, "ids", ..., vocab, "the table")) ----
 struct EmbeddingDims {

@@ -22,6 +22,8 @@
 //   axpy, scale     x and y: the same float dtype.          sum_squares     x F32.
 //   cast            any of F32/BF16/F16 to any (both backends), round to nearest even.
 //   dequantize_nf4  out act (the NF4 weight's own tensors: U8 codes, F32 tables).
+//   quantize_fp8    x act; q F8_E4M3/F8_E5M2; scale F32.   gemm_fp8  a, b F8; c F32 or act.
+//   transpose       any dtype of 1, 2 or 4 bytes.
 //   embedding       forward: table, out act; backward: F32 only.
 //   rms_norm        x, w, y, dy, dx act; rstd, dw F32.     add_rms_norm    a, b, w, sum, y act.
 //   rope, qkv_rope  x / q, k, v, qkv act; cos, sin F32.
@@ -85,6 +87,22 @@ class Ops {
   // fp32(code * block amax), double-quantized amax as fp32(fp32(code8 * nested_absmax) + offset),
   // rounded once into out's dtype. The frozen-weight GEMM path: dequantize, then gemm.
   virtual void dequantize_nf4(const Nf4Weight& w, Tensor& out) = 0;
+
+  // FP8 (model.fp8_base), per-tensor scaled: a tensor is held as 8-bit float codes q and one
+  // scale s (F32 [1] on the backend's device), value ~= q * s (core/fp8.h). Nothing is copied
+  // to the host: the scale stays on the device from quantize_fp8 to gemm_fp8.
+  // quantize_fp8: s = amax(|x|) / max_finite (1 when x is all zeros) and every code
+  // q = fp8(x * (max_finite / amax)), rounded to nearest even, saturating (core/fp8.h, bit for
+  // bit on every backend). x act, contiguous; q F8_E4M3 or F8_E5M2, contiguous, x's numel.
+  virtual void quantize_fp8(const Tensor& x, Tensor& q, Tensor& scale) = 0;
+  // c[M,N] = alpha * sa * sb * (sum over k of a[m,k] * b[n,k]) + beta * c: a [M,K] and b [N,K]
+  // 8-bit floats (E4M3 or E5M2, not both E5M2), rows contiguous (both K-major: b is a weight
+  // [out, in] or a transposed one); sa, sb F32 [1]; c [M,N] F32 or an activation dtype (may be
+  // row-strided). Products of codes are exact, sums fp32. beta == 0: c is not read.
+  virtual void gemm_fp8(const Tensor& a, const Tensor& a_scale, const Tensor& b,
+                        const Tensor& b_scale, Tensor& c, float alpha, float beta) = 0;
+  // dst [C, R] = src [R, C] transposed (2-D, both contiguous, one dtype of 1, 2 or 4 bytes).
+  virtual void transpose(const Tensor& src, Tensor& dst) = 0;
 
   // out[N,H] = table[ids[n], :]; ids I32 [N]. Ids out of range throw.
   virtual void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) = 0;

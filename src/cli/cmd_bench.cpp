@@ -4,6 +4,7 @@
 // --profile, where a step's time goes (each op timed by ProfilingOps). One JSON line
 // ("RESULT {...}") carries the numbers for scripts (bench/).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <cmath>
@@ -87,6 +88,8 @@ int cmd_bench(const BenchArgs& a) {
   mo.dtype = dt;
   mo.gradient_checkpointing = a.checkpointing || a.offload;
   mo.offload_checkpoints = a.offload;
+  mo.fp8_base = a.fp8;
+  FTUNE_CHECK(!(a.fp8 && a.nf4), "bench: --fp8 and --4bit exclude each other (one base format)");
   const auto t_load = std::chrono::steady_clock::now();
   LlamaModel model(spec, random_base_weights_on(spec, 1234, 0.02f, ops->device(), dt, a.nf4), *ops, mo);
   LoraSpec ls;
@@ -98,7 +101,7 @@ int cmd_bench(const BenchArgs& a) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
 
   TrainerOptions to;
-  to.schedule.base_lr = 2e-4;
+  to.schedule.base_lr = a.lr;
   to.schedule.total_steps = a.warmup + a.steps + 1;
   to.max_grad_norm = 0.0;  // as the peer: no clipping
   Trainer trainer(model, to);
@@ -108,12 +111,20 @@ int cmd_bench(const BenchArgs& a) {
   ops->synchronize();
   reset_peak_memory(ops->device().type);
   std::vector<Batch> batches;
-  for (int64_t i = 0; i < a.steps; ++i)
-    batches.push_back(random_batch(a.batch, a.seq, spec.vocab_size, rng));
+  for (int64_t i = 0; i < a.steps; ++i) {
+    if (a.repeat_batches > 0 && i >= a.repeat_batches)
+      batches.push_back(batches[static_cast<size_t>(i % a.repeat_batches)]);
+    else
+      batches.push_back(random_batch(a.batch, a.seq, spec.vocab_size, rng));
+  }
   const int64_t cudnn_calls = gpu_cudnn_attention_calls();
   const auto t0 = std::chrono::steady_clock::now();
   StepStats last;
-  for (const Batch& b : batches) last = trainer.step({b});
+  std::vector<double> losses;
+  for (const Batch& b : batches) {
+    last = trainer.step({b});
+    if (a.repeat_batches > 0) losses.push_back(last.loss);  // (reads the loss back: a sync)
+  }
   ops->synchronize();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const MemoryStats mem = memory_stats(ops->device().type);
@@ -129,7 +140,7 @@ int cmd_bench(const BenchArgs& a) {
   const double mfu = gpu ? tflops / a.peak_tflops : 0.0;
   std::printf("bench: %s%s %s batch %lld x %lld, %s, %lld steps: %.0f tokens/s, %.1f TFLOP/s "
               "(MFU %.1f%% of %.0f), peak %.2f GiB, loss %.4f, init %.1f s, attention %s\n",
-              a.preset.c_str(), a.nf4 ? " (NF4)" : "", dtype_name(dt).data(),
+              a.preset.c_str(), a.nf4 ? " (NF4)" : a.fp8 ? " (FP8 base)" : "", dtype_name(dt).data(),
               static_cast<long long>(a.batch), static_cast<long long>(a.seq),
               a.offload ? "offloaded checkpointing" : a.checkpointing ? "checkpointing" : "no checkpointing",
               static_cast<long long>(a.steps), tok_s, tflops, 100 * mfu, a.peak_tflops,
@@ -167,12 +178,16 @@ int cmd_bench(const BenchArgs& a) {
     profile_json = fmt::format(", \"profile\": {{{}, \"other_ms\": {:.3f}, \"step_ms\": {:.3f}}}",
                                parts, 1e3 * (total - in_ops), 1e3 * total);
   }
+  std::string losses_json;
+  if (!losses.empty())
+    losses_json = fmt::format(", \"losses\": [{:.5f}]", fmt::join(losses, ", "));
+  profile_json += losses_json;
   std::printf("RESULT {\"engine\": \"ftune\", \"shape\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, "
-              "\"seq\": %lld, \"gc\": %s, \"offload\": %s, \"nf4\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
+              "\"seq\": %lld, \"gc\": %s, \"offload\": %s, \"nf4\": %s, \"fp8\": %s, \"steps\": %lld, \"tok_s\": %.0f, \"tflops\": %.1f, "
               "\"mfu\": %.4f, \"peak_gib\": %.2f, \"peak_reserved_gib\": %.2f, \"loss\": %.4f, \"step_s\": %.4f, \"init_s\": %.1f, \"attention\": \"%s\"%s}\n",
               a.preset.c_str(), dtype_name(dt).data(), static_cast<long long>(a.batch),
               static_cast<long long>(a.seq), a.checkpointing || a.offload ? "true" : "false",
-              a.offload ? "true" : "false", a.nf4 ? "true" : "false",
+              a.offload ? "true" : "false", a.nf4 ? "true" : "false", a.fp8 ? "true" : "false",
               static_cast<long long>(a.steps), tok_s, tflops, mfu, gib(mem.peak_bytes),
               gib(mem.peak_reserved_bytes), last.loss,
               secs / static_cast<double>(a.steps), init_s, attention, profile_json.c_str());

@@ -174,6 +174,7 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
   mopts.dtype = compute_dtype(cfg.model.dtype, ops);
   mopts.load_in_4bit = cfg.model.load_in_4bit;
   mopts.double_quant = cfg.model.bnb_4bit_use_double_quant;
+  mopts.fp8_base = cfg.model.fp8_base;
   LlamaModel model = LlamaModel::from_hf_folder(in.model_dir, ops, mopts, shard_base);
   model.attach_lora(LoraWeights::init(model.spec(), lora_spec_from_config(cfg), ops.device()));
   if (main)
@@ -197,7 +198,9 @@ TrainSummary train_model(const TrainConfig& cfg, const JobInputs& in, Ops& ops, 
                                      (model.sharded() ? model.sharded_layers()->shard_bytes() : 0)) /
                      (1024.0 * 1024.0),
                  ops.device().str().c_str(),
-                 nf4 ? " (projections in NF4, dequantized one matrix at a time)" : "",
+                 nf4                       ? " (projections in NF4, dequantized one matrix at a time)"
+                 : cfg.model.fp8_base ? " (projections in FP8 E4M3, per-tensor scales)"
+                                      : "",
                  sharded.c_str());
   }
   GradientSync* sync = make_sync ? make_sync(model) : nullptr;

@@ -64,6 +64,11 @@ struct BenchArgs {
   bool checkpointing = false;
   bool offload = false;  // checkpointing with the saved layer inputs in pinned host memory
   bool nf4 = false;      // QLoRA: projections in NF4 (double quantization)
+  bool fp8 = false;      // model.fp8_base: projections in FP8 E4M3, GEMMs on FP8 tensor cores
+  // > 0: the timed steps cycle over this many fixed batches (the adapter memorises them, so the
+  // loss falls: a loss curve to compare precisions on); 0: a fresh random batch every step.
+  int64_t repeat_batches = 0;
+  double lr = 2e-4;
   bool profile = false;
   std::string dtype = "auto";
   std::string device = "auto";

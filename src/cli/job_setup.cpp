@@ -253,6 +253,7 @@ TrainConfig resolve_batch_plan(const TrainConfig& cfg, int world, bool gpu, int6
     req.checkpointing = checkpointing_on(cfg) ? PlanChoice::On : PlanChoice::Off;
     req.offload = checkpointing_offload(cfg);
     req.load_in_4bit = cfg.model.load_in_4bit ? PlanChoice::On : PlanChoice::Off;
+    req.fp8_base = cfg.model.fp8_base;
     const std::string& sb = cfg.distributed.shard_base;
     req.shard_base = sb == "true" ? PlanChoice::On : sb == "auto" ? PlanChoice::Auto : PlanChoice::Off;
     req.max_micro_batch = 1024;
@@ -312,6 +313,7 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
   mi.checkpointing = checkpointing_on(cfg);
   mi.offload = gpu && checkpointing_offload(cfg);
   mi.load_in_4bit = cfg.model.load_in_4bit;
+  mi.fp8_base = cfg.model.fp8_base;
   mi.backend = gpu ? BackendKind::Cuda : BackendKind::Cpu;
   mi.dtype = planned_dtype(cfg, gpu);
   mi.world_size = world;
@@ -329,7 +331,8 @@ ShardDecision decide_shard_base(const TrainConfig& cfg, int world, int rank, boo
     d.shard = world > 1;
     if (world == 1) d.note = "distributed.shard_base: true has no effect with one process";
   } else if (dc.shard_base == "auto") {
-    d.shard = world > 1 && cap > 0 && whole > cap && sharded < whole;
+    // (An FP8 base is never sharded: config.cpp refuses shard_base true with it.)
+    d.shard = !cfg.model.fp8_base && world > 1 && cap > 0 && whole > cap && sharded < whole;
     if (d.shard)
       d.note = fmt::format("distributed.shard_base: auto -> true (the whole model needs {:.2f} "
                            "GiB per rank, more than the {:.2f} GiB available)",

@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
   b->add_option("--lora-r", bench.lora_r, "LoRA rank (all seven projections, alpha = r)")->check(CLI::Range(int64_t{1}, int64_t{4096}));
   b->add_flag("--checkpointing", bench.checkpointing, "Recompute each layer's forward during backward");
   b->add_flag("--4bit", bench.nf4, "QLoRA: the projections in NF4 (bitsandbytes layout, double quantization)");
+  b->add_flag("--fp8", bench.fp8, "The projections in FP8 (E4M3, per-tensor scales), their GEMMs on FP8 tensor cores (model.fp8_base)");
+  b->add_option("--repeat-batches", bench.repeat_batches, "Timed steps cycle over this many fixed batches, so the loss falls (0: fresh random batches); RESULT lists every step's loss")->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  b->add_option("--lr", bench.lr, "AdamW learning rate")->check(CLI::PositiveNumber);
   b->add_flag("--offload", bench.offload,
               "Checkpointing with the saved layer inputs in pinned host memory (implies --checkpointing)");
   b->add_flag("--profile", bench.profile, "Also time one step op by op (GEMMs, attention, elementwise, loss, optimizer)");

@@ -96,7 +96,7 @@ Tensor Generator::forward(const std::vector<int32_t>& ids, bool all_logits) {
   ops.embedding_forward(base.embed, ids_t, x);
   for (int l = 0; l < spec.num_layers; ++l) {
     const LayerWeights& W = base.layers[static_cast<size_t>(l)];
-    auto lin = [&](const std::vector<LoraGroupMember>& members, const Tensor& w,
+    auto lin = [&](const std::vector<LoraGroupMember>& members, const BaseMatrix& w,
                    const Tensor& bias, const Tensor& input, Tensor& y) {
       lora_group_forward(ops, input, w, bias, lora, l, members, scaling, 0.0f, y, nullptr);
     };
@@ -105,23 +105,25 @@ Tensor Generator::forward(const std::vector<int32_t>& ids, bool all_logits) {
     Tensor q = Tensor::empty({T, nh, hd}, dt, dev);
     {
       Tensor qkv = Tensor::empty({T, (nh + 2 * nkv) * hd}, dt, dev);
-      lin(qkv_m, W.qkv, W.qkv_bias, n1, qkv);
+      lin(qkv_m, {W.qkv, W.fp8_scale[0]}, W.qkv_bias, n1, qkv);
       Tensor k_new = cache_.k_rows(l, past, past + T), v_new = cache_.v_rows(l, past, past + T);
       ops.qkv_rope_split_forward(qkv, positions, rope_cos_, rope_sin_, q, k_new, v_new);
     }
     Tensor attn = Tensor::empty({T, nh, hd}, dt, dev);
     ops.attention_kv_cache(q, cache_.k(l), cache_.v(l), past, scale, attn);
     Tensor o = Tensor::empty({T, H}, dt, dev);
-    lin({{Proj::O, 0, H, 0}}, W.weight[static_cast<size_t>(Proj::O)],
+    lin({{Proj::O, 0, H, 0}},
+        {W.weight[static_cast<size_t>(Proj::O)], W.fp8_scale[static_cast<size_t>(Proj::O)]},
         W.bias[static_cast<size_t>(Proj::O)], attn.view({T, nh * hd}), o);
     Tensor h = Tensor::empty({T, H}, dt, dev), n2 = Tensor::empty({T, H}, dt, dev);
     ops.add_rms_norm_forward(x, o, W.mlp_norm, eps, h, n2, rstd);
     Tensor gu = Tensor::empty({T, 2 * F}, dt, dev);
-    lin(gu_m, W.gate_up, none, n2, gu);
+    lin(gu_m, {W.gate_up, W.fp8_scale[static_cast<size_t>(Proj::Gate)]}, none, n2, gu);
     Tensor m = Tensor::empty({T, F}, dt, dev);
     ops.swiglu_fused_forward(gu, m);
     Tensor out = Tensor::empty({T, H}, dt, dev);
-    lin({{Proj::Down, 0, H, 0}}, W.weight[static_cast<size_t>(Proj::Down)],
+    lin({{Proj::Down, 0, H, 0}},
+        {W.weight[static_cast<size_t>(Proj::Down)], W.fp8_scale[static_cast<size_t>(Proj::Down)]},
         W.bias[static_cast<size_t>(Proj::Down)], m, out);
     ops.axpy(1.0f, h, out);
     x = out;

@@ -50,6 +50,7 @@ LlamaModel::LlamaModel(ModelSpec spec, BaseWeights base, Ops& ops, ModelOptions 
   FTUNE_CHECK(opts_.dtype == DType::F32 || opts_.dtype == DType::BF16 || opts_.dtype == DType::F16,
               "LlamaModel: dtype {} is not one of F32, BF16, F16", dtype_name(opts_.dtype));
   fuse_base_weights(base_, ops_, opts_.dtype);
+  if (opts_.fp8_base) quantize_base_fp8(base_, ops_);
   const bool nf4 = !base_.layers.empty() && base_.layers[0].quantized();
   for (const auto& L : base_.layers)
     FTUNE_CHECK(L.empty() || L.quantized() == nf4, "LlamaModel: some layers are NF4 and some are not");
@@ -80,6 +81,8 @@ bool LlamaModel::base_is_nf4() const {
 
 void LlamaModel::shard_base(ShardGatherer& g) {
   FTUNE_CHECK(!sharded_, "LlamaModel: the base is already sharded");
+  FTUNE_CHECK(!opts_.fp8_base, "model.fp8_base cannot be combined with a sharded base "
+                               "(distributed.shard_base): turn one of them off");
   auto sh = std::make_unique<ShardedLayers>(g, ops_.device());
   for (auto& L : base_.layers) sh->add(L);
   sharded_ = std::move(sh);
@@ -118,6 +121,9 @@ LlamaModel LlamaModel::from_hf_folder(const std::string& dir, Ops& ops, ModelOpt
   wo.load_in_4bit = opts.load_in_4bit;
   wo.double_quant = opts.double_quant;
   std::unique_ptr<ShardedLayers> sh;
+  FTUNE_CHECK(shard == nullptr || !opts.fp8_base,
+              "model.fp8_base cannot be combined with a sharded base (distributed.shard_base): "
+              "turn one of them off");
   if (shard != nullptr) {
     // Each layer fused and sharded as soon as it is read: a rank never holds the whole model.
     sh = std::make_unique<ShardedLayers>(*shard, ops.device());
@@ -238,13 +244,14 @@ std::vector<LoraGroupMember> LlamaModel::group_members(int l, int group) const {
   }
 }
 
-Tensor LlamaModel::group_weight(const LayerWeights& W, int l, int group) {
+BaseMatrix LlamaModel::group_weight(const LayerWeights& W, int l, int group) {
   if (!W.quantized()) {
+    const auto scale = [&](Proj p) { return W.fp8_scale[static_cast<size_t>(p)]; };
     switch (group) {
-      case kQkv: return W.qkv;
-      case kGateUp: return W.gate_up;
-      case kO: return W.weight[static_cast<size_t>(Proj::O)];
-      default: return W.weight[static_cast<size_t>(Proj::Down)];
+      case kQkv: return {W.qkv, scale(Proj::Q)};
+      case kGateUp: return {W.gate_up, scale(Proj::Gate)};
+      case kO: return {W.weight[static_cast<size_t>(Proj::O)], scale(Proj::O)};
+      default: return {W.weight[static_cast<size_t>(Proj::Down)], scale(Proj::Down)};
     }
   }
   // Stacked groups: each projection (quantized on its own, as bnb does) fills its rows.
@@ -270,7 +277,8 @@ void LlamaModel::layer_forward(int l, const LayerWeights& W, const Tensor& x,
   const float eps = static_cast<float>(spec_.rms_norm_eps);
   const float drop = dropout();
   const float scaling = lora_ ? lora_->spec.scaling() : 0.0f;
-  auto lin = [&](int group, const Tensor& w, const Tensor& bias, const Tensor& input, Tensor& y) {
+  auto lin = [&](int group, const BaseMatrix& w, const Tensor& bias, const Tensor& input,
+                 Tensor& y) {
     lora_group_forward(ops_, input, w, bias, lora_.get(), l, group_members(l, group), scaling,
                        drop, y, &c.lin[static_cast<size_t>(group)]);
   };
@@ -350,7 +358,7 @@ void LlamaModel::layer_backward(int l, const LayerWeights& W, const BatchInputs&
   const int64_t nh = spec_.num_heads, nkv = spec_.num_kv_heads, hd = spec_.head_dim;
   const float drop = dropout();
   const float scaling = lora_ ? lora_->spec.scaling() : 0.0f;
-  auto lin_bwd = [&](int group, const Tensor& w, const Tensor& dy, const Tensor& input,
+  auto lin_bwd = [&](int group, const BaseMatrix& w, const Tensor& dy, const Tensor& input,
                      Tensor& dinput) {
     lora_group_backward(ops_, dy, input, w, lora_.get(), l, group_members(l, group), scaling,
                         drop, c.lin[static_cast<size_t>(group)], dinput, false);

@@ -56,6 +56,10 @@ struct ModelOptions {
   // checkpoint loads as NF4 whatever these say.
   bool load_in_4bit = false;
   bool double_quant = true;
+  // FP8 base (model.fp8_base): the dense projection matrices are quantized to F8_E4M3 with one
+  // scale per matrix when the model is built (quantize_base_fp8), and their GEMMs run on FP8
+  // tensor cores (base_forward / base_backward in lora.h). LoRA stays in the compute dtype.
+  bool fp8_base = false;
   // Tokens per MLP chunk in the checkpointed backward (kMlpChunkTokens above); 0 = that default.
   int64_t mlp_chunk_tokens = 0;
 };
@@ -135,7 +139,7 @@ class LlamaModel {
   std::vector<LoraGroupMember> group_members(int l, int group) const;
   // The base weight of a projection group as one [rows, in] matrix: the dense (fused) tensor, or
   // the NF4 weights dequantized into nf4_workspace_ (valid until the next call).
-  Tensor group_weight(const LayerWeights& W, int l, int group);
+  BaseMatrix group_weight(const LayerWeights& W, int l, int group);
   // Adds the batch's loss sum to loss_sum (F64 [1] on the device); returns the trained count.
   int64_t run(const Batch& batch, float grad_scale, bool backward, Tensor* logits,
               Tensor& loss_sum);

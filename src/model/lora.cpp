@@ -257,11 +257,36 @@ std::vector<Proj> member_projs(const std::vector<LoraGroupMember>& members) {
 }
 }  // namespace
 
-void lora_group_forward(Ops& ops, const Tensor& x, const Tensor& w, const Tensor& bias,
+void base_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, Tensor& y) {
+  if (!w.fp8()) {
+    ops.gemm(x, false, w.w, true, y, 1.0f, 0.0f);
+    return;
+  }
+  Tensor x8 = Tensor::empty(x.shape(), DType::F8_E4M3, x.device());
+  Tensor sx = Tensor::empty({1}, DType::F32, x.device());
+  ops.quantize_fp8(x, x8, sx);
+  ops.gemm_fp8(x8, sx, w.w, w.scale, y, 1.0f, 0.0f);
+}
+
+void base_backward(Ops& ops, const Tensor& dy, const BaseMatrix& w, Tensor& dx, bool accumulate) {
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (!w.fp8()) {
+    ops.gemm(dy, false, w.w, false, dx, 1.0f, beta);
+    return;
+  }
+  Tensor dy8 = Tensor::empty(dy.shape(), DType::F8_E5M2, dy.device());
+  Tensor sdy = Tensor::empty({1}, DType::F32, dy.device());
+  ops.quantize_fp8(dy, dy8, sdy);
+  Tensor wt = Tensor::empty({w.w.dim(1), w.w.dim(0)}, w.w.dtype(), w.w.device());
+  ops.transpose(w.w, wt);
+  ops.gemm_fp8(dy8, sdy, wt, w.scale, dx, 1.0f, beta);
+}
+
+void lora_group_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, const Tensor& bias,
                         const LoraWeights* lora, int layer,
                         const std::vector<LoraGroupMember>& members, float scaling, float dropout,
                         Tensor& y, LoraGroupCache* cache) {
-  ops.gemm(x, false, w, true, y, 1.0f, 0.0f);
+  base_forward(ops, x, w, y);
   if (bias.defined()) ops.add_bias(y, bias);
   if (lora == nullptr) return;
   const auto& pairs = lora->layers[static_cast<size_t>(layer)];
@@ -334,11 +359,11 @@ void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, i
   }
 }
 
-void lora_group_backward(Ops& ops, const Tensor& dy, const Tensor& x, const Tensor& w,
+void lora_group_backward(Ops& ops, const Tensor& dy, const Tensor& x, const BaseMatrix& w,
                          LoraWeights* lora, int layer, const std::vector<LoraGroupMember>& members,
                          float scaling, float dropout, const LoraGroupCache& cache, Tensor& dx,
                          bool accumulate_dx) {
-  ops.gemm(dy, false, w, false, dx, 1.0f, accumulate_dx ? 1.0f : 0.0f);
+  base_backward(ops, dy, w, dx, accumulate_dx);
   if (lora == nullptr) return;
   auto& pairs = lora->layers[static_cast<size_t>(layer)];
   const int64_t n = dy.dim(0), r = lora->spec.r;

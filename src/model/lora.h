@@ -8,6 +8,7 @@
 
 #include "backend/ops.h"
 #include "model/model_spec.h"
+#include "model/weights.h"
 
 namespace ftune {
 
@@ -102,8 +103,16 @@ struct LoraGroupCache {
   Tensor t;                          // [N, k*r] down-projections (stacked path)
   std::vector<LoraLinearCache> per;  // per member (unstacked path)
 };
+// The frozen part of a linear. base_forward: y = x wᵀ (written). base_backward: dx = dy w
+// (written, or added when accumulate). Dense weights: one GEMM. FP8 weights (BaseMatrix::fp8):
+// x is quantized per tensor to E4M3 and the product runs on FP8 tensor cores; in backward dy is
+// quantized to E5M2 (gradients need range more than precision) and w transposed into a
+// temporary [in, out] (the FP8 GEMM takes K-major operands only), so only the codes are stored.
+void base_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, Tensor& y);
+void base_backward(Ops& ops, const Tensor& dy, const BaseMatrix& w, Tensor& dx, bool accumulate);
+
 // y [N, sum out] written. lora may be null (no adapter), or have undefined pairs for members.
-void lora_group_forward(Ops& ops, const Tensor& x, const Tensor& w, const Tensor& bias,
+void lora_group_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, const Tensor& bias,
                         const LoraWeights* lora, int layer,
                         const std::vector<LoraGroupMember>& members, float scaling, float dropout,
                         Tensor& y, LoraGroupCache* cache);
@@ -113,7 +122,7 @@ void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, i
                            const std::vector<LoraGroupMember>& members, float dropout,
                            LoraGroupCache* cache);
 // dx = dy w (+ LoRA terms) written, or added when accumulate_dx; LoRA grads accumulated.
-void lora_group_backward(Ops& ops, const Tensor& dy, const Tensor& x, const Tensor& w,
+void lora_group_backward(Ops& ops, const Tensor& dy, const Tensor& x, const BaseMatrix& w,
                          LoraWeights* lora, int layer, const std::vector<LoraGroupMember>& members,
                          float scaling, float dropout, const LoraGroupCache& cache, Tensor& dx,
                          bool accumulate_dx);

@@ -112,8 +112,10 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   auto proj = [&](const char* name, int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
     layer.push_back({"base weights",
-                     std::string(name) + (in.load_in_4bit ? " (NF4 + absmax)" : ""),
-                     in.load_in_4bit ? nf4_bytes(n) : n * a, 1});
+                     std::string(name) + (in.load_in_4bit ? " (NF4 + absmax)"
+                                          : in.fp8_base   ? " (FP8 + scale)"
+                                                          : ""),
+                     in.load_in_4bit ? nf4_bytes(n) : in.fp8_base ? n + 4 : n * a, 1});
   };
   proj("q/k/v [(nh+2nkv)hd, H]", Q, H);
   proj("o_proj [H, nh hd]", H, qd);
@@ -280,6 +282,13 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
     ws.push_back({"lm_head+CE workspace", "logits chunk [chunk, V] (F32)", chunk * V * 4, 1});
     if (a != 4) ws.push_back({"lm_head+CE workspace", "dlogits chunk [chunk, V]", chunk * V * a, 1});
     ws.push_back({"lm_head+CE workspace", "row losses [chunk] (F64)", chunk * 8, 1});
+    if (in.fp8_base) {
+      // lora.cpp base_backward: the largest matrix transposed (codes) and the E5M2 codes of its
+      // output gradient, alive together during one GEMM (the forward's E4M3 input is smaller).
+      const int64_t biggest = std::max({Q * H, H * qd, 2 * F * H, H * F});
+      ws.push_back({"fp8 workspace", "transposed weight codes + gradient codes",
+                    biggest + Nm * std::max(2 * F, Q), 1});
+    }
     if (in.cudnn_attention && in.dtype != DType::F32) {
       // cuDNN's SDPA backward workspace, measured on an H200 (cuDNN 9.14, llama-3.2-1b and
       // llama-3-8b): the flash kernels' dq accumulator and D plus, with grouped-query heads,

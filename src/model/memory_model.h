@@ -32,6 +32,7 @@ struct MemoryModelInput {
   bool offload = false;                 // with checkpointing on CUDA: those inputs in pinned host
                                         // memory (train.gradient_checkpointing: offload)
   bool load_in_4bit = false;            // NF4 projections (embeddings, lm_head, norms stay dtype)
+  bool fp8_base = false;                // FP8 projections (1 byte per weight) and their codes
   DType dtype = DType::F32;             // base weights and activations (F32 on the CPU)
   BackendKind backend = BackendKind::Cpu;
   int64_t ce_chunk_tokens = 0;          // ModelOptions::ce_chunk_tokens (0 = its default)

@@ -156,6 +156,9 @@ int64_t base_weight_bytes(const BaseWeights& w) {
     } else if (L.qkv.defined()) {
       b += static_cast<int64_t>(L.qkv.nbytes() + L.gate_up.nbytes() + L.weight[3].nbytes() +
                                 L.weight[6].nbytes());
+      if (L.fp8())  // one scale per stacked matrix: q/k/v, o, gate/up, down
+        for (Proj p : {Proj::Q, Proj::O, Proj::Gate, Proj::Down})
+          b += static_cast<int64_t>(L.fp8_scale[static_cast<size_t>(p)].nbytes());
     } else {
       for (const auto& t : L.weight) b += static_cast<int64_t>(t.nbytes());
     }
@@ -248,7 +251,9 @@ void fuse_layer_weights(LayerWeights& L, Ops& ops, DType dt) {
   L.attn_norm = converted(ops, L.attn_norm, dt);
   L.mlp_norm = converted(ops, L.mlp_norm, dt);
   auto at = [&](Proj p) { return &L.weight[static_cast<size_t>(p)]; };
-  if (L.quantized()) {
+  if (L.fp8()) {
+    // Already FP8 (quantize_base_fp8): the codes stay as they are.
+  } else if (L.quantized()) {
     for (const auto& q : L.nf4)
       FTUNE_CHECK(q.defined(), "fuse_base_weights: a layer with some projections in NF4 and "
                                "some not");
@@ -331,6 +336,41 @@ std::vector<std::pair<std::string, Tensor>> named_base_weights(const ModelSpec& 
   out.emplace_back(tensor_names::final_norm(), w.final_norm);
   if (!spec.tie_word_embeddings) out.emplace_back(tensor_names::lm_head(), w.lm_head);
   return out;
+}
+
+void quantize_base_fp8(BaseWeights& w, Ops& ops) {
+  for (auto& L : w.layers) {
+    if (L.empty() || L.fp8()) continue;
+    FTUNE_CHECK(!L.quantized(), "model.fp8_base: the base weights are NF4 (model.load_in_4bit or a "
+                                "bnb-4bit checkpoint); FP8 applies to a bf16/fp16 base only");
+    FTUNE_CHECK(L.qkv.defined() && L.gate_up.defined(),
+                "quantize_base_fp8: the layer's q/k/v and gate/up are not stacked (call "
+                "fuse_base_weights first)");
+    auto quantize = [&](const Tensor& dense, Tensor* scale) {
+      Tensor q = Tensor::empty(dense.shape(), DType::F8_E4M3, dense.device());
+      *scale = Tensor::empty({1}, DType::F32, dense.device());
+      ops.quantize_fp8(dense, q, *scale);
+      return q;
+    };
+    auto rows = [&](Proj p) { return L.proj_rows(p); };
+    Tensor s_qkv, s_gu, s_o, s_down;
+    L.qkv = quantize(L.qkv, &s_qkv);
+    const int64_t q = rows(Proj::Q), k = rows(Proj::K), v = rows(Proj::V);
+    L.weight[static_cast<size_t>(Proj::Q)] = L.qkv.slice_rows(0, q);
+    L.weight[static_cast<size_t>(Proj::K)] = L.qkv.slice_rows(q, q + k);
+    L.weight[static_cast<size_t>(Proj::V)] = L.qkv.slice_rows(q + k, q + k + v);
+    const int64_t g = rows(Proj::Gate), u = rows(Proj::Up);
+    L.gate_up = quantize(L.gate_up, &s_gu);
+    L.weight[static_cast<size_t>(Proj::Gate)] = L.gate_up.slice_rows(0, g);
+    L.weight[static_cast<size_t>(Proj::Up)] = L.gate_up.slice_rows(g, g + u);
+    L.weight[static_cast<size_t>(Proj::O)] = quantize(L.weight[static_cast<size_t>(Proj::O)], &s_o);
+    L.weight[static_cast<size_t>(Proj::Down)] =
+        quantize(L.weight[static_cast<size_t>(Proj::Down)], &s_down);
+    for (Proj p : {Proj::Q, Proj::K, Proj::V}) L.fp8_scale[static_cast<size_t>(p)] = s_qkv;
+    for (Proj p : {Proj::Gate, Proj::Up}) L.fp8_scale[static_cast<size_t>(p)] = s_gu;
+    L.fp8_scale[static_cast<size_t>(Proj::O)] = s_o;
+    L.fp8_scale[static_cast<size_t>(Proj::Down)] = s_down;
+  }
 }
 
 }  // namespace ftune

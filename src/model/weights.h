@@ -13,6 +13,7 @@
 namespace ftune {
 
 class CheckpointReader;
+class Ops;
 
 struct LayerWeights {
   Tensor attn_norm, mlp_norm;              // [H]
@@ -27,10 +28,26 @@ struct LayerWeights {
   // undefined, and the model dequantizes one matrix at a time into a workspace before its GEMM.
   std::array<Nf4Weight, kNumProj> nf4;
   bool quantized() const { return nf4[0].defined(); }
+  // FP8 base (model.fp8_base, after quantize_base_fp8): qkv, gate_up, weight[O] and weight[Down]
+  // hold F8_E4M3 codes (weight[Q..V], [Gate], [Up] stay row views of the stacked ones) and each
+  // of those four matrices one per-tensor scale, F32 [1]: value ~= code * scale (core/fp8.h).
+  // fp8_scale[p] is the scale of the matrix holding projection p (q/k/v share one, gate/up one).
+  std::array<Tensor, kNumProj> fp8_scale;
+  bool fp8() const { return fp8_scale[0].defined(); }
   // Rows (out features) of projection p, dense or NF4.
   int64_t proj_rows(Proj p) const;
   // No tensors: a layer whose weights live elsewhere (model/sharded_layers.h).
   bool empty() const { return !attn_norm.defined(); }
+};
+
+// The frozen weight of one (fused) linear as its GEMMs take it: dense in the activation dtype, or
+// FP8 codes [out, in] with their per-tensor scale (scale undefined: dense).
+struct BaseMatrix {
+  Tensor w;
+  Tensor scale;
+  BaseMatrix(Tensor weight) : w(std::move(weight)) {}  // NOLINT: a dense weight converts
+  BaseMatrix(Tensor weight, Tensor fp8_scale) : w(std::move(weight)), scale(std::move(fp8_scale)) {}
+  bool fp8() const { return scale.defined(); }
 };
 
 struct BaseWeights {
@@ -68,6 +85,12 @@ bool checkpoint_is_bnb4bit(const ModelSpec& spec, const CheckpointReader& ckpt);
 // quantization (tests, and models built in memory).
 void quantize_base_weights(BaseWeights& w, bool double_quant);
 
+// model.fp8_base: replaces the dense projection matrices of every layer (after
+// fuse_base_weights: qkv, gate_up, o, down) by F8_E4M3 codes with one per-tensor scale each
+// (Ops::quantize_fp8 on their device), one matrix at a time. Norms, embeddings and lm_head stay
+// in the compute dtype. Refuses NF4 layers.
+void quantize_base_fp8(BaseWeights& w, Ops& ops);
+
 // Bytes of the frozen base weights (dense tensors, tied ones once, and NF4 weights).
 int64_t base_weight_bytes(const BaseWeights& w);
 
@@ -76,7 +99,6 @@ BaseWeights random_base_weights(const ModelSpec& spec, uint64_t seed, float std 
 
 // Stacks q/k/v and gate/up of every layer (see LayerWeights) and converts every tensor to `dt`
 // through `ops` (on its device). Tensors already stacked and of that dtype are kept as they are.
-class Ops;
 void fuse_base_weights(BaseWeights& w, Ops& ops, DType dt);
 // The same for one layer (the layers of a sharded base are fused one by one as they load).
 void fuse_layer_weights(LayerWeights& L, Ops& ops, DType dt);

@@ -499,6 +499,15 @@ class ConfigLoader {
       problem(origin("train.warmup_ratio"), "train.warmup_ratio",
               fmt::format("set together with train.warmup_steps ({}); set only one",
                           origin("train.warmup_steps")));
+    if (cfg_.model.fp8_base && cfg_.model.load_in_4bit)
+      problem(origin("model.fp8_base"), "model.fp8_base",
+              fmt::format("set together with model.load_in_4bit ({}); the base is either FP8 or "
+                          "NF4, set only one", origin("model.load_in_4bit")));
+    if (cfg_.model.fp8_base && cfg_.distributed.shard_base == "true")
+      problem(origin("model.fp8_base"), "model.fp8_base",
+              fmt::format("set together with distributed.shard_base: true ({}); a sharded base "
+                          "is bf16/fp16 or NF4, turn one of them off",
+                          origin("distributed.shard_base")));
     const DataConfig& d = cfg_.data;
     if (!d.validation.empty() && d.validation_split > 0)
       problem(origin("data.validation_split"), "data.validation_split",

@@ -29,6 +29,7 @@ struct ModelConfig {
   std::string chat_template;  // auto (the model's Jinja template) or a preset name
   bool load_in_4bit = false;
   bool bnb_4bit_use_double_quant = true;
+  bool fp8_base = false;      // projections in FP8 E4M3, their GEMMs on FP8 tensor cores
   int64_t seed = 0;           // weights of the built-in tiny random model
 
   bool operator==(const ModelConfig&) const = default;

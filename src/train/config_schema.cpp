@@ -42,6 +42,9 @@ constexpr std::array kSchema = {
     ConfigKey{"model.bnb_4bit_use_double_quant", T::Bool, "true", 0, 0, false, "",
               "with load_in_4bit: also quantize the block scales (8-bit, blocks of 256), as bitsandbytes' double quantization",
               FTUNE_FIELD(model, bnb_4bit_use_double_quant)},
+    ConfigKey{"model.fp8_base", T::Bool, "false", 0, 0, false, "",
+              "hold the projections of every layer in FP8 (E4M3, one scale per matrix) and run their GEMMs on FP8 tensor cores: activations quantized to E4M3 per tensor, gradients to E5M2; halves the base weights' memory; LoRA, norms, embeddings and lm_head stay in model.dtype. GPUs with FP8 tensor cores (Hopper, Ada, Blackwell) run it fast; elsewhere it is slow but correct. Not with load_in_4bit or distributed.shard_base",
+              FTUNE_FIELD(model, fp8_base)},
     ConfigKey{"model.seed", T::Int, "0", 0, kInf, false, "",
               "seed of the built-in tiny random model's weights (used when model.path is empty)",
               FTUNE_FIELD(model, seed)},
@@ -269,7 +272,7 @@ constexpr std::array<std::string_view, 6> kSections = {"model", "lora",        "
 
 // A new TrainConfig field needs a schema row: the row count is pinned here and test_config
 // checks that every row fills a distinct field.
-static_assert(kSchema.size() == 72, "update the schema count when adding a config key");
+static_assert(kSchema.size() == 73, "update the schema count when adding a config key");
 
 }  // namespace
 

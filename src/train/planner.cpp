@@ -120,9 +120,11 @@ Plan make_plan(const PlanRequest& req) {
   Plan plan;
   plan.request = req;
   std::vector<bool> shard_choices = choices(req.shard_base);
-  if (req.gpus <= 1) shard_choices = {false};  // nothing to shard over
+  if (req.gpus <= 1 || req.fp8_base) shard_choices = {false};  // nothing to shard over
+  std::vector<bool> nf4_choices = choices(req.load_in_4bit);
+  if (req.fp8_base) nf4_choices = {false};  // one base format
   for (bool ckpt : choices(req.checkpointing)) {
-    for (bool nf4 : choices(req.load_in_4bit)) {
+    for (bool nf4 : nf4_choices) {
       for (bool shard : shard_choices) {
         for (int64_t m : micro_batches(req)) {
           PlanCandidate c;
@@ -140,6 +142,7 @@ Plan make_plan(const PlanRequest& req) {
           mi.checkpointing = ckpt;
           mi.offload = ckpt && req.offload;
           mi.load_in_4bit = nf4;
+          mi.fp8_base = req.fp8_base;
           mi.dtype = req.dtype;
           mi.backend = req.backend;
           mi.world_size = req.gpus;

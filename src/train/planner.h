@@ -57,6 +57,9 @@ struct PlanRequest {
   PlanChoice load_in_4bit = PlanChoice::Auto;
   // The base's decoder layers sharded over the GPUs (distributed.shard_base); only with gpus > 1.
   PlanChoice shard_base = PlanChoice::Off;
+  // model.fp8_base: FP8 projections (memory only: the speed model stays the bf16 one, an upper
+  // bound on the step time). Never with NF4 or a sharded base.
+  bool fp8_base = false;
   // bf16/fp16 attention through cuDNN (its speed and workspace) rather than ftune's flash
   // kernels: gpu_attention_uses_cudnn() for this build.
   bool cudnn_attention = false;

@@ -22,6 +22,12 @@ void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& 
 void add_bias(Tensor& y, const Tensor& bias);
 void bias_backward(const Tensor& dy, Tensor& dbias);
 
+// ---- cpu_fp8.cpp ----
+void quantize_fp8(const Tensor& x, Tensor& q, Tensor& scale);
+void gemm_fp8(const Tensor& a, const Tensor& a_scale, const Tensor& b, const Tensor& b_scale,
+              Tensor& c, float alpha, float beta);
+void transpose(const Tensor& src, Tensor& dst);
+
 // ---- cpu_elementwise.cpp ----
 void axpy(float alpha, const Tensor& x, Tensor& y);
 void scale(Tensor& x, float alpha);

@@ -30,6 +30,14 @@ class CpuOps final : public Ops {
     check_dequantize_nf4(w, out, Device::cpu());
     dequantize_nf4_cpu(w, out);
   }
+  void quantize_fp8(const Tensor& x, Tensor& q, Tensor& scale) override {
+    cpu::quantize_fp8(x, q, scale);
+  }
+  void gemm_fp8(const Tensor& a, const Tensor& a_scale, const Tensor& b, const Tensor& b_scale,
+                Tensor& c, float alpha, float beta) override {
+    cpu::gemm_fp8(a, a_scale, b, b_scale, c, alpha, beta);
+  }
+  void transpose(const Tensor& src, Tensor& dst) override { cpu::transpose(src, dst); }
 
   void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {
     cpu::embedding_forward(table, ids, out);

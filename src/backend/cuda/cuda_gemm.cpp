@@ -27,6 +27,7 @@
 
 #include "backend/cuda/check.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "core/fp8.h"
 
 namespace ftune::cuda {
 
@@ -62,6 +63,8 @@ cudaDataType_t cuda_type(DType dt) {
   switch (dt) {
     case DType::BF16: return CUDA_R_16BF;
     case DType::F16: return CUDA_R_16F;
+    case DType::F8_E4M3: return CUDA_R_8F_E4M3;
+    case DType::F8_E5M2: return CUDA_R_8F_E5M2;
     default: return CUDA_R_32F;
   }
 }
@@ -74,11 +77,12 @@ int64_t alignment_of(const void* p) {
   return a;
 }
 
+// b_type: cuBLAS's A (our b) when it differs from our a's dtype (FP8: E4M3 with E5M2).
 std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, const GemmDims& d, bool trans_a,
                                     bool trans_b, int64_t lda, int64_t ldb, int64_t ldc,
-                                    const std::vector<int64_t>& align) {
+                                    const std::vector<int64_t>& align, DType b_type) {
   auto plan = std::make_unique<GemmPlan>();
-  const cudaDataType_t ab = cuda_type(d.ab), ct = cuda_type(d.c);
+  const cudaDataType_t ab = cuda_type(d.ab), ct = cuda_type(d.c), bt = cuda_type(b_type);
   FTUNE_CUDA_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A = our b
   const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B = our a
@@ -87,7 +91,14 @@ std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, const GemmDims& d, b
   FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
                                                   sizeof(op_b)));
   const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
-  FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->a, ab, u(trans_b ? d.k : d.n),
+  if (is_fp8(d.ab)) {  // the per-tensor scales: device pointers, set before each call
+    const float* none = nullptr;
+    FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &none, sizeof(none)));
+    FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &none, sizeof(none)));
+  }
+  FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->a, bt, u(trans_b ? d.k : d.n),
                                               u(trans_b ? d.n : d.k), ldb));
   FTUNE_CUDA_CHECK(cublasLtMatrixLayoutCreate(&plan->b, ab, u(trans_a ? d.m : d.k),
                                               u(trans_a ? d.k : d.m), lda));
@@ -165,7 +176,7 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
                                     align[1],
                                     align[2]};
   auto& slot = ctx.ws->gemm_plans[key];
-  if (!slot) slot = make_plan(ctx, d, trans_a, trans_b, lda, ldb, ldc, align);
+  if (!slot) slot = make_plan(ctx, d, trans_a, trans_b, lda, ldb, ldc, align, d.ab);
   const GemmPlan& plan = *slot;
   if (plan.use_lt) {
     FTUNE_CUDA_CHECK(cublasLtMatmul(ctx.ws->lt, plan.desc, &alpha, b.raw(), plan.a, a.raw(),
@@ -179,6 +190,57 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
                                 cuda_type(d.ab), static_cast<int>(ldb), a.raw(), cuda_type(d.ab),
                                 static_cast<int>(lda), &beta, c.raw(), cuda_type(d.c),
                                 static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// FP8: c = alpha sa sb a b^T + beta c with a [M,K], b [N,K] K-major, i.e. our gemm with
+// trans_b (cuBLAS's "TN", the one layout Hopper's FP8 tensor cores take). The scales are device
+// pointers (CUBLASLT_MATMUL_DESC_{A,B}_SCALE_POINTER; cuBLAS's A is our b). Accumulation is
+// cuBLASLt's default (not CUBLASLT_MATMUL_DESC_FAST_ACCUM). Shapes with no FP8 kernel (K or the
+// leading dimensions not multiples of 16, unaligned views) decode the codes to F32 and take the
+// F32 gemm, then scale: slower, same values up to the fp32 summation order.
+void gemm_fp8(const CudaContext& ctx, const Tensor& a, const Tensor& a_scale, const Tensor& b,
+              const Tensor& b_scale, Tensor& c, float alpha, float beta) {
+  const GemmDims d = check_gemm_fp8(a, a_scale, b, b_scale, c, ctx.dev());
+  const int64_t m = d.m, n = d.n, k = d.k;
+  FTUNE_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX && c.row_stride() <= INT_MAX,
+              "gemm_fp8: dimensions [{}, {}, {}] exceed the cuBLAS int range", m, n, k);
+  FTUNE_CHECK(ctx.blas != nullptr && ctx.ws != nullptr && ctx.ws->lt != nullptr,
+              "gemm_fp8: no cuBLAS handles");
+  if (m == 0 || n == 0) return;
+  const int64_t ldc = c.row_stride();
+  const std::vector<int64_t> align = {alignment_of(b.raw()), alignment_of(a.raw()),
+                                      alignment_of(c.raw())};
+  const std::vector<int64_t> key = {-8, m, n, k, static_cast<int64_t>(a.dtype()),
+                                    static_cast<int64_t>(b.dtype()), static_cast<int64_t>(d.c),
+                                    ldc, align[0], align[1], align[2]};
+  auto& slot = ctx.ws->gemm_plans[key];
+  if (!slot) {
+    GemmDims pd = d;
+    pd.ab = a.dtype();
+    // k % 16: Hopper's FP8 kernels need 16-byte rows; the heuristic may still find none.
+    if (k % 16 == 0 && k > 0) {
+      slot = make_plan(ctx, pd, false, true, k, k, ldc, align, b.dtype());
+    } else {
+      slot = std::make_unique<GemmPlan>();  // use_lt false: the fallback
+    }
+  }
+  const GemmPlan& plan = *slot;
+  if (plan.use_lt) {
+    const float* sa = b_scale.f32();  // cuBLAS's A is our b
+    const float* sb = a_scale.f32();
+    FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa)));
+    FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb)));
+    FTUNE_CUDA_CHECK(cublasLtMatmul(ctx.ws->lt, plan.desc, &alpha, b.raw(), plan.a, a.raw(),
+                                    plan.b, &beta, c.raw(), plan.c, c.raw(), plan.c, &plan.algo,
+                                    ctx.ws->lt_workspace.raw(), kLtWorkspaceBytes, ctx.stream));
+    return;
+  }
+  const Tensor af = fp8_decode(ctx, a), bf = fp8_decode(ctx, b);
+  Tensor acc = Tensor::empty({m, n}, DType::F32, ctx.dev());
+  gemm(ctx, af, false, bf, true, acc, 1.0f, 0.0f);
+  fp8_epilogue(ctx, acc, a_scale, b_scale, alpha, beta, c);
 }
 
 }  // namespace ftune::cuda

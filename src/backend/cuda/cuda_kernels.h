@@ -37,6 +37,7 @@ struct Workspaces {
   Tensor ce_row_loss;  // F64 [rows]
   Tensor attn_workspace;  // U8: flash_attention_backward's workspace
   Tensor cudnn_workspace;  // U8: the cuDNN attention graphs' workspace
+  Tensor fp8_amax;         // U32 [1]: quantize_fp8's amax (float bits)
   // Documents described by Ops::describe_documents, most recent last (at most
   // kDescribedDocuments): each holds its doc_start tensor, so the address it is looked up by
   // cannot be reused by another tensor while the entry lives.
@@ -101,6 +102,17 @@ unsigned grid_for(int64_t n, int block);
 // ---- cuda_gemm.cpp ----
 void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b, bool trans_b,
           Tensor& c, float alpha, float beta);
+
+// FP8 (cuda_gemm.cpp: gemm_fp8 through cuBLASLt, with a decode + F32 gemm fallback for shapes
+// it has no FP8 kernel for; cuda_fp8.cu: the rest).
+void gemm_fp8(const CudaContext& ctx, const Tensor& a, const Tensor& a_scale, const Tensor& b,
+              const Tensor& b_scale, Tensor& c, float alpha, float beta);
+void quantize_fp8(const CudaContext& ctx, const Tensor& x, Tensor& q, Tensor& scale);
+void transpose(const CudaContext& ctx, const Tensor& src, Tensor& dst);
+// The fallback's pieces: codes to unscaled F32 values (exact), and c = alpha sa sb acc + beta c.
+Tensor fp8_decode(const CudaContext& ctx, const Tensor& q);
+void fp8_epilogue(const CudaContext& ctx, const Tensor& acc, const Tensor& a_scale,
+                  const Tensor& b_scale, float alpha, float beta, Tensor& c);
 
 // ---- cuda_elementwise.cu ----
 void add_bias(const CudaContext& ctx, Tensor& y, const Tensor& bias);

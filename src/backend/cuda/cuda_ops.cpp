@@ -100,6 +100,19 @@ class CudaOps final : public Ops {
     cuda::DeviceGuard g(ctx_.device);
     cuda::dequantize_nf4(ctx_, w, out);
   }
+  void quantize_fp8(const Tensor& x, Tensor& q, Tensor& scale) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::quantize_fp8(ctx_, x, q, scale);
+  }
+  void gemm_fp8(const Tensor& a, const Tensor& a_scale, const Tensor& b, const Tensor& b_scale,
+                Tensor& c, float alpha, float beta) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::gemm_fp8(ctx_, a, a_scale, b, b_scale, c, alpha, beta);
+  }
+  void transpose(const Tensor& src, Tensor& dst) override {
+    cuda::DeviceGuard g(ctx_.device);
+    cuda::transpose(ctx_, src, dst);
+  }
 
   void embedding_forward(const Tensor& table, const Tensor& ids, Tensor& out) override {
     cuda::DeviceGuard g(ctx_.device);
