@@ -311,6 +311,19 @@ TEST(Config, CrossKeyConflicts) {
                           ":2); set only one");
 }
 
+TEST(Config, Fp8BaseExcludesNf4AndAShardedBase) {
+  EXPECT_EQ(load_error("", {"model.fp8_base=true", "model.load_in_4bit=true"}),
+            "model.fp8_base=true: model.fp8_base: set together with model.load_in_4bit "
+            "(model.load_in_4bit=true); the base is either FP8 or NF4, set only one");
+  EXPECT_EQ(load_error("", {"distributed.shard_base=true", "model.fp8_base=true"}),
+            "model.fp8_base=true: model.fp8_base: set together with distributed.shard_base: true "
+            "(distributed.shard_base=true); a sharded base is bf16/fp16 or NF4, turn one of them "
+            "off");
+  TrainConfig c = load_config("", {"model.fp8_base=true"});
+  EXPECT_TRUE(c.model.fp8_base);
+  EXPECT_FALSE(default_config().model.fp8_base);
+}
+
 TEST(Config, DuplicateKeysAndSyntaxErrors) {
   std::string dir = test::temp_dir("cfg_dup");
   std::string p = write_file(dir, "c.yaml", "train:\n  seed: 1\n  seed: 2\n");
