@@ -98,7 +98,9 @@ class Ops {
   // c[M,N] = alpha * sa * sb * (sum over k of a[m,k] * b[n,k]) + beta * c: a [M,K] and b [N,K]
   // 8-bit floats (E4M3 or E5M2, not both E5M2), rows contiguous (both K-major: b is a weight
   // [out, in] or a transposed one); sa, sb F32 [1]; c [M,N] F32 or an activation dtype (may be
-  // row-strided). Products of codes are exact, sums fp32. beta == 0: c is not read.
+  // row-strided). Products of codes are exact; the CPU sums them in fp32, Hopper's FP8 tensor
+  // cores with less alignment precision inside a block (about 1e-3 relative). beta == 0: c is
+  // not read.
   virtual void gemm_fp8(const Tensor& a, const Tensor& a_scale, const Tensor& b,
                         const Tensor& b_scale, Tensor& c, float alpha, float beta) = 0;
   // dst [C, R] = src [R, C] transposed (2-D, both contiguous, one dtype of 1, 2 or 4 bytes).

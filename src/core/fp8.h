@@ -29,13 +29,17 @@ float fp8_to_f32(uint8_t code, Fp8Format f);
 
 // The scale pair of per-tensor scaling for a tensor whose largest magnitude is amax: `scale`
 // multiplies a code's value back to the tensor's, `inv` multiplies the tensor before encoding.
-// amax == 0 (an all-zero tensor) gives 1 and 1. Plain fp32 arithmetic, the same on every backend.
+// amax == 0 (an all-zero tensor), or so small that max_finite / amax overflows (below ~1e-36:
+// only zeros and fp32 subnormals), gives 1 and 1 (the codes are then zeros). Plain fp32
+// arithmetic, the same on every backend. Inputs are expected finite: an infinite element makes
+// amax infinite and every code 0 or NaN (the trainer's non-finite check then skips the step).
 struct Fp8Scale {
   float scale, inv;
 };
 inline Fp8Scale fp8_scale_for(float amax, float max_finite) {
-  if (amax == 0.0f) return {1.0f, 1.0f};
-  return {amax / max_finite, max_finite / amax};
+  const float inv = max_finite / amax;
+  if (amax == 0.0f || inv > 3.4028234e38f) return {1.0f, 1.0f};
+  return {amax / max_finite, inv};
 }
 
 }  // namespace ftune

@@ -145,6 +145,13 @@ TEST(CpuOpsFp8, QuantizeScalesTheLargestMagnitudeToTheFormatsMaximum) {
   ops->quantize_fp8(z, q, s);
   EXPECT_EQ(s.f32()[0], 1.0f);
   for (int i = 0; i < 16; ++i) EXPECT_EQ(q.data<uint8_t>()[i], 0) << i;
+  // An amax so small that max / amax overflows (fp32 subnormals only): treated as all zeros,
+  // not inf * 0 = NaN codes.
+  z.f32()[3] = 1e-40f;
+  z.f32()[5] = -2e-39f;
+  ops->quantize_fp8(z, q, s);
+  EXPECT_EQ(s.f32()[0], 1.0f);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(q.data<uint8_t>()[i] & 0x7F, 0) << i;
 }
 
 TEST(CpuOpsFp8, GemmMatchesTheScaledProductOfTheCodes) {

@@ -67,9 +67,12 @@ __device__ __forceinline__ uint8_t encode(float v, float inv) {
 template <typename T, __nv_fp8_interpretation_t kFmt, bool kVectorised>
 __global__ void quantize_kernel(int64_t n, const T* __restrict__ x, const unsigned* amax_bits,
                                 float max_finite, uint8_t* __restrict__ q, float* scale) {
+  // fp8_scale_for (core/fp8.h), in the same fp32 operations.
   const float amax = __uint_as_float(*amax_bits);
-  const float inv = amax == 0.0f ? 1.0f : __fdiv_rn(max_finite, amax);
-  if (blockIdx.x == 0 && threadIdx.x == 0) *scale = amax == 0.0f ? 1.0f : __fdiv_rn(amax, max_finite);
+  float inv = __fdiv_rn(max_finite, amax);
+  const bool unit = amax == 0.0f || inv > 3.4028234e38f;
+  if (unit) inv = 1.0f;
+  if (blockIdx.x == 0 && threadIdx.x == 0) *scale = unit ? 1.0f : __fdiv_rn(amax, max_finite);
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (kVectorised) {
