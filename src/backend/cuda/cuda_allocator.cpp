@@ -37,6 +37,7 @@
 #include <unordered_map>
 
 #include "backend/cuda/check.h"
+#include "backend/cuda/cudnn/cudnn_attention.h"
 #include "backend/cuda/device_guard.h"
 #include "backend/cuda_ops.h"
 
@@ -128,6 +129,7 @@ class CachingCudaAllocator final : public DeviceAllocator {
   void reset_peak_reserved() override { peak_reserved_.store(reserved_.load()); }
 
   void release_cached() override {
+    cuda::cudnn_attention_release();  // its handles hold device memory of their own
     std::vector<int> devices;
     {
       std::lock_guard<std::mutex> lock(mu_);

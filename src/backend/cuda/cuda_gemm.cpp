@@ -23,6 +23,8 @@
 // No device code: a .cpp file.
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/check.h"
@@ -92,6 +94,17 @@ std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, const GemmDims& d, b
                                                   sizeof(op_b)));
   const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
   if (is_fp8(d.ab)) {  // the per-tensor scales: device pointers, set before each call
+    // Forward products (E4M3 x E4M3) may use Hopper's fast accumulation (the partial sums stay in
+    // the tensor cores' accumulator, not promoted to fp32 every few MMAs), as Transformer
+    // Engine does for forward GEMMs; gradients (an E5M2 operand) never do.
+    // FTUNE_FP8_FAST_ACCUM=0 turns it off.
+    const char* env = std::getenv("FTUNE_FP8_FAST_ACCUM");
+    const int8_t fast = (d.ab == DType::F8_E4M3 && b_type == DType::F8_E4M3 &&
+                         (env == nullptr || std::string(env) != "0"))
+                            ? 1
+                            : 0;
+    FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof(fast)));
     const float* none = nullptr;
     FTUNE_CUDA_CHECK(cublasLtMatmulDescSetAttribute(
         plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &none, sizeof(none)));
@@ -194,8 +207,8 @@ void gemm(const CudaContext& ctx, const Tensor& a, bool trans_a, const Tensor& b
 
 // FP8: c = alpha sa sb a b^T + beta c with a [M,K], b [N,K] K-major, i.e. our gemm with
 // trans_b (cuBLAS's "TN", the one layout Hopper's FP8 tensor cores take). The scales are device
-// pointers (CUBLASLT_MATMUL_DESC_{A,B}_SCALE_POINTER; cuBLAS's A is our b). Accumulation is
-// cuBLASLt's default (not CUBLASLT_MATMUL_DESC_FAST_ACCUM). Shapes with no FP8 kernel (K or the
+// pointers (CUBLASLT_MATMUL_DESC_{A,B}_SCALE_POINTER; cuBLAS's A is our b). Forward products
+// use fast accumulation (make_plan says when). Shapes with no FP8 kernel (K or the
 // leading dimensions not multiples of 16, unaligned views) decode the codes to F32 and take the
 // F32 gemm, then scale: slower, and as exact as the CPU's fp32 sums (the FP8 tensor cores add
 // with less alignment precision: about 1e-3 relative).

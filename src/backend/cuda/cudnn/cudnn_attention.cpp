@@ -21,6 +21,7 @@
 #include <unordered_map>
 
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/device_guard.h"
 #include "core/error.h"
 
 namespace ftune::cuda {
@@ -154,6 +155,21 @@ std::shared_ptr<fe::graph::Graph> make_graph(const GraphKey& k) {
   as_packed(*dv, kDv, k, k.nkv, off_kv);
   return g;
 }
+
+}  // namespace
+
+void cudnn_attention_release() {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.graphs.clear();  // the graphs first: they were built on the handles
+  for (const auto& [device, h] : s.handles) {
+    DeviceGuard g(device);
+    cudnnDestroy(h);
+  }
+  s.handles.clear();
+}
+
+namespace {
 
 cudnnHandle_t handle_for(State& s, int device) {
   auto it = s.handles.find(device);

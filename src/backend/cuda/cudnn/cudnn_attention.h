@@ -42,6 +42,9 @@ CudnnDocuments cudnn_documents(const std::vector<int32_t>& doc_start);
 bool cudnn_attention_enabled();
 // How many forward and backward calls cuDNN ran in this process (tests check the path is taken).
 int64_t cudnn_attention_calls();
+// Destroys the cached graphs and the cuDNN handles (they are made again on the next call), so a
+// leak check at exit sees none of cuDNN's memory. Called by release_cached_memory(CUDA).
+void cudnn_attention_release();
 // One line for `ftune doctor`: which attention bf16/fp16 training uses and why.
 std::string cudnn_attention_describe();
 

@@ -19,6 +19,8 @@ bool cudnn_attention_enabled() {
 
 int64_t cudnn_attention_calls() { return 0; }
 
+void cudnn_attention_release() {}
+
 std::string cudnn_attention_describe() {
   return "ftune's flash kernels (built without cuDNN or the cudnn-frontend headers)";
 }
