@@ -485,7 +485,10 @@ TEST_F(CudaFp8, GemmRejectsTwoE5m2Operands) {
 // transpose
 
 TEST_F(CudaFp8, TransposeMatchesCpu) {
-  const Shape shapes[] = {{33, 70}, {1, 5}, {5, 1}, {64, 64}, {31, 33}, {100, 257}, {1000, 3}};
+  const Shape shapes[] = {{33, 70}, {1, 5}, {5, 1}, {64, 64}, {31, 33}, {100, 257}, {1000, 3},
+                          // 1-byte dtypes with both sides multiples of 4: the 64 x 64 word-tiled kernel,
+                          // whole and partial tiles
+                          {100, 260}, {256, 192}, {4, 8}, {68, 1028}};
   const DType dtypes[] = {DType::F8_E4M3, DType::U8, DType::BF16, DType::F16, DType::F32, DType::I32};
   std::mt19937_64 rng(7);
   for (DType dt : dtypes)

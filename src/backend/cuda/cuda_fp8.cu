@@ -107,6 +107,31 @@ __global__ void transpose_kernel(int64_t rows, int64_t cols, const E* __restrict
   }
 }
 
+// Bytes with both sides multiples of 4 (FP8 weights: every Llama dimension): 64 x 64 tiles moved
+// as 32-bit words, 16 x 16 threads. A word of src is 4 bytes of one row; a word of dst gathers
+// the bytes of 4 consecutive src rows in one column (4x fewer, 4x wider accesses than above).
+__global__ void transpose_u8x4_kernel(int64_t rows, int64_t cols, const uint8_t* __restrict__ src,
+                                      uint8_t* __restrict__ dst) {
+  __shared__ uint8_t tile[64][68];  // +4 bytes a row against bank conflicts, words stay aligned
+  const int64_t r0 = int64_t(blockIdx.y) * 64, c0 = int64_t(blockIdx.x) * 64;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  for (int r = ty; r < 64; r += 16) {
+    const int64_t gr = r0 + r, gc = c0 + 4 * tx;
+    if (gr < rows && gc < cols)
+      *reinterpret_cast<uint32_t*>(&tile[r][4 * tx]) =
+          *reinterpret_cast<const uint32_t*>(src + gr * cols + gc);
+  }
+  __syncthreads();
+  for (int c = ty; c < 64; c += 16) {
+    const int64_t oc = c0 + c, orc = r0 + 4 * tx;  // dst row oc (a src column), columns orc..+3
+    if (oc < cols && orc < rows) {
+      const uint32_t w = uint32_t(tile[4 * tx][c]) | (uint32_t(tile[4 * tx + 1][c]) << 8) |
+                         (uint32_t(tile[4 * tx + 2][c]) << 16) | (uint32_t(tile[4 * tx + 3][c]) << 24);
+      *reinterpret_cast<uint32_t*>(dst + oc * rows + orc) = w;
+    }
+  }
+}
+
 // c = alpha * sa * sb * acc + beta * c (gemm_fp8's fallback epilogue; acc F32 contiguous).
 template <typename T>
 __global__ void fp8_epilogue_kernel(int64_t m, int64_t n, const float* __restrict__ acc,
@@ -180,6 +205,16 @@ void transpose(const CudaContext& ctx, const Tensor& src, Tensor& dst) {
               "transpose: [{}, {}] exceeds the grid limits", rows, cols);
   const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32));
   const dim3 block(32, 8);
+  const bool words = dtype_size(src.dtype()) == 1 && rows % 4 == 0 && cols % 4 == 0 &&
+                     all_aligned({src.raw(), dst.raw()}, 4);
+  if (words) {
+    FTUNE_CHECK((rows + 63) / 64 <= 65535, "transpose: [{}, {}] exceeds the grid limits", rows, cols);
+    const dim3 grid64(static_cast<unsigned>((cols + 63) / 64), static_cast<unsigned>((rows + 63) / 64));
+    transpose_u8x4_kernel<<<grid64, dim3(16, 16), 0, ctx.stream>>>(rows, cols, src.data<uint8_t>(),
+                                                                   dst.data<uint8_t>());
+    check_launch(ctx, op);
+    return;
+  }
   switch (dtype_size(src.dtype())) {
     case 1:
       transpose_kernel<uint8_t><<<grid, block, 0, ctx.stream>>>(rows, cols, src.data<uint8_t>(),
