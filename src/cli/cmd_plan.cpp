@@ -121,6 +121,7 @@ nlohmann::json candidate_json(const PlanCandidate& c, bool gpu) {
   j["gradient_accumulation_steps"] = c.accumulation;
   j["gradient_checkpointing"] = c.checkpointing;
   j["load_in_4bit"] = c.load_in_4bit;
+  j["fp8_base"] = c.fp8_base;
   j["shard_base"] = c.shard_base;
   j["gpus"] = c.gpus;
   j["fits"] = c.fits;
@@ -137,7 +138,7 @@ nlohmann::json candidate_json(const PlanCandidate& c, bool gpu) {
 
 std::string mode_text(const PlanCandidate& c) {
   return fmt::format("{}, {}{}", c.checkpointing ? "checkpointing" : "no checkpointing",
-                     c.load_in_4bit ? "NF4 base" : "16-bit base",
+                     c.load_in_4bit ? "NF4 base" : c.fp8_base ? "FP8 base" : "16-bit base",
                      c.shard_base ? fmt::format(" sharded /{}", c.gpus) : "");
 }
 
@@ -151,6 +152,8 @@ void print_memory(const MemoryEstimate& m, const Plan& plan) {
   line("base weights", m.base_weights,
        (c.load_in_4bit ? fmt::format("NF4 projections (0.5 byte/param + F32 absmax per {}), "
                                      "embeddings/lm_head/norms {}", kNf4BlockSize, dt)
+        : c.fp8_base   ? fmt::format("FP8 E4M3 projections (1 byte/param + an F32 scale per "
+                                     "matrix), embeddings/lm_head/norms {}", dt)
                        : std::string(dt)) +
            (c.shard_base ? fmt::format("; layers sharded over {} GPUs + 2 gathered", c.gpus) : ""));
   line("LoRA params", m.lora_params, r.dtype == DType::F32 ? "F32" : "F32 masters + bf16 copies");
@@ -163,7 +166,11 @@ void print_memory(const MemoryEstimate& m, const Plan& plan) {
                    m.boundary_per_token,
                    c.checkpointing ? 1 : r.spec.num_layers, m.layer_cache_per_token,
                    m.transient_per_token));
-  if (m.attention_workspace > 0) line("attention workspace", m.attention_workspace, "flash backward");
+  if (m.attention_workspace > 0)
+    line("attention workspace", m.attention_workspace,
+         r.cudnn_attention ? "cuDNN SDPA backward" : "flash backward");
+  if (m.fp8_workspace > 0)
+    line("FP8 workspace", m.fp8_workspace, "transposed weight codes + gradient codes");
   if (m.lm_head_ce_workspace > 0) line("lm_head+CE workspace", m.lm_head_ce_workspace,
                                        fmt::format("logits chunks of {} rows",
                                                    ce_chunk_rows(0, c.load_in_4bit)));
@@ -213,6 +220,9 @@ int cmd_plan(const PlanArgs& a) {
   req.checkpointing =
       req.offload ? PlanChoice::On : parse_choice(a.checkpointing, "--checkpointing");
   req.load_in_4bit = parse_choice(a.load_in_4bit, "--4bit");
+  req.fp8_base = a.fp8 || (!a.config.empty() && load_config(a.config).model.fp8_base);
+  FTUNE_CHECK(!(req.fp8_base && req.load_in_4bit == PlanChoice::On),
+              "plan: --fp8 (or model.fp8_base) and --4bit on exclude each other (one base format)");
   req.shard_base = parse_choice(a.shard_base, "--shard-base");
   if (req.effective_batch > 0 && req.effective_batch % req.gpus != 0) {
     // The config's effective batch does not split over these GPUs: keep micro x accumulation.

@@ -107,6 +107,7 @@ struct PlanArgs {
   std::string checkpointing = "auto";  // auto, on, off
   std::string load_in_4bit = "auto";   // auto, on, off
   std::string shard_base = "auto";     // auto, on, off (several GPUs only)
+  bool fp8 = false;                    // FP8 base (model.fp8_base; a config's value counts too)
   std::string device = "auto";   // auto/cuda: GPUs; cpu: the CPU backend
   bool json = false;
 };

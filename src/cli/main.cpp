@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
   pl->add_option("--lora-r", plan.lora_r, "Preset: LoRA rank (all seven projections)")->check(CLI::Range(int64_t{1}, int64_t{4096}));
   pl->add_option("--checkpointing", plan.checkpointing, "auto, on, off or offload (on, with the saved layer inputs in pinned host memory)");
   pl->add_option("--4bit", plan.load_in_4bit, "NF4 base weights: auto, on or off");
+  pl->add_flag("--fp8", plan.fp8, "FP8 base weights (model.fp8_base): memory at 1 byte per projection weight; tokens/s stay the bf16 prediction");
   pl->add_option("--shard-base", plan.shard_base,
                  "base layers sharded over the GPUs (distributed.shard_base): auto, on or off");
   pl->add_option("--device", plan.device, "auto/cuda (GPUs) or cpu (the CPU backend, physical memory)");

@@ -69,7 +69,7 @@ int64_t nf4_bytes(int64_t numel) {
 
 int64_t MemoryEstimate::tensor_peak() const {
   return base_weights + lora_params + lora_grads + optimizer_state + activations +
-         attention_workspace + lm_head_ce_workspace + gemm_workspace;
+         attention_workspace + lm_head_ce_workspace + gemm_workspace + fp8_workspace;
 }
 
 int64_t MemoryEstimate::device_total() const {
@@ -319,6 +319,7 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   for (const auto& i : ws) {
     if (i.part == "gemm workspace") e.gemm_workspace += i.total();
     else if (i.part == "attention workspace") e.attention_workspace += i.total();
+    else if (i.part == "fp8 workspace") e.fp8_workspace += i.total();
     else e.lm_head_ce_workspace += i.total();
   }
   e.host_workspaces = sum_items(host);

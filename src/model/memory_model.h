@@ -65,6 +65,7 @@ struct MemoryEstimate {
   int64_t attention_workspace = 0;
   int64_t lm_head_ce_workspace = 0;
   int64_t gemm_workspace = 0;     // cuBLASLt
+  int64_t fp8_workspace = 0;      // FP8 base: a transposed weight and gradient codes in backward
   // Not in the tensor accounting:
   int64_t host_workspaces = 0;    // CPU backend: std::vector scratch of the CE and attention ops
   int64_t pinned_host = 0;        // CUDA offload: pinned host buffers of the saved layer inputs

@@ -132,6 +132,7 @@ Plan make_plan(const PlanRequest& req) {
           c.accumulation = accumulation_for(req, m);
           c.checkpointing = ckpt;
           c.load_in_4bit = nf4;
+          c.fp8_base = req.fp8_base;
           c.shard_base = shard;
           c.gpus = req.gpus;
           MemoryModelInput mi;

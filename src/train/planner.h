@@ -71,6 +71,7 @@ struct PlanCandidate {
   int64_t accumulation = 1;
   bool checkpointing = false;
   bool load_in_4bit = false;
+  bool fp8_base = false;
   bool shard_base = false;
   int gpus = 1;
   MemoryEstimate memory;
