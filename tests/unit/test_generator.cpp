@@ -112,6 +112,40 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen2_bias_adapter", "qwen2", true}),
     [](const auto& info) { return info.param.name; });
 
+TEST(Generator, DecodesWithAnFp8Base) {
+  // model.fp8_base: decoding runs the FP8 GEMMs on one row at a time. Each GEMM input is scaled
+  // per tensor, so a cached one-token step and the full forward quantize differently: their
+  // logits agree to FP8's precision (a few percent), not to fp32's, and both stay near the
+  // dense model's.
+  auto ops = make_cpu_ops();
+  const ModelSpec s = spec_for(Case{"fp8"});
+  ModelOptions o;
+  o.fp8_base = true;
+  // Weights of a trained model's scale (0.3 as above makes this tiny model chaotic: any rounding
+  // of its activations grows through the layers).
+  LlamaModel dense(s, random_base_weights(s, 7, 0.08f), *ops);
+  LlamaModel fp8(s, random_base_weights(s, 7, 0.08f), *ops, o);
+  ASSERT_TRUE(fp8.base().layers[0].fp8());
+  const std::vector<float> want = full_logits(fp8, kSeq), dense_logits = full_logits(dense, kSeq);
+  Generator g(fp8, 4);
+  std::vector<float> got = g.forward(std::vector<int32_t>(kSeq.begin(), kSeq.begin() + 5), true).to_vector();
+  for (size_t i = 5; i < kSeq.size(); ++i) {
+    const std::vector<float> row = g.forward({kSeq[i]}).to_vector();
+    got.insert(got.end(), row.begin(), row.end());
+  }
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_LT(test::rel_l2(got, want), 0.05);
+  EXPECT_GT(test::rel_l2(got, want), 1e-6);  // (the scales did differ)
+  EXPECT_LT(test::rel_l2(want, dense_logits), 0.1);
+  EXPECT_GT(test::rel_l2(want, dense_logits), 1e-4);  // FP8 did change the numbers
+  GenerationOptions go;
+  go.max_new_tokens = 6;
+  Generator g2(fp8);
+  const GenerationResult r = g2.generate({3, 17, 5}, go);
+  EXPECT_EQ(r.ids.size(), 6u);
+  EXPECT_EQ(Generator(fp8).generate({3, 17, 5}, go).ids, r.ids);  // deterministic
+}
+
 TEST(Generator, AdapterChangesTheLogits) {
   // Guards the test above against an adapter that is silently ignored.
   auto ops = make_cpu_ops();
