@@ -313,7 +313,7 @@ void LlamaModel::layer_forward(int l, const LayerWeights& W, const Tensor& x,
   // Nothing of the MLP kept (checkpointing's first forward, inference) or only what backward
   // reads (the recompute): row chunks bound its [N, 2F] and [N, F] transients.
   const int64_t chunk = mlp_chunk_rows(opts_.mlp_chunk_tokens);
-  if (drop == 0.0f && N > chunk && (recompute || !keep)) {
+  if (N > chunk && (recompute || !keep)) {
     if (recompute) {
       c.mlp_in_chunks = true;  // layer_backward recomputes the MLP chunk by chunk
       return;
@@ -323,13 +323,15 @@ void LlamaModel::layer_forward(int l, const LayerWeights& W, const Tensor& x,
       const int64_t r1 = std::min(N, r0 + chunk);
       Tensor gu = Tensor::empty({r1 - r0, 2 * F}, dt, dev);
       lora_group_forward(ops_, c.n2.slice_rows(r0, r1), group_weight(W, l, kGateUp), none,
-                         lora_.get(), l, group_members(l, kGateUp), scaling, 0.0f, gu, nullptr);
+                         lora_.get(), l, group_members(l, kGateUp), scaling, drop, gu, nullptr,
+                         r0);
       Tensor m = Tensor::empty({r1 - r0, F}, dt, dev);
       ops_.swiglu_fused_forward(gu, m);
       gu = Tensor();
       Tensor rows = out.slice_rows(r0, r1);
       lora_group_forward(ops_, m, group_weight(W, l, kDown), W.bias[static_cast<size_t>(Proj::Down)],
-                         lora_.get(), l, group_members(l, kDown), scaling, 0.0f, rows, nullptr);
+                         lora_.get(), l, group_members(l, kDown), scaling, drop, rows, nullptr,
+                         r0);
     }
     ops_.axpy(1.0f, c.h, out);  // out = h + down(m)
     c.release_all_but_input();
@@ -404,32 +406,34 @@ void LlamaModel::mlp_backward_in_chunks(int l, const LayerWeights& W, LayerCache
   const int64_t N = c.n2.dim(0), F = spec_.intermediate_size;
   const int64_t chunk = mlp_chunk_rows(opts_.mlp_chunk_tokens);
   const float scaling = lora_ ? lora_->spec.scaling() : 0.0f;
+  const float drop = dropout();
   const std::vector<LoraGroupMember> gate_up = group_members(l, kGateUp);
   const std::vector<LoraGroupMember> down = group_members(l, kDown);
   const Tensor none;
   // Per chunk of rows: gu = gate_up(n2), m = swiglu(gu), then the backward of down and of
   // gate_up for those rows. Every op is row-wise, so the result is the unchunked one (the LoRA
-  // gradients are sums over the chunks). Dropout is 0 here (layer_forward decides).
+  // gradients are sums over the chunks). LoRA dropout draws each chunk's masks at the chunk's
+  // rows of the whole input (dropout_row0), so they are the unchunked masks.
   for (int64_t r0 = 0; r0 < N; r0 += chunk) {
     const int64_t r1 = std::min(N, r0 + chunk), n = r1 - r0;
     const Tensor n2 = c.n2.slice_rows(r0, r1);
     LoraGroupCache gu_cache, down_cache;
     Tensor gu = Tensor::empty({n, 2 * F}, dt, dev);
     lora_group_forward(ops_, n2, group_weight(W, l, kGateUp), none, lora_.get(), l, gate_up,
-                       scaling, 0.0f, gu, &gu_cache);
+                       scaling, drop, gu, &gu_cache, r0);
     Tensor m = Tensor::empty({n, F}, dt, dev);
     ops_.swiglu_fused_forward(gu, m);
-    lora_group_cache_only(ops_, m, lora_.get(), l, down, 0.0f, &down_cache);
+    lora_group_cache_only(ops_, m, lora_.get(), l, down, drop, &down_cache, r0);
     Tensor dm = Tensor::empty({n, F}, dt, dev);
     lora_group_backward(ops_, dout.slice_rows(r0, r1), m, group_weight(W, l, kDown), lora_.get(),
-                        l, down, scaling, 0.0f, down_cache, dm, false);
+                        l, down, scaling, drop, down_cache, dm, false);
     m = Tensor();
     Tensor dgu = Tensor::empty({n, 2 * F}, dt, dev);
     ops_.swiglu_fused_backward(dm, gu, dgu);
     dm = gu = Tensor();
     Tensor dn2_rows = dn2.slice_rows(r0, r1);
     lora_group_backward(ops_, dgu, n2, group_weight(W, l, kGateUp), lora_.get(), l, gate_up,
-                        scaling, 0.0f, gu_cache, dn2_rows, false);
+                        scaling, drop, gu_cache, dn2_rows, false);
   }
 }
 

@@ -30,9 +30,9 @@ inline int64_t ce_chunk_rows(int64_t configured, bool nf4) {
 }
 
 // With checkpointing, the MLP of a layer is recomputed and differentiated in chunks of this many
-// tokens when a micro-batch has more (and LoRA dropout is 0: the dropout masks are drawn over the
-// whole [N, in] input): its [N, 2F] and [N, F] transients, the largest part of a long context's
-// peak, then exist for one chunk at a time.
+// tokens when a micro-batch has more (LoRA dropout draws each chunk's masks at its rows of the
+// whole [N, in] input, so they are the unchunked ones): its [N, 2F] and [N, F] transients, the
+// largest part of a long context's peak, then exist for one chunk at a time.
 constexpr int64_t kMlpChunkTokens = 8192;
 inline int64_t mlp_chunk_rows(int64_t configured) {
   return configured > 0 ? configured : kMlpChunkTokens;

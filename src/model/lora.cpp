@@ -199,13 +199,13 @@ void lora_linear_forward(Ops& ops, const Tensor& x, const Tensor& w, const Tenso
 
 void lora_linear_forward_adapter(Ops& ops, const Tensor& x, const LoraPair* lora, float scaling,
                                  float dropout, uint64_t dropout_seed, Tensor& y,
-                                 LoraLinearCache* cache) {
+                                 LoraLinearCache* cache, int64_t dropout_offset) {
   if (lora == nullptr || !lora->defined()) return;
   const int64_t n = x.dim(0), r = lora->A.dim(0);
   Tensor xd = x;
   if (dropout > 0.0f) {
     xd = Tensor::empty(x.shape(), x.dtype(), x.device());
-    ops.dropout_apply(x, dropout, dropout_seed, 0, xd);
+    ops.dropout_apply(x, dropout, dropout_seed, dropout_offset, xd);
   }
   Tensor t = Tensor::empty({n, r}, x.dtype(), x.device());
   ops.gemm(xd, false, lora->A_compute(), true, t, 1.0f, 0.0f);
@@ -214,6 +214,7 @@ void lora_linear_forward_adapter(Ops& ops, const Tensor& x, const LoraPair* lora
   if (cache != nullptr) {
     cache->t = t;
     cache->dropout_seed = dropout_seed;
+    cache->dropout_offset = dropout_offset;
   }
 }
 
@@ -237,11 +238,11 @@ void lora_linear_backward_adapter(Ops& ops, const Tensor& dy, const Tensor& x, L
   if (dropout > 0.0f) {
     // dropout(x) again from the seed (the forward kept only t), then reused for dxd.
     Tensor xd = Tensor::empty(x.shape(), x.dtype(), x.device());
-    ops.dropout_apply(x, dropout, cache.dropout_seed, 0, xd);
+    ops.dropout_apply(x, dropout, cache.dropout_seed, cache.dropout_offset, xd);
     ops.gemm(dt, true, xd, false, lora->dA, 1.0f, 1.0f);
     Tensor& dxd = xd;
     ops.gemm(dt, false, lora->A_compute(), false, dxd, 1.0f, 0.0f);
-    ops.dropout_apply(dxd, dropout, cache.dropout_seed, 0, dxd);
+    ops.dropout_apply(dxd, dropout, cache.dropout_seed, cache.dropout_offset, dxd);
     ops.axpy(1.0f, dxd, dx);
   } else {
     ops.gemm(dt, true, x, false, lora->dA, 1.0f, 1.0f);
@@ -285,8 +286,9 @@ void base_backward(Ops& ops, const Tensor& dy, const BaseMatrix& w, Tensor& dx, 
 void lora_group_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, const Tensor& bias,
                         const LoraWeights* lora, int layer,
                         const std::vector<LoraGroupMember>& members, float scaling, float dropout,
-                        Tensor& y, LoraGroupCache* cache) {
+                        Tensor& y, LoraGroupCache* cache, int64_t dropout_row0) {
   base_forward(ops, x, w, y);
+  const int64_t dropout_offset = dropout_row0 * x.dim(1);
   if (bias.defined()) ops.add_bias(y, bias);
   if (lora == nullptr) return;
   const auto& pairs = lora->layers[static_cast<size_t>(layer)];
@@ -318,19 +320,19 @@ void lora_group_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, const Te
     if (!lp.defined()) continue;
     if (members.size() == 1) {
       lora_linear_forward_adapter(ops, x, &lp, scaling, dropout, members[i].dropout_seed, y,
-                                  cache ? &cache->per[i] : nullptr);
+                                  cache ? &cache->per[i] : nullptr, dropout_offset);
       continue;
     }
     // The branch's last GEMM adds straight into this member's (row-strided) columns.
     Tensor yp = y.col_slice(members[i].col, members[i].col + members[i].out);
     lora_linear_forward_adapter(ops, x, &lp, scaling, dropout, members[i].dropout_seed, yp,
-                                cache ? &cache->per[i] : nullptr);
+                                cache ? &cache->per[i] : nullptr, dropout_offset);
   }
 }
 
 void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, int layer,
                            const std::vector<LoraGroupMember>& members, float dropout,
-                           LoraGroupCache* cache) {
+                           LoraGroupCache* cache, int64_t dropout_row0) {
   if (lora == nullptr || cache == nullptr) return;
   const auto& pairs = lora->layers[static_cast<size_t>(layer)];
   const int64_t n = x.dim(0);
@@ -351,10 +353,11 @@ void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, i
     Tensor xd = x;
     if (dropout > 0.0f) {
       xd = Tensor::empty(x.shape(), x.dtype(), x.device());
-      ops.dropout_apply(x, dropout, members[i].dropout_seed, 0, xd);
+      ops.dropout_apply(x, dropout, members[i].dropout_seed, dropout_row0 * x.dim(1), xd);
     }
     c.t = Tensor::empty({n, lp.A.dim(0)}, x.dtype(), x.device());
     c.dropout_seed = members[i].dropout_seed;
+    c.dropout_offset = dropout_row0 * x.dim(1);
     ops.gemm(xd, false, lp.A_compute(), true, c.t, 1.0f, 0.0f);
   }
 }

@@ -84,6 +84,8 @@ struct LoraLinearCache {
   Tensor t;                    // dropout(x) Aᵀ  [N, r]
   uint64_t dropout_seed = 0;  // with dropout > 0: the backward regenerates dropout(x) and the
                               // mask from it (Ops::dropout_apply) instead of keeping them
+  int64_t dropout_offset = 0;  // x's first element's index in the tensor the mask is drawn over
+                               // (x a block of rows of a larger input: MLP token chunks)
 };
 
 // ---- projections that share one input, computed as one fused linear ----
@@ -112,15 +114,17 @@ void base_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, Tensor& y);
 void base_backward(Ops& ops, const Tensor& dy, const BaseMatrix& w, Tensor& dx, bool accumulate);
 
 // y [N, sum out] written. lora may be null (no adapter), or have undefined pairs for members.
+// dropout_row0: x is rows [dropout_row0, ...) of a larger input, whose masks the dropout draws
+// (the same masks as one call over the whole input).
 void lora_group_forward(Ops& ops, const Tensor& x, const BaseMatrix& w, const Tensor& bias,
                         const LoraWeights* lora, int layer,
                         const std::vector<LoraGroupMember>& members, float scaling, float dropout,
-                        Tensor& y, LoraGroupCache* cache);
+                        Tensor& y, LoraGroupCache* cache, int64_t dropout_row0 = 0);
 // What lora_group_backward reads from a forward, without the forward's output: the LoRA
 // down-projections (and dropout masks) of the members (for recomputation by checkpointing).
 void lora_group_cache_only(Ops& ops, const Tensor& x, const LoraWeights* lora, int layer,
                            const std::vector<LoraGroupMember>& members, float dropout,
-                           LoraGroupCache* cache);
+                           LoraGroupCache* cache, int64_t dropout_row0 = 0);
 // dx = dy w (+ LoRA terms) written, or added when accumulate_dx; LoRA grads accumulated.
 void lora_group_backward(Ops& ops, const Tensor& dy, const Tensor& x, const BaseMatrix& w,
                          LoraWeights* lora, int layer, const std::vector<LoraGroupMember>& members,
@@ -135,7 +139,7 @@ void lora_linear_forward(Ops& ops, const Tensor& x, const Tensor& w, const Tenso
 // The LoRA branch alone: y += scaling · (dropout(x) Aᵀ) Bᵀ (y may be a column slice).
 void lora_linear_forward_adapter(Ops& ops, const Tensor& x, const LoraPair* lora, float scaling,
                                  float dropout, uint64_t dropout_seed, Tensor& y,
-                                 LoraLinearCache* cache);
+                                 LoraLinearCache* cache, int64_t dropout_offset = 0);
 // Its backward: dx += the branch's input gradient; lora->dA/dB accumulated (dy may be strided).
 void lora_linear_backward_adapter(Ops& ops, const Tensor& dy, const Tensor& x, LoraPair* lora,
                                   float scaling, float dropout, const LoraLinearCache& cache,

@@ -93,10 +93,10 @@ MemoryEstimate estimate_memory(const MemoryModelInput& in) {
   const int64_t r = in.lora.r;
   const bool dropout = in.lora.dropout > 0.0;
   const bool cuda = in.backend == BackendKind::Cuda;
-  // Checkpointing without LoRA dropout runs the MLP in row chunks (llama_model.cpp): its
-  // transients and LoRA caches take Nm rows at a time.
+  // Checkpointing runs the MLP in row chunks (llama_model.cpp): its transients and LoRA caches
+  // take Nm rows at a time.
   const int64_t mlp_chunk = mlp_chunk_rows(in.mlp_chunk_tokens);
-  const bool mlp_chunked = in.checkpointing && !dropout && N > mlp_chunk;
+  const bool mlp_chunked = in.checkpointing && N > mlp_chunk;
   const int64_t Nm = mlp_chunked ? mlp_chunk : N;
 
   MemoryEstimate e;

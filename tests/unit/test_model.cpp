@@ -265,8 +265,9 @@ TEST(Model, MlpInTokenChunksMatchesTheWholeMlp) {
   // With checkpointing (and in inference), a micro-batch of more than mlp_chunk_tokens tokens
   // runs each layer's MLP in row chunks (its forward, recompute and backward): the same loss,
   // logits and LoRA gradients as the whole MLP at once, up to summation order. Chunks of 5 over
-  // the 16-token batch: three full chunks and a partial one. With LoRA dropout the MLP stays
-  // whole (the masks are drawn over the whole input): bit-identical then.
+  // the 16-token batch: three full chunks and a partial one. With LoRA dropout each chunk draws
+  // its masks at its rows of the whole input: the same masks, so the same result too (a chunk
+  // offset left out would give other masks and fail this).
   ModelSpec s = small_spec();
   auto ops = make_cpu_ops();
   Batch keyed = packed_batch();
@@ -294,11 +295,6 @@ TEST(Model, MlpInTokenChunksMatchesTheWholeMlp) {
       logits[chunked] = l.to_vector();
     }
     ASSERT_EQ(g[0].size(), g[1].size());
-    if (dropout > 0) {
-      EXPECT_DOUBLE_EQ(loss[1], loss[0]);
-      for (size_t i = 0; i < g[0].size(); ++i) EXPECT_EQ(g[1][i], g[0][i]) << i;
-      continue;
-    }
     EXPECT_NEAR(loss[1], loss[0], 1e-6 * std::abs(loss[0]));
     EXPECT_NEAR(eval_loss[1], eval_loss[0], 1e-6 * std::abs(eval_loss[0]));
     for (size_t i = 0; i < logits[0].size(); ++i)
