@@ -156,8 +156,8 @@ constexpr std::array kSchema = {
               "layer = keep only each layer's input and recompute the layer in backward; offload "
               "= the same with those inputs parked in pinned host memory (copied out and back "
               "while the GPU computes; longest contexts); none = keep all activations (fastest, "
-              "most memory); true = layer, false = none. With layer or offload and "
-              "`lora.dropout: 0`, a micro-batch of more than 8192 tokens runs each layer's MLP in "
+              "most memory); true = layer, false = none. With layer or offload, a micro-batch of "
+              "more than 8192 tokens runs each layer's MLP in "
               "chunks of 8192 tokens (forward, recompute and backward; same result), so its "
               "[tokens, 2 x intermediate] transients never exist whole",
               FTUNE_FIELD(train, gradient_checkpointing)},
