@@ -102,6 +102,7 @@ nlohmann::json memory_json(const MemoryEstimate& m) {
   j["attention_workspace"] = m.attention_workspace;
   j["lm_head_ce_workspace"] = m.lm_head_ce_workspace;
   j["gemm_workspace"] = m.gemm_workspace;
+  j["fp8_workspace"] = m.fp8_workspace;
   j["host_workspaces"] = m.host_workspaces;
   j["pinned_host"] = m.pinned_host;
   j["tensor_peak"] = m.tensor_peak();

@@ -81,7 +81,8 @@ TEST(PlanCli, PresetTextAndJson) {
   const json& m = best["memory"];
   int64_t parts = 0;
   for (const char* k : {"base_weights", "lora_params", "lora_grads", "optimizer_state", "activations",
-                        "attention_workspace", "lm_head_ce_workspace", "gemm_workspace"})
+                        "attention_workspace", "lm_head_ce_workspace", "gemm_workspace",
+                        "fp8_workspace"})
     parts += m[k].get<int64_t>();
   EXPECT_EQ(parts, m["tensor_peak"].get<int64_t>());
   EXPECT_EQ(parts + m["host_workspaces"].get<int64_t>() + m["allocator_overhead"].get<int64_t>() +
@@ -98,6 +99,29 @@ TEST(PlanCli, PresetTextAndJson) {
   const json d4 = json::parse(four.out);
   EXPECT_EQ(d4["best"]["gpus"], 4);
   EXPECT_GT(d4["best"]["tokens_per_s"].get<double>(), 3 * best["tokens_per_s"].get<double>());
+}
+
+TEST(PlanCli, Fp8BaseHalvesTheProjectionBytes) {
+  const std::string dir = ftune::test::temp_dir("plan_fp8");
+  const std::string common = "plan --preset llama-3-8b --gpu-memory-gib 80 --seq 2048 --batch 2 "
+                             "--checkpointing on --json";
+  const CliRun d = run_ftune(common, dir), f = run_ftune(common + " --fp8", dir);
+  ASSERT_EQ(d.code, 0) << d.err;
+  ASSERT_EQ(f.code, 0) << f.err;
+  const json dense = json::parse(d.out)["best"], fp8 = json::parse(f.out)["best"];
+  EXPECT_FALSE(dense["fp8_base"].get<bool>());
+  EXPECT_TRUE(fp8["fp8_base"].get<bool>());
+  EXPECT_FALSE(fp8["load_in_4bit"].get<bool>());
+  // llama-3-8b's projections: 6.98e9 weights, 2 bytes each in bf16, 1 (+ a scale) in FP8.
+  const int64_t saved = dense["memory"]["base_weights"].get<int64_t>() -
+                        fp8["memory"]["base_weights"].get<int64_t>();
+  EXPECT_EQ(saved, int64_t{32} * (6144 * 4096 + 4096 * 4096 + 2 * 14336 * 4096 + 4096 * 14336) -
+                       int64_t{32} * 4 * 4);
+  EXPECT_GT(fp8["memory"]["fp8_workspace"].get<int64_t>(), 0);
+  EXPECT_EQ(dense["memory"]["fp8_workspace"].get<int64_t>(), 0);
+  const CliRun both = run_ftune(common + " --fp8 --4bit on", dir);
+  EXPECT_NE(both.code, 0);
+  EXPECT_NE(both.err.find("exclude each other"), std::string::npos) << both.err;
 }
 
 TEST(PlanCli, ConfigKeepsTheEffectiveBatch) {
