@@ -52,6 +52,11 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const json& j, const std::string& 
     m->vocab_.emplace(token, static_cast<int32_t>(id.get<int64_t>()));
     bound = std::max(bound, id.get<int64_t>() + 1);
   }
+  // Ids index a table of bound entries: a vocabulary's ids are (nearly) 0..size-1, so an id far
+  // past its size is a broken file, not a reason to allocate gigabytes.
+  const int64_t most = static_cast<int64_t>(vocab.size()) + (int64_t{1} << 20);
+  FTUNE_CHECK(bound <= most, "{}: vocab id {} is far past the vocabulary's {} entries (ids must "
+              "stay below {})", where, bound - 1, vocab.size(), most);
   m->vocab_r_.assign(static_cast<size_t>(bound), std::string());
   m->has_id_.assign(static_cast<size_t>(bound), false);
   for (const auto& [token, id] : m->vocab_) {

@@ -405,6 +405,13 @@ TEST(TokenizerErrors, MissingFileBadJsonUnsupportedTypes) {
   msg = error_of([&] { Tokenizer::from_json(j.dump(), "d.json"); });
   EXPECT_NE(msg.find("decoder type 'WordPiece'"), std::string::npos) << msg;
 
+  // An id far past the vocabulary's size (found by fuzz_tokenizer: it made a 2^31-entry table)
+  // is refused, not allocated.
+  j = byte_level_json(true, true);
+  j["model"]["vocab"]["far"] = 2000000000;
+  msg = error_of([&] { Tokenizer::from_json(j.dump(), "v.json"); });
+  EXPECT_NE(msg.find("vocab id 2000000000 is far past the vocabulary's"), std::string::npos) << msg;
+
   j = byte_level_json(false, true);
   j["model"]["merges"].push_back("a zz");
   msg = error_of([&] { Tokenizer::from_json(j.dump(), "g.json"); });
